@@ -1,0 +1,166 @@
+"""The experiment manifest (``experiments.yaml``): datasets, transfer tasks, sizes, seeds, profiles, studies.
+
+Validated before anything runs; a typo or a wrong type is reported with the field and the line.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from benchmarks.yaml_lines import line_of, load_yaml_with_lines
+
+Strategy = Literal["none", "head", "full"]
+Size = int | float  # an int is a count of structures, a float in (0, 1] a fraction of the available set
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataSpec(Strict):
+    path: str = "../shared/data/mp_multifidelity.jsonl.gz"
+    cache_dir: str = "cache"
+    max_nbr: int = Field(24, ge=1)
+    split_seed: int = 0
+    on_error: Literal["raise", "skip"] = "skip"
+
+
+class StageSpec(Strict):
+    """Training settings of one stage (pre-training or transfer) in a profile."""
+
+    epochs: int = Field(ge=1)
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(1.25e-4, gt=0)
+    weight_decay: float = Field(1e-6, ge=0)
+    cycle_period: int = Field(ge=1)
+    normalization: Literal["keep", "refit"] = "keep"
+
+
+class Profile(Strict):
+    model: Literal["smoke", "cpu", "paper"]
+    model_overrides: dict[str, Any] = Field(default_factory=dict)
+    backend: Literal["dgl", "torch"] = "dgl"
+    device: Literal["cpu", "cuda", "auto"] = "auto"
+    amp: bool = False
+    pretrain: StageSpec
+    transfer: StageSpec
+    pretrain_seed: int = 0
+    # Caps applied to every size of every experiment (a smoke profile runs the same manifest small).
+    max_train_size: int | None = Field(None, ge=1)
+    max_pretrain_size: int | None = Field(None, ge=1)
+    max_eval_size: int | None = Field(None, ge=1)
+    seeds: list[int] | None = None  # overrides every experiment's seeds
+
+
+class Experiment(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    source: str  # low-fidelity (pre-training) property
+    target: str  # high-fidelity property
+    strategies: list[Strategy] = Field(default_factory=lambda: ["none", "head", "full"], min_length=1)
+    train_sizes: list[Size] = Field(default_factory=lambda: [1.0], min_length=1)
+    pretrain_sizes: list[Size] = Field(default_factory=lambda: [1.0], min_length=1)
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    # Learning-rate factor of transfer runs (the paper needed 10x smaller for inter-property transfer).
+    transfer_lr_factor: float = Field(1.0, gt=0)
+    # Extra test metrics on subsets of the test set, e.g. band gaps above 0.1 eV: {gap_above_0.1: 0.1}.
+    subsets_above: dict[str, float] = Field(default_factory=dict)
+    description: str = ""
+
+    @field_validator("train_sizes", "pretrain_sizes")
+    @classmethod
+    def _sizes(cls, sizes: list[Size]) -> list[Size]:
+        for size in sizes:
+            if isinstance(size, float) and not 0 < size <= 1:
+                raise ValueError(f"a fractional size must be in (0, 1], got {size}")
+            if isinstance(size, int) and size < 1:
+                raise ValueError(f"a size must be at least 1, got {size}")
+        return sizes
+
+    @property
+    def task_type(self) -> Literal["intra", "inter"]:
+        return "intra" if property_kind(self.source) == property_kind(self.target) else "inter"
+
+
+class StudySpec(Strict):
+    """An Optuna study over learning rate and weight decay for one transfer task and strategy."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    experiment: str  # the experiment whose task (source, target, largest sizes) is tuned
+    strategy: Strategy
+    n_trials: int = Field(ge=1)
+    sampler: Literal["tpe", "grid", "random"] = "tpe"
+    lr: tuple[float, float] | list[float] = (1.25e-6, 1.25e-4)  # a range (log-uniform) or, for grid, values
+    weight_decay: tuple[float, float] | list[float] = (1e-6, 1e-2)
+    pruner: Literal["median", "hyperband", "none"] = "median"
+    train_size: Size = 1.0
+    seed: int = 0
+
+
+class Manifest(Strict):
+    data: DataSpec = Field(default_factory=DataSpec)
+    profiles: dict[str, Profile]
+    experiments: list[Experiment] = Field(min_length=1)
+    studies: list[StudySpec] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _references(self) -> "Manifest":
+        names = [e.name for e in self.experiments]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"experiment names must be unique: {duplicates}")
+        for study in self.studies:
+            if study.experiment not in names:
+                raise ValueError(f"study {study.name!r} names unknown experiment {study.experiment!r}")
+        return self
+
+    def experiment(self, name: str) -> Experiment:
+        for experiment in self.experiments:
+            if experiment.name == name:
+                return experiment
+        raise KeyError(f"no experiment {name!r}; known: {[e.name for e in self.experiments]}")
+
+    def study(self, name: str) -> StudySpec:
+        for study in self.studies:
+            if study.name == name:
+                return study
+        raise KeyError(f"no study {name!r}; known: {[s.name for s in self.studies]}")
+
+    def profile(self, name: str) -> Profile:
+        if name not in self.profiles:
+            raise KeyError(f"no profile {name!r}; known: {sorted(self.profiles)}")
+        return self.profiles[name]
+
+
+def property_kind(name: str) -> str:
+    """The physical quantity of a property column: ``gap_hse`` -> ``gap``, ``e_form_r2scan`` -> ``e_form``."""
+    return name.rsplit("_", 1)[0] if "_" in name else name
+
+
+class ManifestError(ValueError):
+    pass
+
+
+def load_manifest(path: str | Path) -> Manifest:
+    """Read and validate a manifest; errors name the file, the field and its line."""
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError(f"{path}: manifest not found")
+    data, lines = load_yaml_with_lines(path)
+    if not isinstance(data, dict):
+        raise ManifestError(f"{path}: the manifest must be a mapping with 'profiles' and 'experiments'")
+    try:
+        return Manifest.model_validate(data)
+    except ValidationError as error:
+        messages = []
+        for problem in error.errors():
+            location = tuple(problem["loc"])
+            # pydantic appends union member names (int, float) to the location; they are not YAML keys.
+            yaml_location = tuple(part for part in location if not (isinstance(part, str) and part in {"int", "float", "tuple[float,float]", "list[float]"}))
+            line = line_of(yaml_location, lines)
+            field = ".".join(str(part) for part in yaml_location) or "(top level)"
+            where = f"{path}:{line}" if line else str(path)
+            messages.append(f"{where}: {field}: {problem['msg']}")
+        raise ManifestError("invalid manifest\n  " + "\n  ".join(messages)) from None

@@ -1,0 +1,131 @@
+"""Manifest validation (errors name the field and line) and expansion into runs with shared pre-training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from benchmarks.manifest import ManifestError, load_manifest
+from benchmarks.plan import expand, resolve_size
+
+REPO = Path(__file__).resolve().parents[1]
+
+MANIFEST = """\
+data:
+  cache_dir: cache
+profiles:
+  smoke:
+    model: smoke
+    pretrain: {epochs: 2, cycle_period: 2}
+    transfer: {epochs: 2, cycle_period: 2}
+    max_train_size: 40
+experiments:
+  - name: gap
+    source: gap_pbe
+    target: gap_hse
+    train_sizes: [10, 1.0]
+    seeds: [0, 1]
+  - name: eform
+    source: e_form_pbe
+    target: e_form_r2scan
+    strategies: [none, full]
+    pretrain_sizes: [0.5, 1.0]
+  - name: eform_to_gap
+    source: e_form_pbe
+    target: gap_hse
+    strategies: [full]
+    transfer_lr_factor: 0.1
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "experiments.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_valid_manifest_loads(tmp_path: Path) -> None:
+    manifest = load_manifest(write(tmp_path, MANIFEST))
+    assert [e.name for e in manifest.experiments] == ["gap", "eform", "eform_to_gap"]
+    assert manifest.experiment("gap").task_type == "intra"
+    assert manifest.experiment("eform_to_gap").task_type == "inter"
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "field", "line"),
+    [
+        ("    strategies: [none, full]\n", "    strategys: [none, full]\n", "experiments.1.strategys", 18),
+        ("    strategies: [none, full]\n", "    strategies: [none, fulll]\n", "experiments.1.strategies.1", 18),
+        ("    pretrain: {epochs: 2, cycle_period: 2}\n", "    pretrain: {epochs: two, cycle_period: 2}\n",
+         "profiles.smoke.pretrain.epochs", 6),
+        ("    train_sizes: [10, 1.0]\n", "    train_sizes: [10, 1.5]\n", "experiments.0.train_sizes", 13),
+        ("    model: smoke\n", "    model: huge\n", "profiles.smoke.model", 5),
+    ],
+)
+def test_errors_name_field_and_line(tmp_path: Path, old: str, new: str, field: str, line: int) -> None:
+    path = write(tmp_path, MANIFEST.replace(old, new))
+    with pytest.raises(ManifestError) as raised:
+        load_manifest(path)
+    message = str(raised.value)
+    assert f"{path}:{line}: {field}" in message, message
+
+
+def test_unknown_study_experiment_and_duplicates(tmp_path: Path) -> None:
+    text = MANIFEST + "studies:\n  - {name: s, experiment: nope, strategy: full, n_trials: 2}\n"
+    with pytest.raises(ManifestError, match="unknown experiment 'nope'"):
+        load_manifest(write(tmp_path, text))
+    text = MANIFEST.replace("name: eform\n", "name: gap\n")
+    with pytest.raises(ManifestError, match="unique"):
+        load_manifest(write(tmp_path, text))
+
+
+def test_missing_and_malformed_files(tmp_path: Path) -> None:
+    with pytest.raises(ManifestError, match="not found"):
+        load_manifest(tmp_path / "nothing.yaml")
+    with pytest.raises(ValueError, match="not valid YAML"):
+        load_manifest(write(tmp_path, "profiles: [unclosed\n"))
+
+
+def test_expansion_shares_pretraining(tmp_path: Path) -> None:
+    manifest = load_manifest(write(tmp_path, MANIFEST))
+    pretrains, transfers = expand(manifest, "smoke", data_key="d")
+    # gap_pbe at 1.0; e_form_pbe at 0.5 and 1.0 (the 1.0 one shared by eform and eform_to_gap).
+    assert sorted((p.prop, p.size) for p in pretrains) == [("e_form_pbe", 0.5), ("e_form_pbe", 1.0), ("gap_pbe", 1.0)]
+    # gap: 3 strategies x 2 sizes x 2 seeds; eform: none (1) + full x 2 pretrain sizes, x 1 size x 1 seed;
+    # eform_to_gap: 1.
+    assert len(transfers) == 12 + 3 + 1
+    assert len({t.key for t in transfers}) == len(transfers)
+    shared = [t.pretrain.key for t in transfers if t.pretrain and t.pretrain.prop == "e_form_pbe" and t.pretrain.size == 1.0]
+    assert len(shared) == 2 and len(set(shared)) == 1
+    assert all(t.pretrain is None for t in transfers if t.strategy == "none")
+    inter = [t for t in transfers if t.experiment == "eform_to_gap"][0]
+    assert inter.stage["lr"] == pytest.approx(0.1 * manifest.profiles["smoke"].transfer.lr)
+
+
+def test_keys_are_stable_and_follow_settings(tmp_path: Path) -> None:
+    manifest = load_manifest(write(tmp_path, MANIFEST))
+    first = [t.key for t in expand(manifest, "smoke", data_key="d")[1]]
+    assert first == [t.key for t in expand(manifest, "smoke", data_key="d")[1]]
+    assert first != [t.key for t in expand(manifest, "smoke", data_key="other")[1]]
+    changed = load_manifest(write(tmp_path, MANIFEST.replace("transfer: {epochs: 2", "transfer: {epochs: 3")))
+    assert set(first).isdisjoint(t.key for t in expand(changed, "smoke", data_key="d")[1])
+    with pytest.raises(KeyError, match="unknown experiments"):
+        expand(manifest, "smoke", only=["gapp"])
+    assert {t.experiment for t in expand(manifest, "smoke", only=["gap"])[1]} == {"gap"}
+
+
+def test_resolve_size() -> None:
+    assert resolve_size(1.0, 100) == 100
+    assert resolve_size(0.25, 100) == 25
+    assert resolve_size(500, 100) == 100
+    assert resolve_size(1.0, 100, cap=40) == 40
+
+
+def test_default_manifest_is_valid() -> None:
+    path = REPO / "experiments.yaml"
+    if path.exists():
+        manifest = load_manifest(path)
+        assert {"smoke", "cpu", "paper"} <= set(manifest.profiles)
+        for profile in manifest.profiles:
+            expand(manifest, profile)
