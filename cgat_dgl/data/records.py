@@ -34,6 +34,8 @@ class MaterialRecord:
     targets: dict[str, float]
     payload: Any  # CIF text, Structure.as_dict() output, or a Structure
     kind: PayloadKind
+    # Where the target values were read, when that is not `source` (id_prop.csv:LINE beside a CIF file).
+    target_source: str | None = None
 
     def fingerprint(self) -> str:
         """A stable hash of the structure as given, without parsing it."""
