@@ -1,0 +1,125 @@
+"""Read the benchmark's training runs back from the MLflow tracking store."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pandas as pd
+from mlflow.entities import Run
+from mlflow.tracking import MlflowClient
+
+TAG_PREFIX = "cgat."
+TAG_COLUMNS = ("kind", "experiment", "profile", "strategy", "source", "target", "task_type", "seed")
+CORE_METRICS = ("test_mae", "test_rmse", "test_r2", "best_val_mae")
+SUBSET_PREFIX = "test_mae_"
+HISTORY_METRICS = ("train_mae", "val_mae", "lr")
+RUN_COLUMNS = (
+    "run_id",
+    *TAG_COLUMNS,
+    "train_size",
+    "pretrain_size",
+    "pretrain_run_id",
+    *CORE_METRICS,
+)
+HISTORY_COLUMNS = ("epoch", *HISTORY_METRICS)
+_PAGE = 1000
+
+
+def _int_param(run: Run, name: str, default: int | None = None) -> int:
+    raw = run.data.params.get(name)
+    if raw is None:
+        if default is not None:
+            return default
+        raise ValueError(f"run {run.info.run_id}: param {name!r} is missing")
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"run {run.info.run_id}: param {name!r} = {raw!r} is not a number") from None
+    if not value.is_integer() or value < 0:
+        raise ValueError(f"run {run.info.run_id}: param {name!r} = {raw!r} is not a non-negative integer")
+    return int(value)
+
+
+def _row(run: Run) -> dict[str, Any]:
+    tags = run.data.tags
+    row: dict[str, Any] = {"run_id": run.info.run_id}
+    for name in TAG_COLUMNS:
+        row[name] = tags.get(TAG_PREFIX + name)
+    if row["kind"] not in ("pretrain", "transfer"):
+        raise ValueError(f"run {run.info.run_id}: tag cgat.kind = {row['kind']!r}, expected pretrain or transfer")
+    try:
+        row["seed"] = int(row["seed"]) if row["seed"] is not None else -1
+    except ValueError:
+        raise ValueError(f"run {run.info.run_id}: tag cgat.seed = {row['seed']!r} is not an integer") from None
+    row["train_size"] = _int_param(run, "train_size")
+    row["pretrain_size"] = _int_param(run, "pretrain_size", default=0)
+    row["pretrain_run_id"] = tags.get(TAG_PREFIX + "pretrain_run_id")
+    metrics = run.data.metrics
+    for name in CORE_METRICS:
+        row[name] = metrics.get(name, math.nan)
+    for name, value in metrics.items():
+        if name.startswith(SUBSET_PREFIX):
+            row[name] = value
+    return row
+
+
+def _history(client: MlflowClient, run_id: str) -> pd.DataFrame:
+    series: dict[str, pd.Series] = {}
+    for name in HISTORY_METRICS:
+        points = client.get_metric_history(run_id, name)
+        if points:
+            # the last value logged at a step wins, as in MLflow's own UI
+            by_step = {int(p.step): p.value for p in sorted(points, key=lambda p: (p.step, p.timestamp))}
+            series[name] = pd.Series(by_step, dtype=float)
+    frame = pd.DataFrame(series).sort_index()
+    frame.index.name = "epoch"
+    frame = frame.reset_index()
+    for name in HISTORY_COLUMNS:
+        if name not in frame:
+            frame[name] = pd.Series(dtype=float if name != "epoch" else int)
+    return frame[list(HISTORY_COLUMNS)]
+
+
+def _search(client: MlflowClient, experiment_id: str, filter_string: str) -> list[Run]:
+    runs: list[Run] = []
+    token: str | None = None
+    while True:
+        page = client.search_runs(
+            [experiment_id], filter_string=filter_string, max_results=_PAGE, page_token=token
+        )
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def collect_runs(
+    tracking_uri: str, profile: str | None = None, experiment_name: str = "cgat-bench"
+) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
+    """One row per finished training run of the benchmark, and each run's per-epoch history.
+
+    Parent runs (tag ``cgat.parent`` = "1") and Optuna trials (tag ``cgat.study``) are left out.
+    """
+    client = MlflowClient(tracking_uri=tracking_uri)
+    experiment = client.get_experiment_by_name(experiment_name)
+    if experiment is None:
+        raise ValueError(f"no MLflow experiment named {experiment_name!r} in {tracking_uri}")
+    filters = ["attributes.status = 'FINISHED'"]
+    if profile is not None:
+        filters.append(f"tags.`cgat.profile` = '{profile}'")
+    rows: list[dict[str, Any]] = []
+    histories: dict[str, pd.DataFrame] = {}
+    for run in _search(client, experiment.experiment_id, " and ".join(filters)):
+        tags = run.data.tags
+        if tags.get("cgat.parent") == "1" or "cgat.study" in tags or "cgat.kind" not in tags:
+            continue
+        rows.append(_row(run))
+        histories[run.info.run_id] = _history(client, run.info.run_id)
+    runs = pd.DataFrame(rows, columns=list(RUN_COLUMNS) if not rows else None)
+    for name in RUN_COLUMNS:
+        if name not in runs:
+            runs[name] = pd.Series(dtype=object)
+    subset = sorted(c for c in runs.columns if c.startswith(SUBSET_PREFIX))
+    runs = runs[list(RUN_COLUMNS) + subset]
+    return runs.sort_values(["kind", "experiment", "strategy", "train_size", "seed"]).reset_index(drop=True), histories

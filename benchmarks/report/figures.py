@@ -1,0 +1,270 @@
+"""The report's figures. Each function takes tidy frames, writes one PNG and returns its path, or
+returns None when there is nothing to draw (the caller says so in the report)."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Mapping
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from benchmarks.report.budget import SPEND_HIGH, SPEND_LOW  # noqa: E402
+from benchmarks.report.datasets import periodic_position, property_groups  # noqa: E402
+from benchmarks.report.scaling import fit_from_row, geometric_grid  # noqa: E402
+from benchmarks.report.tables import STRATEGY_LABELS, ordered_strategies  # noqa: E402
+
+DPI = 110
+PANEL = 4.2
+NONE_COLOR = "tab:orange"
+PALETTES = {"full": "Blues", "head": "Greens"}
+# one colour per strategy wherever a figure has a single line per strategy
+STRATEGY_COLORS = {"none": NONE_COLOR, "head": "tab:green", "full": "tab:blue", "pretrain": "tab:gray"}
+
+
+def _panels(n: int, per_row: int = 3, height: float = PANEL) -> tuple[plt.Figure, list[plt.Axes]]:
+    cols = min(n, per_row)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(PANEL * 1.25 * cols, height * rows), squeeze=False)
+    flat = list(axes.ravel())
+    for ax in flat[n:]:
+        ax.set_visible(False)
+    return fig, flat[:n]
+
+
+def _save(fig: plt.Figure, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
+def _log_axes(ax: plt.Axes, **labels: str) -> None:
+    """Log-log axes with plain tick labels (0.3 rather than 3x10^-1). MAEs often span less than a
+    decade, leaving no major tick, so minor ticks on the MAE axis are labelled in that case."""
+    ax.set(xscale="log", yscale="log", **labels)
+    ax.autoscale_view()
+    plain = matplotlib.ticker.FuncFormatter(lambda v, _: f"{float(f'{v:.2g}'):g}")
+
+    def minor(value: float, _: int) -> str:
+        low, high = sorted(ax.yaxis.get_view_interval())
+        return plain(value) if low > 0 and math.log10(high / low) < 1.3 else ""
+
+    ax.xaxis.set_major_formatter(plain)
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.yaxis.set_major_formatter(plain)
+    ax.yaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(minor))
+    ax.tick_params(which="minor", labelsize=6)
+
+
+def _shades(strategy: str, n: int) -> list[tuple[float, float, float]]:
+    palette = PALETTES.get(strategy, "Greys")
+    return sns.color_palette(palette, n + 2)[2:] if n else []
+
+
+def learning_curves(selected: pd.DataFrame, histories: Mapping[str, pd.DataFrame], path: Path) -> Path | None:
+    """Validation MAE against epoch, one panel per experiment, mean over seeds with a std band."""
+    frames = []
+    for run in selected.itertuples():
+        history = histories.get(run.run_id)
+        if history is None or history.empty or history["val_mae"].isna().all():
+            continue
+        frames.append(history[["epoch", "val_mae"]].assign(experiment=run.experiment, strategy=run.strategy, seed=run.seed))
+    if not frames:
+        return None
+    data = pd.concat(frames, ignore_index=True).dropna(subset=["val_mae"])
+    experiments = sorted(data["experiment"].unique())
+    fig, axes = _panels(len(experiments))
+    for ax, experiment in zip(axes, experiments):
+        panel = data[data["experiment"] == experiment]
+        strategies = ordered_strategies(panel["strategy"].unique())
+        palette = {STRATEGY_LABELS.get(s, s): STRATEGY_COLORS.get(s, "tab:purple") for s in strategies}
+        panel = panel.assign(strategy=panel["strategy"].map(lambda s: STRATEGY_LABELS.get(s, s)))
+        sns.lineplot(
+            data=panel,
+            x="epoch",
+            y="val_mae",
+            hue="strategy",
+            hue_order=list(palette),
+            palette=palette,
+            errorbar="sd",
+            ax=ax,
+        )
+        ax.set_title(experiment)
+        ax.set_ylabel("validation MAE")
+    return _save(fig, path)
+
+
+def _draw_series(ax: plt.Axes, xs: pd.Series, points: pd.DataFrame, fit_row: pd.Series | None, color, label: str, dashed: bool) -> None:
+    ax.errorbar(xs, points["mae_mean"], yerr=points["mae_std"].fillna(0.0), fmt="o", color=color, capsize=3)
+    fit = fit_from_row(fit_row) if fit_row is not None else None
+    if fit is not None:
+        grid = geometric_grid(float(xs.min()), float(xs.max()))
+        label = f"{label}: {fit.label()}"
+        ax.plot(grid, fit.predict(grid), "--" if dashed else "-", color=color, label=label)
+    else:
+        ax.plot([], [], "o", color=color, label=f"{label}: no fit (one size)")
+
+
+def loglog_train(points: pd.DataFrame, fits: pd.DataFrame, path: Path) -> Path | None:
+    """Test MAE against training size per strategy and pre-training size, with the fitted lines."""
+    if points.empty:
+        return None
+    experiments = sorted(points["experiment"].unique())
+    fig, axes = _panels(len(experiments), per_row=2, height=PANEL * 1.2)
+    train_fits = fits[fits["x"] == "train_size"]
+    for ax, experiment in zip(axes, experiments):
+        exp_points = points[points["experiment"] == experiment]
+        for strategy in ordered_strategies(exp_points["strategy"].unique()):
+            strat_points = exp_points[exp_points["strategy"] == strategy]
+            sizes = sorted(strat_points["pretrain_size"].unique())
+            colors = [NONE_COLOR] if strategy == "none" else _shades(strategy, len(sizes))
+            for color, n_pretrain in zip(colors, sizes):
+                series = strat_points[strat_points["pretrain_size"] == n_pretrain].sort_values("train_size")
+                found = train_fits[
+                    (train_fits["experiment"] == experiment)
+                    & (train_fits["strategy"] == strategy)
+                    & (train_fits["pretrain_size"] == n_pretrain)
+                ]
+                label = STRATEGY_LABELS.get(strategy, strategy)
+                if strategy != "none":
+                    label += f", pre-train {int(n_pretrain)}"
+                _draw_series(ax, series["train_size"], series, found.iloc[0] if len(found) else None, color, label, strategy == "none")
+        _log_axes(ax, xlabel="training set size", ylabel="test MAE", title=experiment)
+        ax.legend(fontsize=6.5)
+    return _save(fig, path)
+
+
+def loglog_pretrain(points: pd.DataFrame, fits: pd.DataFrame, path: Path) -> Path | None:
+    """Test MAE against pre-training size, one line per training size (transfer strategies)."""
+    pre_fits = fits[fits["x"] == "pretrain_size"]
+    if pre_fits.empty:
+        return None
+    keys = sorted(set(zip(pre_fits["experiment"], pre_fits["strategy"])))
+    fig, axes = _panels(len(keys), per_row=2, height=PANEL * 1.2)
+    for ax, (experiment, strategy) in zip(axes, keys):
+        rows = pre_fits[(pre_fits["experiment"] == experiment) & (pre_fits["strategy"] == strategy)]
+        colors = _shades(strategy, len(rows))
+        for color, (_, fit_row) in zip(colors, rows.sort_values("train_size").iterrows()):
+            series = points[
+                (points["experiment"] == experiment)
+                & (points["strategy"] == strategy)
+                & (points["train_size"] == fit_row["train_size"])
+            ].sort_values("pretrain_size")
+            _draw_series(ax, series["pretrain_size"], series, fit_row, color, f"train {int(fit_row['train_size'])}", False)
+        _log_axes(
+            ax,
+            xlabel="pre-training set size",
+            ylabel="test MAE",
+            title=f"{experiment} ({STRATEGY_LABELS.get(strategy, strategy)})",
+        )
+        ax.legend(fontsize=6.5)
+    return _save(fig, path)
+
+
+def budget(curves: pd.DataFrame, path: Path) -> Path | None:
+    """Expected MAE against total compute, per scenario: solid = extra high-fidelity, dashed = extra low-fidelity."""
+    if curves.empty:
+        return None
+    experiments = sorted(curves["experiment"].unique())
+    fig, axes = _panels(len(experiments), per_row=2, height=PANEL * 1.2)
+    for ax, experiment in zip(axes, experiments):
+        exp_curves = curves[curves["experiment"] == experiment]
+        scenarios = list(dict.fromkeys(exp_curves["scenario"]))
+        colors = sns.color_palette("tab10", len(scenarios))
+        for color, scenario in zip(colors, scenarios):
+            for spend_on, style in ((SPEND_HIGH, "-"), (SPEND_LOW, "--")):
+                line = exp_curves[(exp_curves["scenario"] == scenario) & (exp_curves["spend_on"] == spend_on)]
+                ax.plot(line["total_compute"], line["mae"], style, color=color, label=f"{scenario}: more {spend_on}")
+            start = exp_curves[(exp_curves["scenario"] == scenario) & (exp_curves["extra_compute"] == 0)].iloc[0]
+            ax.plot(start["total_compute"], start["mae"], "x", color=color, markersize=9)
+        _log_axes(ax, xlabel="compute (low-fidelity calculation = 1)", ylabel="expected test MAE", title=experiment)
+        ax.legend(fontsize=6.5)
+    return _save(fig, path)
+
+
+def intra_inter(points: pd.DataFrame, fits: pd.DataFrame, targets: list[str], path: Path) -> Path | None:
+    """Per target reached from several sources: full-transfer MAE against training size per source,
+    and no transfer (pooled over the experiments of that target)."""
+    if not targets:
+        return None
+    fig, axes = _panels(len(targets), per_row=2, height=PANEL * 1.2)
+    train_fits = fits[fits["x"] == "train_size"]
+    for ax, target in zip(axes, targets):
+        target_points = points[points["target"] == target]
+        full = target_points[target_points["strategy"] == "full"]
+        experiments = sorted(full["experiment"].unique())
+        colors = [c for i, c in enumerate(sns.color_palette("tab10", 10)) if i != 1]  # orange is no transfer
+        none = target_points[target_points["strategy"] == "none"]
+        if len(none):
+            pooled = none.groupby("train_size").agg(mae_mean=("mae_mean", "mean"), mae_std=("mae_std", "mean")).reset_index()
+            ax.errorbar(pooled["train_size"], pooled["mae_mean"], yerr=pooled["mae_std"].fillna(0.0), fmt="o--", color=NONE_COLOR, capsize=3, label="no transfer")
+        for color, experiment in zip(itertools.cycle(colors), experiments):
+            exp_full = full[full["experiment"] == experiment]
+            n_pretrain = exp_full["pretrain_size"].max()
+            series = exp_full[exp_full["pretrain_size"] == n_pretrain].sort_values("train_size")
+            found = train_fits[
+                (train_fits["experiment"] == experiment) & (train_fits["strategy"] == "full") & (train_fits["pretrain_size"] == n_pretrain)
+            ]
+            _draw_series(ax, series["train_size"], series, found.iloc[0] if len(found) else None, color, f"full transfer from {series['source'].iloc[0]} ({experiment})", False)
+        _log_axes(ax, xlabel="training set size", ylabel="test MAE", title=f"target {target}")
+        ax.legend(fontsize=6.5)
+    return _save(fig, path)
+
+
+def target_distributions(targets: pd.DataFrame, path: Path) -> Path | None:
+    """Histograms of each property, the fidelities of one property overlaid in one panel."""
+    groups = {base: cols for base, cols in property_groups(targets.columns).items() if targets[cols].notna().any().any()}
+    if not groups:
+        return None
+    fig, axes = _panels(len(groups), per_row=2)
+    for ax, (base, columns) in zip(axes, groups.items()):
+        long = targets[columns].melt(var_name="fidelity", value_name="value").dropna()
+        # central 99.8% only: a few extreme outliers would otherwise squash every histogram into one bin
+        low, high = long["value"].quantile([0.001, 0.999])
+        long = long[(long["value"] >= low) & (long["value"] <= high)]
+        sns.histplot(data=long, x="value", hue="fidelity", stat="density", common_norm=False, element="step", bins=60, ax=ax)
+        ax.set(title=base, xlabel=base)
+    return _save(fig, path)
+
+
+def element_counts(counts: pd.DataFrame, path: Path) -> Path | None:
+    """Periodic-table heat maps: number of compounds containing each element, one per dataset."""
+    if counts.empty:
+        return None
+    datasets = list(dict.fromkeys(counts["dataset"]))
+    fig, axes = _panels(len(datasets), per_row=1, height=4.0)
+    for ax, dataset in zip(axes, datasets):
+        grid = np.full((10, 18), np.nan)
+        labels = np.full((10, 18), "", dtype=object)
+        for row in counts[counts["dataset"] == dataset].itertuples():
+            r, c = periodic_position(int(row.Z))
+            grid[r, c] = row.count
+            labels[r, c] = f"{row.element}\n{row.count}"
+        sns.heatmap(
+            grid,
+            ax=ax,
+            annot=labels,
+            fmt="",
+            cmap="viridis",
+            # counts span orders of magnitude (oxygen against rare earths)
+            norm=matplotlib.colors.LogNorm(vmin=max(1.0, np.nanmin(grid)), vmax=max(1.0, np.nanmax(grid))),
+            square=True,
+            mask=np.isnan(grid),
+            annot_kws={"fontsize": 5},
+            cbar_kws={"label": "compounds", "format": matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")},
+            xticklabels=False,
+            yticklabels=False,
+            linewidths=0.3,
+        )
+        ax.set_title(f"{dataset} ({counts.loc[counts['dataset'] == dataset, 'count'].max()} max)")
+    fig.set_size_inches(11, 4.2 * len(datasets))
+    return _save(fig, path)

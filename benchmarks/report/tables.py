@@ -1,0 +1,274 @@
+"""Summary tables built from the runs frame: Table 1 and intra- against inter-property transfer."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from benchmarks.report.collect import SUBSET_PREFIX
+
+STRATEGIES = ("none", "head", "full")
+STRATEGY_LABELS = {
+    "pretrain": "pre-training (source)",
+    "none": "no transfer",
+    "head": "only regression head",
+    "full": "full transfer",
+}
+TABLE1_COLUMNS = (
+    "experiment",
+    "task_type",
+    "source",
+    "target",
+    "metric",
+    "strategy",
+    "property",
+    "train_size",
+    "pretrain_size",
+    "mae_mean",
+    "mae_std",
+    "n_seeds",
+    "improvement_pct",
+    "improvement_std_pct",
+)
+INTRA_INTER_COLUMNS = (
+    "target",
+    "source",
+    "task_type",
+    "strategy",
+    "train_size",
+    "pretrain_size",
+    "mae_mean",
+    "mae_std",
+    "n_seeds",
+    "none_mae_mean",
+    "improvement_pct",
+)
+
+
+def transfer_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    return runs[runs["kind"] == "transfer"]
+
+
+def ordered_strategies(present: Iterable[str]) -> list[str]:
+    """Known strategies in their natural order, then any others alphabetically."""
+    present = set(present)
+    return [s for s in STRATEGIES if s in present] + sorted(present - set(STRATEGIES))
+
+
+def subset_metrics(runs: pd.DataFrame) -> list[str]:
+    return sorted(c for c in runs.columns if c.startswith(SUBSET_PREFIX) and runs[c].notna().any())
+
+
+def _mode(values: pd.Series) -> str:
+    values = values.dropna()
+    return str(values.mode().iloc[0]) if len(values) else ""
+
+
+def improvement(mean: float, std: float, base_mean: float, base_std: float) -> tuple[float, float]:
+    """Percent reduction of the MAE relative to no transfer, and its spread propagated from the seeds."""
+    if not (math.isfinite(mean) and math.isfinite(base_mean)) or base_mean <= 0:
+        return math.nan, math.nan
+    pct = 100.0 * (1.0 - mean / base_mean)
+    spread = 100.0 * math.hypot(std / base_mean, mean * base_std / base_mean**2)
+    return pct, spread
+
+
+def largest_sizes(experiment_runs: pd.DataFrame) -> tuple[int, int]:
+    """The largest training size of an experiment and the largest pre-training size of its transfers."""
+    transferred = experiment_runs[experiment_runs["strategy"] != "none"]
+    n_train = int(experiment_runs["train_size"].max())
+    n_pretrain = int(transferred["pretrain_size"].max()) if len(transferred) else 0
+    return n_train, n_pretrain
+
+
+def select_largest(experiment_runs: pd.DataFrame) -> pd.DataFrame:
+    """Runs at the experiment's largest training size (and largest pre-training size for transfers)."""
+    n_train, n_pretrain = largest_sizes(experiment_runs)
+    at_train = experiment_runs["train_size"] == n_train
+    at_pretrain = (experiment_runs["strategy"] == "none") | (experiment_runs["pretrain_size"] == n_pretrain)
+    return experiment_runs[at_train & at_pretrain]
+
+
+def pretrain_runs_for(runs: pd.DataFrame, transfers: pd.DataFrame, source: str, n_pretrain: int) -> pd.DataFrame:
+    """The pre-training runs the given transfers started from: by linked run id, else by source and size."""
+    pretrain = runs[runs["kind"] == "pretrain"]
+    linked_ids = set(transfers["pretrain_run_id"].dropna())
+    linked = pretrain[pretrain["run_id"].isin(linked_ids)]
+    if len(linked):
+        return linked
+    return pretrain[(pretrain["target"] == source) & (pretrain["train_size"] == n_pretrain)]
+
+
+def _stats(values: pd.Series) -> tuple[float, float, int]:
+    values = values.dropna().astype(float)
+    if values.empty:
+        return math.nan, math.nan, 0
+    std = float(values.std(ddof=1)) if len(values) > 1 else math.nan
+    return float(values.mean()), std, int(len(values))
+
+
+def table1(runs: pd.DataFrame) -> pd.DataFrame:
+    """Test MAE per experiment, metric and strategy at the experiment's largest sizes (long format).
+
+    Rows with strategy "pretrain" hold the pre-training run's own MAE on the source property.
+    """
+    rows: list[dict[str, object]] = []
+    for experiment, exp_runs in transfer_runs(runs).groupby("experiment", sort=True):
+        selected = select_largest(exp_runs)
+        n_train, n_pretrain = largest_sizes(exp_runs)
+        transferred = exp_runs[exp_runs["strategy"] != "none"]
+        source = _mode(transferred["source"]) or _mode(exp_runs["source"])
+        target = _mode(exp_runs["target"])
+        task_type = _mode(transferred["task_type"]) or _mode(exp_runs["task_type"])
+        pretrain = pretrain_runs_for(runs, selected[selected["strategy"] != "none"], source, n_pretrain)
+        common = {"experiment": experiment, "task_type": task_type, "source": source, "target": target}
+        for metric in ["test_mae", *subset_metrics(selected)]:
+            base_mean, base_std, _ = _stats(selected.loc[selected["strategy"] == "none", metric])
+            if metric in pretrain and pretrain[metric].notna().any():
+                mean, std, n = _stats(pretrain[metric])
+                rows.append(
+                    {
+                        **common,
+                        "metric": metric,
+                        "strategy": "pretrain",
+                        "property": source,
+                        "train_size": int(pretrain["train_size"].max()),
+                        "pretrain_size": 0,
+                        "mae_mean": mean,
+                        "mae_std": std,
+                        "n_seeds": n,
+                        "improvement_pct": math.nan,
+                        "improvement_std_pct": math.nan,
+                    }
+                )
+            for strategy in ordered_strategies(selected["strategy"]):
+                mean, std, n = _stats(selected.loc[selected["strategy"] == strategy, metric])
+                if n == 0:
+                    continue
+                pct, pct_std = (math.nan, math.nan) if strategy == "none" else improvement(mean, std, base_mean, base_std)
+                rows.append(
+                    {
+                        **common,
+                        "metric": metric,
+                        "strategy": strategy,
+                        "property": target,
+                        "train_size": n_train,
+                        "pretrain_size": 0 if strategy == "none" else n_pretrain,
+                        "mae_mean": mean,
+                        "mae_std": std,
+                        "n_seeds": n,
+                        "improvement_pct": pct,
+                        "improvement_std_pct": pct_std,
+                    }
+                )
+    return pd.DataFrame(rows, columns=list(TABLE1_COLUMNS))
+
+
+def intra_inter(runs: pd.DataFrame) -> pd.DataFrame:
+    """Improvement over no transfer per source, for targets reached from two or more sources.
+
+    No-transfer runs of a target are pooled over the experiments that share it: they train the same
+    model on the same data. Transfers are taken at their largest pre-training size.
+    """
+    transfer = transfer_runs(runs)
+    rows: list[dict[str, object]] = []
+    for target, target_runs in transfer.groupby("target", sort=True):
+        transferred = target_runs[target_runs["strategy"] != "none"]
+        if transferred["source"].nunique() < 2:
+            continue
+        none = target_runs[target_runs["strategy"] == "none"]
+        for (source, strategy), group in transferred.groupby(["source", "strategy"], sort=True):
+            n_pretrain = int(group["pretrain_size"].max())
+            group = group[group["pretrain_size"] == n_pretrain]
+            for train_size, at_size in group.groupby("train_size", sort=True):
+                mean, std, n = _stats(at_size["test_mae"])
+                base_mean, base_std, _ = _stats(none.loc[none["train_size"] == train_size, "test_mae"])
+                rows.append(
+                    {
+                        "target": target,
+                        "source": source,
+                        "task_type": _mode(at_size["task_type"]),
+                        "strategy": strategy,
+                        "train_size": int(train_size),
+                        "pretrain_size": n_pretrain,
+                        "mae_mean": mean,
+                        "mae_std": std,
+                        "n_seeds": n,
+                        "none_mae_mean": base_mean,
+                        "improvement_pct": improvement(mean, std, base_mean, base_std)[0],
+                    }
+                )
+    return pd.DataFrame(rows, columns=list(INTRA_INTER_COLUMNS))
+
+
+# --- Markdown ---------------------------------------------------------------------------------------
+
+
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    def cell(value: object) -> str:
+        return str(value).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(cell(h) for h in header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def fmt(value: float, digits: int = 4) -> str:
+    if value is None or not np.isfinite(value):
+        return "n/a"
+    return f"{value:.{digits}g}"
+
+
+def _cell(row: pd.Series, bold: bool) -> str:
+    text = fmt(row["mae_mean"])
+    if np.isfinite(row["mae_std"]):
+        text += f" ± {fmt(row['mae_std'], 2)}"
+    if bold:
+        text = f"**{text}**"
+    if np.isfinite(row["improvement_pct"]):
+        text += f" ({row['improvement_pct']:.0f}%)"
+    return text + f" [n={row['n_seeds']}]"
+
+
+def table1_markdown(table: pd.DataFrame) -> str:
+    """Wide layout as in the paper: one row per experiment and metric, one column per strategy."""
+    strategies = ordered_strategies(table["strategy"].unique()) if len(table) else []
+    columns = ["pretrain"] + [s for s in strategies if s != "pretrain"]
+    header = ["experiment", "task", "metric", "N train / N pretrain"] + [STRATEGY_LABELS.get(s, s) for s in columns]
+    rows = []
+    for (experiment, metric), group in table.groupby(["experiment", "metric"], sort=False):
+        first = group.iloc[0]
+        on_target = group[group["strategy"] != "pretrain"]
+        best = on_target["mae_mean"].min() if len(on_target) else math.nan
+        n_pretrain = int(on_target["pretrain_size"].max()) if len(on_target) else 0
+        n_train = int(on_target["train_size"].max()) if len(on_target) else 0
+        row = [experiment, f"{first['source']} → {first['target']} ({first['task_type']})", metric, f"{n_train} / {n_pretrain}"]
+        for strategy in columns:
+            found = group[group["strategy"] == strategy]
+            if found.empty:
+                row.append("–")
+                continue
+            entry = found.iloc[0]
+            row.append(_cell(entry, strategy != "pretrain" and entry["mae_mean"] == best))
+        rows.append(row)
+    return markdown_table(header, rows)
+
+
+def intra_inter_markdown(table: pd.DataFrame) -> str:
+    header = ["target", "strategy", "train size", "source (task)", "MAE", "no transfer MAE", "improvement"]
+    rows = [
+        [
+            r.target,
+            STRATEGY_LABELS.get(r.strategy, r.strategy),
+            r.train_size,
+            f"{r.source} ({r.task_type})",
+            fmt(r.mae_mean),
+            fmt(r.none_mae_mean),
+            "n/a" if not np.isfinite(r.improvement_pct) else f"{r.improvement_pct:.1f}%",
+        ]
+        for r in table.sort_values(["target", "strategy", "train_size", "task_type"]).itertuples()
+    ]
+    return markdown_table(header, rows)

@@ -1,0 +1,302 @@
+"""Reading runs back from an MLflow store, and the full report on a synthetic runs frame."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.entities import Metric
+from mlflow.tracking import MlflowClient
+
+from benchmarks.report import collect_runs, write_report
+
+SUBSET = "test_mae_gap_above_0.1"
+
+
+# --- collect_runs ---------------------------------------------------------------------------------
+
+
+def _child(client: MlflowClient, experiment_id: str, parent_id: str, tags: dict[str, str], params: dict[str, str],
+           metrics: dict[str, float], history: list[tuple[int, float, float, float]], status: str = "FINISHED") -> str:
+    run = client.create_run(experiment_id, tags={"mlflow.parentRunId": parent_id, **tags})
+    run_id = run.info.run_id
+    for name, value in params.items():
+        client.log_param(run_id, name, value)
+    stamp = 1_700_000_000_000
+    batch = [Metric(name, value, stamp, 0) for name, value in metrics.items()]
+    for epoch, train, val, lr in history:
+        batch += [Metric("train_mae", train, stamp, epoch), Metric("val_mae", val, stamp, epoch), Metric("lr", lr, stamp, epoch)]
+    client.log_batch(run_id, metrics=batch)
+    client.set_terminated(run_id, status=status)
+    return run_id
+
+
+def _tags(kind: str, strategy: str, profile: str = "smoke", **extra: str) -> dict[str, str]:
+    return {
+        "cgat.kind": kind,
+        "cgat.experiment": "pretrain" if kind == "pretrain" else "gap_hse",
+        "cgat.profile": profile,
+        "cgat.run_key": f"{kind}-{strategy}",
+        "cgat.strategy": strategy,
+        "cgat.source": "gap_pbe",
+        "cgat.target": "gap_pbe" if kind == "pretrain" else "gap_hse",
+        "cgat.task_type": "pretrain" if kind == "pretrain" else "intra",
+        "cgat.seed": "3",
+        **extra,
+    }
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, str]]:
+    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow')}/mlflow.db"
+    client = MlflowClient(tracking_uri=uri)
+    experiment_id = client.create_experiment("cgat-bench")
+    parent = client.create_run(experiment_id, tags={"cgat.parent": "1", "cgat.experiment": "gap_hse", "cgat.profile": "smoke"})
+    client.set_terminated(parent.info.run_id)
+    pid = parent.info.run_id
+    history = [(2, 0.5, 0.6, 1e-4), (0, 0.9, 1.0, 1e-5), (1, 0.7, 0.8, 5e-5)]  # logged out of order on purpose
+    ids = {
+        "pretrain": _child(client, experiment_id, pid, _tags("pretrain", "pretrain"), {"train_size": "800", "pretrain_size": "0"},
+                           {"test_mae": 0.2, "test_rmse": 0.3, "test_r2": 0.9, "best_val_mae": 0.21}, history),
+        "full": _child(client, experiment_id, pid, _tags("transfer", "full", **{"cgat.pretrain_run_id": "x"}),
+                       {"train_size": "120", "pretrain_size": "800"},
+                       {"test_mae": 0.4, "test_rmse": 0.5, "test_r2": 0.7, "best_val_mae": 0.38, SUBSET: 0.6}, history),
+        "none": _child(client, experiment_id, pid, _tags("transfer", "none"), {"train_size": "120", "pretrain_size": "0"},
+                       {"test_mae": 0.5, "test_rmse": 0.6, "test_r2": 0.6, "best_val_mae": 0.49}, []),
+        "failed": _child(client, experiment_id, pid, _tags("transfer", "head"), {"train_size": "120", "pretrain_size": "800"},
+                         {"test_mae": 9.0}, [], status="FAILED"),
+        "trial": _child(client, experiment_id, pid, _tags("transfer", "full", **{"cgat.study": "hpo"}),
+                        {"train_size": "120", "pretrain_size": "800"}, {"test_mae": 8.0}, []),
+        "cpu": _child(client, experiment_id, pid, _tags("transfer", "none", profile="cpu"), {"train_size": "500", "pretrain_size": "0"},
+                      {"test_mae": 0.3, "test_rmse": 0.4, "test_r2": 0.8, "best_val_mae": 0.31}, []),
+    }
+    return uri, ids
+
+
+@pytest.mark.slow  # creating the SQLite store takes most of ten seconds
+def test_collect_runs_reads_finished_children_only(store: tuple[str, dict[str, str]]) -> None:
+    uri, ids = store
+    runs, histories = collect_runs(uri)
+    assert set(runs["run_id"]) == {ids["pretrain"], ids["full"], ids["none"], ids["cpu"]}
+    full = runs.set_index("run_id").loc[ids["full"]]
+    assert full["kind"] == "transfer" and full["strategy"] == "full" and full["target"] == "gap_hse"
+    assert full["train_size"] == 120 and full["pretrain_size"] == 800 and full["seed"] == 3
+    assert full["test_mae"] == pytest.approx(0.4) and full["best_val_mae"] == pytest.approx(0.38)
+    assert full[SUBSET] == pytest.approx(0.6) and full["pretrain_run_id"] == "x"
+    assert math.isnan(runs.set_index("run_id").loc[ids["none"], SUBSET])
+    history = histories[ids["full"]]
+    assert list(history.columns) == ["epoch", "train_mae", "val_mae", "lr"]
+    assert history["epoch"].tolist() == [0, 1, 2]
+    assert history["val_mae"].tolist() == pytest.approx([1.0, 0.8, 0.6])
+    assert histories[ids["none"]].empty
+
+
+@pytest.mark.slow
+def test_collect_runs_filters_by_profile(store: tuple[str, dict[str, str]]) -> None:
+    uri, ids = store
+    runs, histories = collect_runs(uri, profile="cpu")
+    assert runs["run_id"].tolist() == [ids["cpu"]]
+    assert set(histories) == {ids["cpu"]}
+
+
+@pytest.mark.slow
+def test_collect_runs_names_what_is_wrong(store: tuple[str, dict[str, str]]) -> None:
+    uri, _ = store
+    with pytest.raises(ValueError, match="no MLflow experiment named 'missing'"):
+        collect_runs(uri, experiment_name="missing")
+    client = MlflowClient(tracking_uri=uri)
+    experiment_id = client.create_experiment("broken")
+    run = client.create_run(experiment_id, tags=_tags("transfer", "none"))
+    client.log_param(run.info.run_id, "train_size", "many")
+    client.set_terminated(run.info.run_id)
+    with pytest.raises(ValueError, match=f"run {run.info.run_id}: param 'train_size'"):
+        collect_runs(uri, experiment_name="broken")
+
+
+# --- write_report ---------------------------------------------------------------------------------
+
+TRAIN_SIZES = (100, 300, 1000)
+SEEDS = (0, 1)
+EXPERIMENTS = {
+    # name: (source, target, task type, strategies, pre-training sizes for full transfer, training sizes)
+    "gap_intra": ("gap_pbe", "gap_hse", "intra", ("none", "head", "full"), (1000, 4000), TRAIN_SIZES),
+    "gap_inter": ("e_form_pbe", "gap_hse", "inter", ("none", "full"), (4000,), TRAIN_SIZES),
+    "eform_expt": ("e_form_pbe", "e_form_expt", "intra", ("none", "full"), (4000,), (500,)),
+}
+
+
+def _mae(strategy: str, n_train: int, n_pretrain: int, seed: int, inter: bool) -> float:
+    noise = 1.0 + 0.03 * (seed - 0.5)
+    if strategy == "none":
+        return 2.2 * n_train**-0.3 * noise
+    if strategy == "head":
+        return 1.8 * n_train**-0.28 * noise
+    return (1.3 if not inter else 1.7) * n_train**-0.22 * (n_pretrain / 1000) ** -0.1 * noise
+
+
+def _synthetic() -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
+    rows, histories = [], {}
+    pretrain_ids = {}
+    for source, sizes in (("gap_pbe", (1000, 4000)), ("e_form_pbe", (4000,))):
+        for n in sizes:
+            run_id = f"pre-{source}-{n}"
+            pretrain_ids[(source, n)] = run_id
+            rows.append(
+                {"run_id": run_id, "kind": "pretrain", "experiment": "pretrain", "profile": "smoke", "strategy": "pretrain",
+                 "source": source, "target": source, "task_type": "pretrain", "seed": 0, "train_size": n, "pretrain_size": 0,
+                 "pretrain_run_id": None, "test_mae": 0.1 * (n / 1000) ** -0.3, "test_rmse": 0.2, "test_r2": 0.9,
+                 "best_val_mae": 0.1, SUBSET: 0.15 if source == "gap_pbe" else math.nan}
+            )
+    for experiment, (source, target, task, strategies, pretrain_sizes, train_sizes) in EXPERIMENTS.items():
+        for strategy in strategies:
+            for n_pretrain in (0,) if strategy == "none" else (pretrain_sizes if strategy == "full" else pretrain_sizes[-1:]):
+                for n_train in train_sizes:
+                    for seed in SEEDS:
+                        run_id = f"{experiment}-{strategy}-{n_pretrain}-{n_train}-{seed}"
+                        mae = _mae(strategy, n_train, n_pretrain, seed, task == "inter")
+                        rows.append(
+                            {"run_id": run_id, "kind": "transfer", "experiment": experiment, "profile": "smoke",
+                             "strategy": strategy, "source": source, "target": target, "task_type": task, "seed": seed,
+                             "train_size": n_train, "pretrain_size": n_pretrain,
+                             "pretrain_run_id": pretrain_ids.get((source, n_pretrain)), "test_mae": mae,
+                             "test_rmse": 1.3 * mae, "test_r2": 0.8, "best_val_mae": 1.05 * mae,
+                             SUBSET: 1.5 * mae if target == "gap_hse" else math.nan}
+                        )
+                        epochs = np.arange(12)
+                        val = mae * (1 + 2.0 * np.exp(-epochs / 3))
+                        histories[run_id] = pd.DataFrame({"epoch": epochs, "train_mae": 0.9 * val, "val_mae": val, "lr": 1e-4})
+    return pd.DataFrame(rows), histories
+
+
+def _targets_and_elements() -> tuple[pd.DataFrame, dict[str, list[str]]]:
+    rng = np.random.default_rng(0)
+    ids = [f"mp-{i}" for i in range(300)]
+    targets = pd.DataFrame(
+        {
+            "gap_pbe": np.clip(rng.normal(0.5, 1.0, 300), 0, None),
+            "gap_hse": np.where(np.arange(300) < 100, np.clip(rng.normal(1.0, 1.2, 300), 0, None), np.nan),
+            "e_form_pbe": rng.normal(-1.5, 0.8, 300),
+            "e_form_expt": np.where(np.arange(300) >= 250, rng.normal(-1.6, 0.8, 300), np.nan),
+        },
+        index=ids,
+    )
+    pool = ["O", "Li", "Fe", "N", "Si", "La", "U", "H"]
+    elements = {i: list(rng.choice(pool, size=3, replace=True)) for i in ids}
+    return targets, elements
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pd.DataFrame, dict[str, list[str]], pd.DataFrame]:
+    runs, histories = _synthetic()
+    targets, elements = _targets_and_elements()
+    out = tmp_path_factory.mktemp("report")
+    path = write_report(runs, histories, out, targets=targets, elements=elements, cost_ratio=5.0)
+    return path, runs, elements, targets
+
+
+EXPECTED_FILES = (
+    "report.md", "table1.csv", "table1.md", "fits.csv", "extrapolations.csv", "budget.csv", "budget_fit.csv",
+    "intra_inter.csv", "target_stats.csv", "element_counts.csv", "runs.csv",
+    "learning_curves.png", "loglog_train_size.png", "loglog_pretrain_size.png", "budget.png", "intra_inter.png",
+    "target_distributions.png", "element_counts.png",
+)
+
+
+@pytest.mark.slow
+def test_every_table_and_figure_is_written(report: tuple[Path, pd.DataFrame, dict, pd.DataFrame]) -> None:
+    path, *_ = report
+    out = path.parent
+    for name in EXPECTED_FILES:
+        assert (out / name).stat().st_size > 0, name
+        if name.endswith(".png"):
+            assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    text = path.read_text()
+    for name in EXPECTED_FILES[1:]:
+        assert f"({name})" in text, f"report.md does not link {name}"
+    # eform_expt has a single training size: said plainly, not dropped
+    assert "eform_expt, none, pre-training 0): only one train size: no fit" in text
+    assert "eform_expt: budget analysis skipped" in text
+
+
+def test_table1_values_are_the_seed_means(report: tuple[Path, pd.DataFrame, dict, pd.DataFrame]) -> None:
+    path, runs, *_ = report
+    table = pd.read_csv(path.parent / "table1.csv")
+    gap = runs[(runs["experiment"] == "gap_intra") & (runs["train_size"] == 1000)]
+    none = gap.loc[gap["strategy"] == "none", "test_mae"]
+    full = gap.loc[(gap["strategy"] == "full") & (gap["pretrain_size"] == 4000), "test_mae"]
+    row = table[(table["experiment"] == "gap_intra") & (table["metric"] == "test_mae") & (table["strategy"] == "full")].iloc[0]
+    assert row["mae_mean"] == pytest.approx(full.mean())
+    assert row["mae_std"] == pytest.approx(full.std(ddof=1))
+    assert row["n_seeds"] == 2 and row["train_size"] == 1000 and row["pretrain_size"] == 4000
+    assert row["improvement_pct"] == pytest.approx(100 * (1 - full.mean() / none.mean()))
+    # the pre-training column: the linked 4000-structure gap_pbe run, on its own property
+    pre = table[(table["experiment"] == "gap_intra") & (table["metric"] == "test_mae") & (table["strategy"] == "pretrain")].iloc[0]
+    assert pre["property"] == "gap_pbe" and pre["mae_mean"] == pytest.approx(0.1 * 4**-0.3)
+    # the subset metric is an extra row set
+    subset = table[(table["experiment"] == "gap_intra") & (table["metric"] == SUBSET) & (table["strategy"] == "full")].iloc[0]
+    assert subset["mae_mean"] == pytest.approx(1.5 * full.mean())
+    assert set(table.loc[table["experiment"] == "eform_expt", "metric"]) == {"test_mae"}
+    markdown = (path.parent / "table1.md").read_text()
+    assert f"**{full.mean():.4g}" in markdown
+
+
+def test_fits_and_extrapolations_match_the_generating_laws(report: tuple[Path, pd.DataFrame, dict, pd.DataFrame]) -> None:
+    path, *_ = report
+    fits = pd.read_csv(path.parent / "fits.csv")
+    none = fits[(fits["experiment"] == "gap_intra") & (fits["strategy"] == "none")].iloc[0]
+    # seed noise is a constant factor, so the seed means lie exactly on the power law
+    assert none["slope"] == pytest.approx(-0.3) and none["intercept"] == pytest.approx(math.log10(2.2))
+    assert none["n_points"] == 3
+    over_pretrain = fits[(fits["experiment"] == "gap_intra") & (fits["x"] == "pretrain_size")]
+    assert len(over_pretrain) == 3 and over_pretrain["slope"].to_numpy() == pytest.approx(-0.1)
+    assert over_pretrain["n_points"].eq(2).all() and over_pretrain["slope_se"].isna().all()
+    extra = pd.read_csv(path.parent / "extrapolations.csv")
+    row = extra[(extra["experiment"] == "gap_intra") & (extra["strategy"] == "full")].iloc[0]
+    # 2.2 N^-0.3 = 1.3 * 4^-0.1 N^-0.22  ->  N = (2.2 / (1.3 * 4^-0.1)) ** (1 / 0.08)
+    assert row["crossing_train_size"] == pytest.approx((2.2 / (1.3 * 4**-0.1)) ** (1 / 0.08), rel=1e-6)
+    best = 1.3 * 1000**-0.22 * 4**-0.1
+    assert row["best_mae"] == pytest.approx(best)
+    assert row["none_size_to_match"] == pytest.approx((best / 2.2) ** (1 / -0.3), rel=1e-6)
+
+
+def test_budget_and_intra_inter_tables(report: tuple[Path, pd.DataFrame, dict, pd.DataFrame]) -> None:
+    path, *_ = report
+    plane = pd.read_csv(path.parent / "budget_fit.csv")
+    assert plane["experiment"].tolist() == ["gap_intra"]
+    assert plane.loc[0, "alpha"] == pytest.approx(-0.22) and plane.loc[0, "beta"] == pytest.approx(-0.1)
+    assert plane.loc[0, "break_even_ratio"] == pytest.approx(5 * 0.1 / 0.22)
+    budget = pd.read_csv(path.parent / "budget.csv")
+    assert set(budget["spend_on"]) == {"high-fidelity", "low-fidelity"} and (budget["mae"] > 0).all()
+    table = pd.read_csv(path.parent / "intra_inter.csv")
+    at = table[(table["strategy"] == "full") & (table["train_size"] == 300)].set_index("task_type")
+    none_mean = np.mean([_mae("none", 300, 0, s, False) for s in SEEDS])
+    assert at.loc["intra", "improvement_pct"] == pytest.approx(100 * (1 - _mae("full", 300, 4000, 0.5, False) / none_mean))
+    assert at.loc["inter", "improvement_pct"] < at.loc["intra", "improvement_pct"]
+
+
+def test_element_counts_and_target_stats(report: tuple[Path, pd.DataFrame, dict, pd.DataFrame]) -> None:
+    path, _, elements, targets = report
+    counts = pd.read_csv(path.parent / "element_counts.csv")
+    hse_ids = targets.index[targets["gap_hse"].notna()]
+    expected = sum("O" in elements[i] for i in hse_ids)
+    assert counts[(counts["dataset"] == "gap_hse") & (counts["element"] == "O")]["count"].item() == expected
+    pretrain_set = counts[counts["dataset"].str.startswith("pre-training")]
+    assert pretrain_set.loc[pretrain_set["element"] == "Li", "count"].item() == sum("Li" in e for e in elements.values())
+    stats = pd.read_csv(path.parent / "target_stats.csv").set_index("property")
+    assert stats.loc["gap_hse", "count"] == 100
+    assert stats.loc["gap_pbe", "median"] == pytest.approx(targets["gap_pbe"].median())
+
+
+def test_report_without_dataset_inputs_says_so(tmp_path: Path) -> None:
+    runs, histories = _synthetic()
+    only_one = runs[runs["experiment"].isin(["eform_expt", "pretrain"])]
+    path = write_report(only_one, {}, tmp_path)
+    text = path.read_text()
+    assert "no targets table was given" in text and "no element lists were given" in text
+    assert "learning curves: no per-epoch validation MAE" in text
+    assert "no target is reached from two different source properties" in text
+    assert not (tmp_path / "budget.png").exists()
+    assert (tmp_path / "table1.csv").stat().st_size > 0
