@@ -17,7 +17,14 @@ from benchmarks.report.budget import (
     choose_scenarios,
     plane_fit,
 )
-from benchmarks.report.fits import Fit, crossing_estimate, crossing_size, loglog_fit, size_to_reach, size_to_reach_estimate
+from benchmarks.report.fits import (
+    Fit,
+    crossing_estimate,
+    crossing_size,
+    loglog_fit,
+    size_to_reach,
+    size_to_reach_estimate,
+)
 from benchmarks.report.scaling import extrapolations, fit_table
 
 SIZES = np.array([100.0, 300.0, 1000.0, 3000.0, 10000.0])
@@ -65,7 +72,11 @@ def test_two_sizes_give_an_exact_line_without_uncertainty() -> None:
 
 @pytest.mark.parametrize(
     ("x", "y", "message"),
-    [([100, 100], [1.0, 2.0], "two distinct"), ([0, 100], [1.0, 2.0], "positive"), ([10, 100], [1.0, -2.0], "positive")],
+    [
+        ([100, 100], [1.0, 2.0], "two distinct"),
+        ([0, 100], [1.0, 2.0], "positive"),
+        ([10, 100], [1.0, -2.0], "positive"),
+    ],
 )
 def test_bad_input_is_refused(x: list[float], y: list[float], message: str) -> None:
     with pytest.raises(ValueError, match=message):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from pathlib import Path
 
@@ -19,19 +20,9 @@ SUBSET = "test_mae_gap_above_0.1"
 # --- collect_runs ---------------------------------------------------------------------------------
 
 
-def _child(client: MlflowClient, experiment_id: str, parent_id: str, tags: dict[str, str], params: dict[str, str],
-           metrics: dict[str, float], history: list[tuple[int, float, float, float]], status: str = "FINISHED") -> str:
-    run = client.create_run(experiment_id, tags={"mlflow.parentRunId": parent_id, **tags})
-    run_id = run.info.run_id
-    for name, value in params.items():
-        client.log_param(run_id, name, value)
-    stamp = 1_700_000_000_000
-    batch = [Metric(name, value, stamp, 0) for name, value in metrics.items()]
-    for epoch, train, val, lr in history:
-        batch += [Metric("train_mae", train, stamp, epoch), Metric("val_mae", val, stamp, epoch), Metric("lr", lr, stamp, epoch)]
-    client.log_batch(run_id, metrics=batch)
-    client.set_terminated(run_id, status=status)
-    return run_id
+SCORES = {"test_mae": 0.5, "test_rmse": 0.6, "test_r2": 0.6, "best_val_mae": 0.49}
+# (epoch, train_mae, val_mae, lr), logged out of order on purpose
+HISTORY = [(2, 0.5, 0.6, 1e-4), (0, 0.9, 1.0, 1e-5), (1, 0.7, 0.8, 5e-5)]
 
 
 def _tags(kind: str, strategy: str, profile: str = "smoke", **extra: str) -> dict[str, str]:
@@ -49,34 +40,50 @@ def _tags(kind: str, strategy: str, profile: str = "smoke", **extra: str) -> dic
     }
 
 
+def _child(
+    client: MlflowClient,
+    experiment_id: str,
+    parent_id: str,
+    tags: dict[str, str],
+    sizes: tuple[int, int],
+    metrics: dict[str, float],
+    history: list[tuple[int, float, float, float]] | None = None,
+    status: str = "FINISHED",
+) -> str:
+    run_id = client.create_run(experiment_id, tags={"mlflow.parentRunId": parent_id, **tags}).info.run_id
+    client.log_param(run_id, "train_size", str(sizes[0]))
+    client.log_param(run_id, "pretrain_size", str(sizes[1]))
+    stamp = 1_700_000_000_000
+    batch = [Metric(name, value, stamp, 0) for name, value in metrics.items()]
+    for epoch, *values in history or []:
+        batch += [Metric(name, v, stamp, epoch) for name, v in zip(("train_mae", "val_mae", "lr"), values)]
+    client.log_batch(run_id, metrics=batch)
+    client.set_terminated(run_id, status=status)
+    return run_id
+
+
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, str]]:
     uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow')}/mlflow.db"
     client = MlflowClient(tracking_uri=uri)
-    experiment_id = client.create_experiment("cgat-bench")
-    parent = client.create_run(experiment_id, tags={"cgat.parent": "1", "cgat.experiment": "gap_hse", "cgat.profile": "smoke"})
-    client.set_terminated(parent.info.run_id)
-    pid = parent.info.run_id
-    history = [(2, 0.5, 0.6, 1e-4), (0, 0.9, 1.0, 1e-5), (1, 0.7, 0.8, 5e-5)]  # logged out of order on purpose
+    exp = client.create_experiment("cgat-bench")
+    parent_tags = {"cgat.parent": "1", "cgat.experiment": "gap_hse", "cgat.profile": "smoke"}
+    parent = client.create_run(exp, tags=parent_tags).info.run_id
+    client.set_terminated(parent)
+    linked = _tags("transfer", "full", **{"cgat.pretrain_run_id": "x"})
+    full_scores = {"test_mae": 0.4, "test_rmse": 0.5, "test_r2": 0.7, "best_val_mae": 0.38, SUBSET: 0.6}
     ids = {
-        "pretrain": _child(client, experiment_id, pid, _tags("pretrain", "pretrain"), {"train_size": "800", "pretrain_size": "0"},
-                           {"test_mae": 0.2, "test_rmse": 0.3, "test_r2": 0.9, "best_val_mae": 0.21}, history),
-        "full": _child(client, experiment_id, pid, _tags("transfer", "full", **{"cgat.pretrain_run_id": "x"}),
-                       {"train_size": "120", "pretrain_size": "800"},
-                       {"test_mae": 0.4, "test_rmse": 0.5, "test_r2": 0.7, "best_val_mae": 0.38, SUBSET: 0.6}, history),
-        "none": _child(client, experiment_id, pid, _tags("transfer", "none"), {"train_size": "120", "pretrain_size": "0"},
-                       {"test_mae": 0.5, "test_rmse": 0.6, "test_r2": 0.6, "best_val_mae": 0.49}, []),
-        "failed": _child(client, experiment_id, pid, _tags("transfer", "head"), {"train_size": "120", "pretrain_size": "800"},
-                         {"test_mae": 9.0}, [], status="FAILED"),
-        "trial": _child(client, experiment_id, pid, _tags("transfer", "full", **{"cgat.study": "hpo"}),
-                        {"train_size": "120", "pretrain_size": "800"}, {"test_mae": 8.0}, []),
-        "cpu": _child(client, experiment_id, pid, _tags("transfer", "none", profile="cpu"), {"train_size": "500", "pretrain_size": "0"},
-                      {"test_mae": 0.3, "test_rmse": 0.4, "test_r2": 0.8, "best_val_mae": 0.31}, []),
+        "pretrain": _child(client, exp, parent, _tags("pretrain", "pretrain"), (800, 0), SCORES, HISTORY),
+        "full": _child(client, exp, parent, linked, (120, 800), full_scores, HISTORY),
+        "none": _child(client, exp, parent, _tags("transfer", "none"), (120, 0), SCORES),
+        "failed": _child(client, exp, parent, _tags("transfer", "head"), (120, 800), SCORES, status="FAILED"),
+        "trial": _child(client, exp, parent, _tags("transfer", "full", **{"cgat.study": "hpo"}), (120, 800), SCORES),
+        "cpu": _child(client, exp, parent, _tags("transfer", "none", profile="cpu"), (500, 0), SCORES),
     }
     return uri, ids
 
 
-@pytest.mark.slow  # creating the SQLite store takes most of ten seconds
+@pytest.mark.slow  # creating the SQLite store takes several seconds
 def test_collect_runs_reads_finished_children_only(store: tuple[str, dict[str, str]]) -> None:
     uri, ids = store
     runs, histories = collect_runs(uri)
@@ -137,37 +144,59 @@ def _mae(strategy: str, n_train: int, n_pretrain: int, seed: int, inter: bool) -
     return (1.3 if not inter else 1.7) * n_train**-0.22 * (n_pretrain / 1000) ** -0.1 * noise
 
 
+def _run(mae: float, subset: float, **fields: object) -> dict[str, object]:
+    scores = {"test_mae": mae, "test_rmse": 1.3 * mae, "test_r2": 0.8, "best_val_mae": 1.05 * mae, SUBSET: subset}
+    return {"profile": "smoke", **fields, **scores}
+
+
 def _synthetic() -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
-    rows, histories = [], {}
-    pretrain_ids = {}
+    rows, histories, pretrain_ids = [], {}, {}
     for source, sizes in (("gap_pbe", (1000, 4000)), ("e_form_pbe", (4000,))):
         for n in sizes:
-            run_id = f"pre-{source}-{n}"
-            pretrain_ids[(source, n)] = run_id
+            run_id = pretrain_ids[(source, n)] = f"pre-{source}-{n}"
             rows.append(
-                {"run_id": run_id, "kind": "pretrain", "experiment": "pretrain", "profile": "smoke", "strategy": "pretrain",
-                 "source": source, "target": source, "task_type": "pretrain", "seed": 0, "train_size": n, "pretrain_size": 0,
-                 "pretrain_run_id": None, "test_mae": 0.1 * (n / 1000) ** -0.3, "test_rmse": 0.2, "test_r2": 0.9,
-                 "best_val_mae": 0.1, SUBSET: 0.15 if source == "gap_pbe" else math.nan}
+                _run(
+                    0.1 * (n / 1000) ** -0.3,
+                    0.15 if source == "gap_pbe" else math.nan,
+                    run_id=run_id,
+                    kind="pretrain",
+                    experiment="pretrain",
+                    strategy="pretrain",
+                    source=source,
+                    target=source,
+                    task_type="pretrain",
+                    seed=0,
+                    train_size=n,
+                    pretrain_size=0,
+                    pretrain_run_id=None,
+                )
             )
     for experiment, (source, target, task, strategies, pretrain_sizes, train_sizes) in EXPERIMENTS.items():
         for strategy in strategies:
-            for n_pretrain in (0,) if strategy == "none" else (pretrain_sizes if strategy == "full" else pretrain_sizes[-1:]):
-                for n_train in train_sizes:
-                    for seed in SEEDS:
-                        run_id = f"{experiment}-{strategy}-{n_pretrain}-{n_train}-{seed}"
-                        mae = _mae(strategy, n_train, n_pretrain, seed, task == "inter")
-                        rows.append(
-                            {"run_id": run_id, "kind": "transfer", "experiment": experiment, "profile": "smoke",
-                             "strategy": strategy, "source": source, "target": target, "task_type": task, "seed": seed,
-                             "train_size": n_train, "pretrain_size": n_pretrain,
-                             "pretrain_run_id": pretrain_ids.get((source, n_pretrain)), "test_mae": mae,
-                             "test_rmse": 1.3 * mae, "test_r2": 0.8, "best_val_mae": 1.05 * mae,
-                             SUBSET: 1.5 * mae if target == "gap_hse" else math.nan}
-                        )
-                        epochs = np.arange(12)
-                        val = mae * (1 + 2.0 * np.exp(-epochs / 3))
-                        histories[run_id] = pd.DataFrame({"epoch": epochs, "train_mae": 0.9 * val, "val_mae": val, "lr": 1e-4})
+            starts = {"none": (0,), "head": pretrain_sizes[-1:], "full": pretrain_sizes}[strategy]
+            for n_pretrain, n_train, seed in itertools.product(starts, train_sizes, SEEDS):
+                run_id = f"{experiment}-{strategy}-{n_pretrain}-{n_train}-{seed}"
+                mae = _mae(strategy, n_train, n_pretrain, seed, task == "inter")
+                rows.append(
+                    _run(
+                        mae,
+                        1.5 * mae if target == "gap_hse" else math.nan,
+                        run_id=run_id,
+                        kind="transfer",
+                        experiment=experiment,
+                        strategy=strategy,
+                        source=source,
+                        target=target,
+                        task_type=task,
+                        seed=seed,
+                        train_size=n_train,
+                        pretrain_size=n_pretrain,
+                        pretrain_run_id=pretrain_ids.get((source, n_pretrain)),
+                    )
+                )
+                epochs = np.arange(12)
+                val = mae * (1 + 2.0 * np.exp(-epochs / 3))
+                histories[run_id] = pd.DataFrame({"epoch": epochs, "train_mae": 0.9 * val, "val_mae": val, "lr": 1e-4})
     return pd.DataFrame(rows), histories
 
 
@@ -188,8 +217,11 @@ def _targets_and_elements() -> tuple[pd.DataFrame, dict[str, list[str]]]:
     return targets, elements
 
 
+Report = tuple[Path, pd.DataFrame, dict[str, list[str]], pd.DataFrame]
+
+
 @pytest.fixture(scope="module")
-def report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pd.DataFrame, dict[str, list[str]], pd.DataFrame]:
+def report(tmp_path_factory: pytest.TempPathFactory) -> Report:
     runs, histories = _synthetic()
     targets, elements = _targets_and_elements()
     out = tmp_path_factory.mktemp("report")
@@ -206,7 +238,7 @@ EXPECTED_FILES = (
 
 
 @pytest.mark.slow
-def test_every_table_and_figure_is_written(report: tuple[Path, pd.DataFrame, dict, pd.DataFrame]) -> None:
+def test_every_table_and_figure_is_written(report: Report) -> None:
     path, *_ = report
     out = path.parent
     for name in EXPECTED_FILES:
@@ -221,32 +253,39 @@ def test_every_table_and_figure_is_written(report: tuple[Path, pd.DataFrame, dic
     assert "eform_expt: budget analysis skipped" in text
 
 
-def test_table1_values_are_the_seed_means(report: tuple[Path, pd.DataFrame, dict, pd.DataFrame]) -> None:
+def _pick(table: pd.DataFrame, **where: object) -> pd.Series:
+    mask = np.logical_and.reduce([table[column] == value for column, value in where.items()])
+    found = table[mask]
+    assert len(found) == 1, where
+    return found.iloc[0]
+
+
+def test_table1_values_are_the_seed_means(report: Report) -> None:
     path, runs, *_ = report
     table = pd.read_csv(path.parent / "table1.csv")
     gap = runs[(runs["experiment"] == "gap_intra") & (runs["train_size"] == 1000)]
     none = gap.loc[gap["strategy"] == "none", "test_mae"]
     full = gap.loc[(gap["strategy"] == "full") & (gap["pretrain_size"] == 4000), "test_mae"]
-    row = table[(table["experiment"] == "gap_intra") & (table["metric"] == "test_mae") & (table["strategy"] == "full")].iloc[0]
+    row = _pick(table, experiment="gap_intra", metric="test_mae", strategy="full")
     assert row["mae_mean"] == pytest.approx(full.mean())
     assert row["mae_std"] == pytest.approx(full.std(ddof=1))
     assert row["n_seeds"] == 2 and row["train_size"] == 1000 and row["pretrain_size"] == 4000
     assert row["improvement_pct"] == pytest.approx(100 * (1 - full.mean() / none.mean()))
     # the pre-training column: the linked 4000-structure gap_pbe run, on its own property
-    pre = table[(table["experiment"] == "gap_intra") & (table["metric"] == "test_mae") & (table["strategy"] == "pretrain")].iloc[0]
+    pre = _pick(table, experiment="gap_intra", metric="test_mae", strategy="pretrain")
     assert pre["property"] == "gap_pbe" and pre["mae_mean"] == pytest.approx(0.1 * 4**-0.3)
     # the subset metric is an extra row set
-    subset = table[(table["experiment"] == "gap_intra") & (table["metric"] == SUBSET) & (table["strategy"] == "full")].iloc[0]
+    subset = _pick(table, experiment="gap_intra", metric=SUBSET, strategy="full")
     assert subset["mae_mean"] == pytest.approx(1.5 * full.mean())
     assert set(table.loc[table["experiment"] == "eform_expt", "metric"]) == {"test_mae"}
     markdown = (path.parent / "table1.md").read_text()
     assert f"**{full.mean():.4g}" in markdown
 
 
-def test_fits_and_extrapolations_match_the_generating_laws(report: tuple[Path, pd.DataFrame, dict, pd.DataFrame]) -> None:
+def test_fits_and_extrapolations_match_the_generating_laws(report: Report) -> None:
     path, *_ = report
     fits = pd.read_csv(path.parent / "fits.csv")
-    none = fits[(fits["experiment"] == "gap_intra") & (fits["strategy"] == "none")].iloc[0]
+    none = _pick(fits, experiment="gap_intra", strategy="none")
     # seed noise is a constant factor, so the seed means lie exactly on the power law
     assert none["slope"] == pytest.approx(-0.3) and none["intercept"] == pytest.approx(math.log10(2.2))
     assert none["n_points"] == 3
@@ -254,7 +293,7 @@ def test_fits_and_extrapolations_match_the_generating_laws(report: tuple[Path, p
     assert len(over_pretrain) == 3 and over_pretrain["slope"].to_numpy() == pytest.approx(-0.1)
     assert over_pretrain["n_points"].eq(2).all() and over_pretrain["slope_se"].isna().all()
     extra = pd.read_csv(path.parent / "extrapolations.csv")
-    row = extra[(extra["experiment"] == "gap_intra") & (extra["strategy"] == "full")].iloc[0]
+    row = _pick(extra, experiment="gap_intra", strategy="full")
     # 2.2 N^-0.3 = 1.3 * 4^-0.1 N^-0.22  ->  N = (2.2 / (1.3 * 4^-0.1)) ** (1 / 0.08)
     assert row["crossing_train_size"] == pytest.approx((2.2 / (1.3 * 4**-0.1)) ** (1 / 0.08), rel=1e-6)
     best = 1.3 * 1000**-0.22 * 4**-0.1
@@ -262,7 +301,7 @@ def test_fits_and_extrapolations_match_the_generating_laws(report: tuple[Path, p
     assert row["none_size_to_match"] == pytest.approx((best / 2.2) ** (1 / -0.3), rel=1e-6)
 
 
-def test_budget_and_intra_inter_tables(report: tuple[Path, pd.DataFrame, dict, pd.DataFrame]) -> None:
+def test_budget_and_intra_inter_tables(report: Report) -> None:
     path, *_ = report
     plane = pd.read_csv(path.parent / "budget_fit.csv")
     assert plane["experiment"].tolist() == ["gap_intra"]
@@ -273,18 +312,20 @@ def test_budget_and_intra_inter_tables(report: tuple[Path, pd.DataFrame, dict, p
     table = pd.read_csv(path.parent / "intra_inter.csv")
     at = table[(table["strategy"] == "full") & (table["train_size"] == 300)].set_index("task_type")
     none_mean = np.mean([_mae("none", 300, 0, s, False) for s in SEEDS])
-    assert at.loc["intra", "improvement_pct"] == pytest.approx(100 * (1 - _mae("full", 300, 4000, 0.5, False) / none_mean))
+    full_mean = _mae("full", 300, 4000, 0.5, False)  # the noise factor is linear in the seed
+    assert at.loc["intra", "improvement_pct"] == pytest.approx(100 * (1 - full_mean / none_mean))
     assert at.loc["inter", "improvement_pct"] < at.loc["intra", "improvement_pct"]
 
 
-def test_element_counts_and_target_stats(report: tuple[Path, pd.DataFrame, dict, pd.DataFrame]) -> None:
+def test_element_counts_and_target_stats(report: Report) -> None:
     path, _, elements, targets = report
     counts = pd.read_csv(path.parent / "element_counts.csv")
     hse_ids = targets.index[targets["gap_hse"].notna()]
     expected = sum("O" in elements[i] for i in hse_ids)
     assert counts[(counts["dataset"] == "gap_hse") & (counts["element"] == "O")]["count"].item() == expected
     pretrain_set = counts[counts["dataset"].str.startswith("pre-training")]
-    assert pretrain_set.loc[pretrain_set["element"] == "Li", "count"].item() == sum("Li" in e for e in elements.values())
+    with_lithium = sum("Li" in e for e in elements.values())
+    assert pretrain_set.loc[pretrain_set["element"] == "Li", "count"].item() == with_lithium
     stats = pd.read_csv(path.parent / "target_stats.csv").set_index("property")
     assert stats.loc["gap_hse", "count"] == 100
     assert stats.loc["gap_pbe", "median"] == pytest.approx(targets["gap_pbe"].median())

@@ -77,7 +77,8 @@ def learning_curves(selected: pd.DataFrame, histories: Mapping[str, pd.DataFrame
         history = histories.get(run.run_id)
         if history is None or history.empty or history["val_mae"].isna().all():
             continue
-        frames.append(history[["epoch", "val_mae"]].assign(experiment=run.experiment, strategy=run.strategy, seed=run.seed))
+        curve = history[["epoch", "val_mae"]]
+        frames.append(curve.assign(experiment=run.experiment, strategy=run.strategy, seed=run.seed))
     if not frames:
         return None
     data = pd.concat(frames, ignore_index=True).dropna(subset=["val_mae"])
@@ -103,7 +104,16 @@ def learning_curves(selected: pd.DataFrame, histories: Mapping[str, pd.DataFrame
     return _save(fig, path)
 
 
-def _draw_series(ax: plt.Axes, xs: pd.Series, points: pd.DataFrame, fit_row: pd.Series | None, color, label: str, dashed: bool) -> None:
+def _draw_series(
+    ax: plt.Axes,
+    xs: pd.Series,
+    points: pd.DataFrame,
+    fit_row: pd.Series | None,
+    color: object,
+    label: str,
+    dashed: bool = False,
+) -> None:
+    """Seed means with std error bars, and the fitted line over the measured range."""
     ax.errorbar(xs, points["mae_mean"], yerr=points["mae_std"].fillna(0.0), fmt="o", color=color, capsize=3)
     fit = fit_from_row(fit_row) if fit_row is not None else None
     if fit is not None:
@@ -137,7 +147,8 @@ def loglog_train(points: pd.DataFrame, fits: pd.DataFrame, path: Path) -> Path |
                 label = STRATEGY_LABELS.get(strategy, strategy)
                 if strategy != "none":
                     label += f", pre-train {int(n_pretrain)}"
-                _draw_series(ax, series["train_size"], series, found.iloc[0] if len(found) else None, color, label, strategy == "none")
+                fit_row = found.iloc[0] if len(found) else None
+                _draw_series(ax, series["train_size"], series, fit_row, color, label, dashed=strategy == "none")
         _log_axes(ax, xlabel="training set size", ylabel="test MAE", title=experiment)
         ax.legend(fontsize=6.5)
     return _save(fig, path)
@@ -159,7 +170,7 @@ def loglog_pretrain(points: pd.DataFrame, fits: pd.DataFrame, path: Path) -> Pat
                 & (points["strategy"] == strategy)
                 & (points["train_size"] == fit_row["train_size"])
             ].sort_values("pretrain_size")
-            _draw_series(ax, series["pretrain_size"], series, fit_row, color, f"train {int(fit_row['train_size'])}", False)
+            _draw_series(ax, series["pretrain_size"], series, fit_row, color, f"train {int(fit_row['train_size'])}")
         _log_axes(
             ax,
             xlabel="pre-training set size",
@@ -205,16 +216,27 @@ def intra_inter(points: pd.DataFrame, fits: pd.DataFrame, targets: list[str], pa
         colors = [c for i, c in enumerate(sns.color_palette("tab10", 10)) if i != 1]  # orange is no transfer
         none = target_points[target_points["strategy"] == "none"]
         if len(none):
-            pooled = none.groupby("train_size").agg(mae_mean=("mae_mean", "mean"), mae_std=("mae_std", "mean")).reset_index()
-            ax.errorbar(pooled["train_size"], pooled["mae_mean"], yerr=pooled["mae_std"].fillna(0.0), fmt="o--", color=NONE_COLOR, capsize=3, label="no transfer")
+            pooled = none.groupby("train_size")[["mae_mean", "mae_std"]].mean().reset_index()
+            ax.errorbar(
+                pooled["train_size"],
+                pooled["mae_mean"],
+                yerr=pooled["mae_std"].fillna(0.0),
+                fmt="o--",
+                color=NONE_COLOR,
+                capsize=3,
+                label="no transfer",
+            )
         for color, experiment in zip(itertools.cycle(colors), experiments):
             exp_full = full[full["experiment"] == experiment]
             n_pretrain = exp_full["pretrain_size"].max()
             series = exp_full[exp_full["pretrain_size"] == n_pretrain].sort_values("train_size")
             found = train_fits[
-                (train_fits["experiment"] == experiment) & (train_fits["strategy"] == "full") & (train_fits["pretrain_size"] == n_pretrain)
+                (train_fits["experiment"] == experiment)
+                & (train_fits["strategy"] == "full")
+                & (train_fits["pretrain_size"] == n_pretrain)
             ]
-            _draw_series(ax, series["train_size"], series, found.iloc[0] if len(found) else None, color, f"full transfer from {series['source'].iloc[0]} ({experiment})", False)
+            label = f"full transfer from {series['source'].iloc[0]} ({experiment})"
+            _draw_series(ax, series["train_size"], series, found.iloc[0] if len(found) else None, color, label)
         _log_axes(ax, xlabel="training set size", ylabel="test MAE", title=f"target {target}")
         ax.legend(fontsize=6.5)
     return _save(fig, path)
@@ -222,7 +244,9 @@ def intra_inter(points: pd.DataFrame, fits: pd.DataFrame, targets: list[str], pa
 
 def target_distributions(targets: pd.DataFrame, path: Path) -> Path | None:
     """Histograms of each property, the fidelities of one property overlaid in one panel."""
-    groups = {base: cols for base, cols in property_groups(targets.columns).items() if targets[cols].notna().any().any()}
+    groups = {
+        base: cols for base, cols in property_groups(targets.columns).items() if targets[cols].notna().any().any()
+    }
     if not groups:
         return None
     fig, axes = _panels(len(groups), per_row=2)
@@ -231,7 +255,9 @@ def target_distributions(targets: pd.DataFrame, path: Path) -> Path | None:
         # central 99.8% only: a few extreme outliers would otherwise squash every histogram into one bin
         low, high = long["value"].quantile([0.001, 0.999])
         long = long[(long["value"] >= low) & (long["value"] <= high)]
-        sns.histplot(data=long, x="value", hue="fidelity", stat="density", common_norm=False, element="step", bins=60, ax=ax)
+        sns.histplot(
+            data=long, x="value", hue="fidelity", stat="density", common_norm=False, element="step", bins=60, ax=ax
+        )
         ax.set(title=base, xlabel=base)
     return _save(fig, path)
 

@@ -17,7 +17,17 @@ from benchmarks.report.fits import (
 )
 from benchmarks.report.tables import transfer_runs
 
-POINT_COLUMNS = ("experiment", "source", "target", "strategy", "pretrain_size", "train_size", "mae_mean", "mae_std", "n_seeds")
+POINT_COLUMNS = (
+    "experiment",
+    "source",
+    "target",
+    "strategy",
+    "pretrain_size",
+    "train_size",
+    "mae_mean",
+    "mae_std",
+    "n_seeds",
+)
 FIT_COLUMNS = (
     "experiment",
     "strategy",
@@ -81,7 +91,7 @@ def _fit_row(keys: dict[str, object], x: str, xs: pd.Series, ys: pd.Series) -> d
     n_distinct = int(xs.nunique())
     row: dict[str, object] = {**keys, "x": x, "n_points": int(len(xs)), "note": _note(n_distinct, x.replace("_", " "))}
     if n_distinct < 2:
-        row.update(slope=math.nan, slope_se=math.nan, intercept=math.nan, intercept_se=math.nan, cov_slope_intercept=math.nan)
+        row.update(dict.fromkeys(("slope", "slope_se", "intercept", "intercept_se", "cov_slope_intercept"), math.nan))
         return row
     fit = loglog_fit(xs.to_numpy(), ys.to_numpy())
     row.update(
@@ -99,11 +109,12 @@ def fit_table(points: pd.DataFrame) -> pd.DataFrame:
     MAE against pre-training size per (experiment, transfer strategy, training size) where several
     pre-training sizes were run. Fits are on the seed means, one point per size."""
     rows: list[dict[str, object]] = []
-    for (experiment, strategy, n_pretrain), group in points.groupby(["experiment", "strategy", "pretrain_size"], sort=True):
-        keys = {"experiment": experiment, "strategy": strategy, "pretrain_size": int(n_pretrain), "train_size": math.nan}
+    for (experiment, strategy, n_pretrain), group in points.groupby(["experiment", "strategy", "pretrain_size"]):
+        keys = {"experiment": experiment, "strategy": strategy, "pretrain_size": int(n_pretrain)}
+        keys["train_size"] = math.nan
         rows.append(_fit_row(keys, "train_size", group["train_size"], group["mae_mean"]))
     transferred = points[points["strategy"] != "none"]
-    for (experiment, strategy, n_train), group in transferred.groupby(["experiment", "strategy", "train_size"], sort=True):
+    for (experiment, strategy, n_train), group in transferred.groupby(["experiment", "strategy", "train_size"]):
         if group["pretrain_size"].nunique() < 2:
             continue
         keys = {"experiment": experiment, "strategy": strategy, "pretrain_size": math.nan, "train_size": int(n_train)}

@@ -148,7 +148,9 @@ def table1(runs: pd.DataFrame) -> pd.DataFrame:
                 mean, std, n = _stats(selected.loc[selected["strategy"] == strategy, metric])
                 if n == 0:
                     continue
-                pct, pct_std = (math.nan, math.nan) if strategy == "none" else improvement(mean, std, base_mean, base_std)
+                pct, pct_std = (math.nan, math.nan)
+                if strategy != "none":
+                    pct, pct_std = improvement(mean, std, base_mean, base_std)
                 rows.append(
                     {
                         **common,
@@ -245,7 +247,8 @@ def table1_markdown(table: pd.DataFrame) -> str:
         best = on_target["mae_mean"].min() if len(on_target) else math.nan
         n_pretrain = int(on_target["pretrain_size"].max()) if len(on_target) else 0
         n_train = int(on_target["train_size"].max()) if len(on_target) else 0
-        row = [experiment, f"{first['source']} → {first['target']} ({first['task_type']})", metric, f"{n_train} / {n_pretrain}"]
+        task = f"{first['source']} → {first['target']} ({first['task_type']})"
+        row = [experiment, task, metric, f"{n_train} / {n_pretrain}"]
         for strategy in columns:
             found = group[group["strategy"] == strategy]
             if found.empty:

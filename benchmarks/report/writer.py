@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -32,7 +33,17 @@ from benchmarks.report.tables import (
     fmt,
 )
 
-BUDGET_FIT_COLUMNS = ("experiment", "alpha", "alpha_se", "beta", "beta_se", "gamma", "gamma_se", "n_points", "break_even_ratio")
+BUDGET_FIT_COLUMNS = (
+    "experiment",
+    "alpha",
+    "alpha_se",
+    "beta",
+    "beta_se",
+    "gamma",
+    "gamma_se",
+    "n_points",
+    "break_even_ratio",
+)
 
 
 def _check_runs(runs: pd.DataFrame) -> pd.DataFrame:
@@ -85,14 +96,17 @@ def _table1_section(runs: pd.DataFrame, report: MarkdownReport, out_dir: Path) -
         report.note("no pre-training run could be linked to any experiment: the pre-training column is empty")
 
 
-def _learning_curve_section(runs: pd.DataFrame, histories: Mapping[str, pd.DataFrame], report: MarkdownReport, out_dir: Path) -> None:
+def _learning_curve_section(
+    runs: pd.DataFrame, histories: Mapping[str, pd.DataFrame], report: MarkdownReport, out_dir: Path
+) -> None:
     report.section("Learning curves (Fig. 1, 6, 7)")
     transfer = transfer_runs(runs)
     selected = pd.concat([select_largest(g) for _, g in transfer.groupby("experiment")]) if len(transfer) else transfer
     path = figures.learning_curves(selected, histories, out_dir / "learning_curves.png")
     report.figure(
         path,
-        "validation MAE against epoch, one panel per experiment, one line per strategy (mean over seeds, band: ± one std), at the largest sizes",
+        "validation MAE against epoch, one panel per experiment, one line per strategy "
+        "(mean over seeds, band: ± one std), at the largest sizes",
         "learning curves: no per-epoch validation MAE was logged for the selected runs",
     )
 
@@ -108,7 +122,8 @@ def _scaling_section(points: pd.DataFrame, fits: pd.DataFrame, report: MarkdownR
     path = figures.loglog_train(points, fits, out_dir / "loglog_train_size.png")
     report.figure(
         path,
-        "test MAE against training-set size per strategy and pre-training size (error bars: std over seeds), with the fitted lines; legend: slope and intercept ± standard error",
+        "test MAE against training-set size per strategy and pre-training size (error bars: std over seeds), "
+        "with the fitted lines; legend: slope and intercept ± standard error",
         "no transfer runs with a test MAE: no log-log plot",
     )
     unfit = fits[fits["note"].astype(str) != ""]
@@ -152,11 +167,20 @@ def _extrapolation_section(points: pd.DataFrame, fits: pd.DataFrame, report: Mar
         ]
         for r in table.itertuples()
     ]
-    header = ["experiment", "strategy", "N pretrain", "(a) lines meet at", "best transfer MAE", "(b) no transfer needs", "factor", "notes"]
+    header = [
+        "experiment",
+        "strategy",
+        "N pretrain",
+        "(a) lines meet at",
+        "best transfer MAE",
+        "(b) no transfer needs",
+        "factor",
+        "notes",
+    ]
     report.table(markdown_table(header, rows), csv)
 
 
-def _crossing_cell(row: object) -> str:
+def _crossing_cell(row: Any) -> str:
     if math.isfinite(row.crossing_train_size):
         return fmt_range(row.crossing_train_size, row.crossing_low, row.crossing_high)
     return "n/a" if str(row.crossing_note).startswith("not computed") else "no crossing"
@@ -216,7 +240,8 @@ def _budget_section(
             summary.append(
                 [
                     experiment,
-                    f"{fmt_size(scenario.pretrain_size)} / {fmt_size(scenario.train_size)} (wanted {scenario.target_ratio:g})",
+                    f"{fmt_size(scenario.pretrain_size)} / {fmt_size(scenario.train_size)} "
+                    f"(wanted {scenario.target_ratio:g})",
                     fmt(plane.predict(scenario.train_size, scenario.pretrain_size)),
                     fmt(float(doubled_high)),
                     fmt(float(doubled_low)),
@@ -224,11 +249,22 @@ def _budget_section(
                     f"{break_even:.2f}",
                 ]
             )
-    curves_all = pd.concat(curve_frames, ignore_index=True) if curve_frames else pd.DataFrame(columns=list(BUDGET_COLUMNS))
+    if curve_frames:
+        curves_all = pd.concat(curve_frames, ignore_index=True)
+    else:
+        curves_all = pd.DataFrame(columns=list(BUDGET_COLUMNS))
     csv = _write_csv(curves_all[list(BUDGET_COLUMNS)], out_dir / "budget.csv")
     fit_csv = _write_csv(pd.DataFrame(fit_rows, columns=list(BUDGET_FIT_COLUMNS)), out_dir / "budget_fit.csv")
     if fit_rows:
-        header = ["experiment", "scenario N_pretrain / N_train", "MAE at start", "MAE, compute doubled on high-fidelity", "… on low-fidelity", "better first step", "break-even ratio"]
+        header = [
+            "experiment",
+            "scenario N_pretrain / N_train",
+            "MAE at start",
+            "MAE, compute doubled on high-fidelity",
+            "… on low-fidelity",
+            "better first step",
+            "break-even ratio",
+        ]
         report.table(markdown_table(header, summary), csv)
         report.text(f"Plane coefficients: [{fit_csv.name}]({fit_csv.name}).")
     else:
@@ -236,12 +272,15 @@ def _budget_section(
     path = figures.budget(curves_all, out_dir / "budget.png")
     report.figure(
         path,
-        "expected test MAE against total compute; solid: extra compute on high-fidelity calculations, dashed: on low-fidelity ones; crosses: measured starting points",
+        "expected test MAE against total compute; solid: extra compute on high-fidelity calculations, "
+        "dashed: on low-fidelity ones; crosses: measured starting points",
         "budget figure: no experiment has full-transfer runs at two or more training and pre-training sizes",
     )
 
 
-def _intra_inter_section(runs: pd.DataFrame, points: pd.DataFrame, fits: pd.DataFrame, report: MarkdownReport, out_dir: Path) -> None:
+def _intra_inter_section(
+    runs: pd.DataFrame, points: pd.DataFrame, fits: pd.DataFrame, report: MarkdownReport, out_dir: Path
+) -> None:
     report.section("Intra- against inter-property transfer (Fig. 6-8)")
     table = intra_inter(runs)
     csv = _write_csv(table, out_dir / "intra_inter.csv")
@@ -249,11 +288,13 @@ def _intra_inter_section(runs: pd.DataFrame, points: pd.DataFrame, fits: pd.Data
         report.note("no target is reached from two different source properties: no intra/inter comparison")
         report.text(f"Empty table: [{csv.name}]({csv.name}).")
     else:
-        report.table(intra_inter_markdown(table), csv, "Improvement over no transfer, per source property, at the largest pre-training size.")
+        caption = "Improvement over no transfer, per source property, at the largest pre-training size."
+        report.table(intra_inter_markdown(table), csv, caption)
     path = figures.intra_inter(points, fits, sorted(table["target"].unique()), out_dir / "intra_inter.png")
     report.figure(
         path,
-        "full-transfer test MAE against training size per source property, and no transfer, for each target reached from several sources",
+        "full-transfer test MAE against training size per source property, and no transfer, "
+        "for each target reached from several sources",
         "intra/inter figure: nothing to compare",
     )
 
@@ -283,10 +324,17 @@ def _dataset_section(
         stats = target_stats(targets)
         csv = _write_csv(stats, out_dir / "target_stats.csv")
         header = ["property", "count", "mean", "median", "std", "fraction zero"]
-        rows = [[r.property, r.count, fmt(r.mean), fmt(r.median), fmt(r.std), fmt(r.fraction_zero, 3)] for r in stats.itertuples()]
+        rows = [
+            [r.property, r.count, fmt(r.mean), fmt(r.median), fmt(r.std), fmt(r.fraction_zero, 3)]
+            for r in stats.itertuples()
+        ]
         report.table(markdown_table(header, rows), csv)
         path = figures.target_distributions(targets, out_dir / "target_distributions.png")
-        report.figure(path, "distribution of each property, fidelities of one property overlaid (central 99.8% of values)", "target distributions: the targets table holds no values")
+        report.figure(
+            path,
+            "distribution of each property, fidelities of one property overlaid (central 99.8% of values)",
+            "target distributions: the targets table holds no values",
+        )
     if elements is None:
         report.note("no element lists were given: no element counts")
         return
@@ -295,7 +343,11 @@ def _dataset_section(
     csv = _write_csv(counts, out_dir / "element_counts.csv")
     report.text(f"Element counts per dataset: [{csv.name}]({csv.name}).")
     path = figures.element_counts(counts, out_dir / "element_counts.png")
-    report.figure(path, "number of compounds containing each element, per dataset", "element counts: no material of any dataset has an element list")
+    report.figure(
+        path,
+        "number of compounds containing each element, per dataset",
+        "element counts: no material of any dataset has an element list",
+    )
 
 
 def write_report(
