@@ -14,7 +14,7 @@ Two ways to build a group's hull give the same numbers (within 1e-13 eV/atom on 
 - "planes" (default): scipy's ConvexHull (the Qhull that PhaseDiagram itself calls) on the same points;
   the lower hull of formation energy over composition is convex, so the hull energy at a composition is
   the largest value of the lower facets' planes there, evaluated for all members of a group at once.
-  About 10 s for the shared file, most of it in Qhull for the few groups of 5 to 8 elements.
+  10-15 s for the shared file on 2 busy cores, most of it in Qhull for the few groups of 5 to 8 elements.
 """
 
 from __future__ import annotations
