@@ -1,0 +1,55 @@
+"""Training configuration: optimiser, cyclical schedule, device, and the transfer options."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Strategy = Literal["none", "head", "full"]
+Normalization = Literal["keep", "refit"]
+
+
+class TrainConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    epochs: int = Field(390, ge=1)
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(1.25e-4, gt=0)
+    weight_decay: float = Field(1e-6, ge=0)
+    # Triangular cycle, stepped once per epoch: lr * base factor at the cycle start and end,
+    # lr * max factor at mid-period (the reference: 0.1 and 1.0, period 130, 70 for transfer).
+    cycle_period: int = Field(130, ge=1)
+    cycle_base_factor: float = Field(0.1, gt=0)
+    cycle_max_factor: float = Field(1.0, gt=0)
+    loss: Literal["l1", "robust_l1"] = "l1"
+    seed: int = 0
+    device: Literal["cpu", "cuda", "auto"] = "auto"
+    amp: bool = False  # mixed precision, honoured on GPU only
+    amp_dtype: Literal["bf16", "fp16"] = "bf16"
+    num_workers: int = Field(0, ge=0)
+    # Message-passing backend for collation and the model; None keeps the model config's.
+    backend: Literal["dgl", "torch"] | None = None
+    drop_last: bool = False  # training batches only; evaluation never drops
+    strategy: Strategy = "none"
+    freeze: list[str] = Field(default_factory=list)
+    lr_factors: dict[str, float] = Field(default_factory=dict)
+    normalization: Normalization = "keep"
+    checkpoint_every: int = Field(0, ge=0)  # also keep epoch_<n>.pt every n epochs; 0 = only best and last
+    eval_batch_size: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> "TrainConfig":
+        bad = {name: f for name, f in self.lr_factors.items() if not f > 0}
+        if bad:
+            raise ValueError(f"lr_factors must be positive, got {bad}")
+        if self.cycle_base_factor > self.cycle_max_factor:
+            raise ValueError("cycle_base_factor must not exceed cycle_max_factor")
+        return self
+
+    @classmethod
+    def transfer(cls, **overrides: object) -> "TrainConfig":
+        """The reference transfer settings (period 70), with overrides."""
+        values: dict[str, object] = {"cycle_period": 70, "strategy": "full"}
+        values.update(overrides)
+        return cls(**values)

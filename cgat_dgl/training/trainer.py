@@ -1,0 +1,366 @@
+"""The training loop: AdamW, L1 on normalised targets, a triangular cyclical learning rate stepped per
+epoch, validation every epoch, the best checkpoint by validation MAE, and its test metrics.
+
+Every epoch writes ``last.pt`` (weights, optimiser, scheduler, RNG states, history) so that
+``train(..., resume=True)`` continues a killed run to the same result as an uninterrupted one.
+Shuffling draws from a generator seeded by ``seed + epoch`` and the global RNG states are
+restored on resume, which is what makes the continuation exact on CPU.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.optim.lr_scheduler import CyclicLR
+from tqdm.auto import tqdm
+
+from ..graphs.collate import make_loader
+from ..model import CGAT, ModelConfig
+from .checkpoint import capture_rng_state, load_model_state, read_checkpoint, restore_rng_state, save_checkpoint
+from .config import TrainConfig
+from .inference import predict_with_targets
+from .metrics import regression_metrics
+from .normalization import Normalizer
+from .transfer import FreezePlan, apply_freeze, load_pretrained, param_groups
+
+if TYPE_CHECKING:
+    from .tracking import Tracker
+
+log = logging.getLogger(__name__)
+
+BEST_NAME = "best.pt"
+LAST_NAME = "last.pt"
+# Train-config fields that may change between a killed run and its resumption without changing results.
+_RESUMABLE_CHANGES = {"epochs", "device", "num_workers", "checkpoint_every", "eval_batch_size"}
+
+
+@dataclass
+class TrainResult:
+    best_epoch: int
+    best_val_mae: float
+    test: dict[str, float]  # mae, rmse, r2 in target units; empty without a test set
+    checkpoint: Path  # the best checkpoint
+    history: list[dict[str, float]]  # per epoch: epoch, train_mae, val_mae, lr
+    n_trainable: int
+    n_frozen: int
+    normalization: dict[str, float]  # mean, std used for the targets
+    frozen_groups: list[str] = field(default_factory=list)
+    last_checkpoint: Path | None = None
+    run_id: str | None = None
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' requested but no CUDA device is available")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig) -> CyclicLR:
+    """Triangular cycle per epoch: base factor x lr at the start, max factor x lr at mid-period."""
+    group_lrs = [group["lr"] for group in optimizer.param_groups]
+    return CyclicLR(
+        optimizer,
+        base_lr=[lr * config.cycle_base_factor for lr in group_lrs],
+        max_lr=[lr * config.cycle_max_factor for lr in group_lrs],
+        step_size_up=config.cycle_period / 2,  # type: ignore[arg-type]  # a float works and allows odd periods
+        mode="triangular",
+        cycle_momentum=False,
+    )
+
+
+def regression_loss(output: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:
+    prediction = output[:, 0]
+    if kind == "l1":
+        return torch.nn.functional.l1_loss(prediction, target)
+    # Laplace negative log-likelihood with the predicted log-std (the reference's "robust" L1).
+    log_std = output[:, 1]
+    return (math.sqrt(2.0) * (prediction - target).abs() * torch.exp(-log_std) + log_std).mean()
+
+
+def _dataset_targets(dataset: Any) -> np.ndarray:
+    targets = getattr(dataset, "targets", None)
+    if targets is not None:
+        return np.asarray(targets, dtype=np.float64)
+    return np.asarray([dataset[i][1] for i in range(len(dataset))], dtype=np.float64)
+
+
+def _check_resumable(saved: dict[str, Any], train_config: TrainConfig, model_values: dict[str, Any], path: Path) -> None:
+    if saved["model_config"] != model_values:
+        raise ValueError(f"{path}: cannot resume, the model config differs from this run's; use resume=False or another out_dir")
+    current = train_config.model_dump(mode="json")
+    changed = sorted(
+        k for k in set(current) | set(saved["train_config"])
+        if k not in _RESUMABLE_CHANGES and current.get(k) != saved["train_config"].get(k)
+    )
+    if changed:
+        raise ValueError(f"{path}: cannot resume, train config fields changed: {changed}; use resume=False or another out_dir")
+
+
+class _Run:
+    """The state of one training run, so the loop body stays readable."""
+
+    def __init__(
+        self,
+        model_config: ModelConfig,
+        train_config: TrainConfig,
+        train_set: Sequence[Any],
+        out_dir: Path,
+        init_checkpoint: Path | None,
+        metadata: dict[str, Any],
+    ) -> None:
+        self.config = train_config
+        self.device = resolve_device(train_config.device)
+        self.backend = train_config.backend or model_config.backend
+        self.model_config = model_config.model_copy(update={"backend": self.backend})
+        self.model_values = self.model_config.model_dump(mode="json")
+        self.out_dir = out_dir
+        self.metadata = dict(metadata)
+        if train_config.amp and self.device.type != "cuda":
+            log.warning("mixed precision needs a GPU; training in float32 on %s", self.device)
+        self.use_amp = train_config.amp and self.device.type == "cuda"
+        self.amp_dtype = torch.bfloat16 if train_config.amp_dtype == "bf16" else torch.float16
+
+        seed_everything(train_config.seed)
+        self.model: nn.Module = CGAT(self.model_config)
+        self.init_state: dict[str, Any] | None = None
+        if init_checkpoint is not None:
+            self.init_state = load_pretrained(self.model, init_checkpoint, self.model_values)
+            self.metadata["init_checkpoint"] = str(init_checkpoint)
+            pretrain_run = self.init_state.get("metadata", {}).get("mlflow_run_id")
+            if pretrain_run:
+                self.metadata["pretrain_run_id"] = pretrain_run
+        if self.init_state is not None and train_config.normalization == "keep":
+            self.normalizer = Normalizer.from_dict(self.init_state["normalization"])
+        else:
+            self.normalizer = Normalizer.fit(_dataset_targets(train_set))
+
+        self.plan: FreezePlan = apply_freeze(self.model, train_config)
+        self.model.to(self.device)
+        self.normalizer.to(self.device)
+        self.optimizer = torch.optim.AdamW(
+            param_groups(self.plan, train_config), lr=train_config.lr, weight_decay=train_config.weight_decay
+        )
+        self.scheduler = make_scheduler(self.optimizer, train_config)
+        self.scaler = torch.cuda.amp.GradScaler(enabled=self.use_amp and self.amp_dtype == torch.float16)
+        self.epoch = 0  # epochs completed
+        self.best_epoch = -1
+        self.best_val_mae = math.inf
+        self.history: list[dict[str, float]] = []
+
+    # --- checkpoints ---------------------------------------------------------------------------
+    def _common_state(self) -> dict[str, Any]:
+        return {
+            "model_state": self.model.state_dict(),
+            "model_config": self.model_values,
+            "train_config": self.config.model_dump(mode="json"),
+            "normalization": self.normalizer.as_dict(),
+            "epoch": self.epoch,
+            "best_epoch": self.best_epoch,
+            "best_val_mae": self.best_val_mae,
+            "history": [dict(row) for row in self.history],
+            "metadata": self.metadata,
+            "n_trainable": self.plan.n_trainable,
+            "n_frozen": self.plan.n_frozen,
+            "frozen_groups": list(self.plan.frozen),
+        }
+
+    def save_last(self) -> None:
+        state = self._common_state()
+        state.update(
+            optimizer=self.optimizer.state_dict(),
+            scheduler=self.scheduler.state_dict(),
+            scaler=self.scaler.state_dict(),
+            rng=capture_rng_state(),
+        )
+        save_checkpoint(state, self.out_dir / LAST_NAME)
+
+    def resume_from(self, path: Path) -> None:
+        saved = read_checkpoint(path, map_location=self.device)
+        _check_resumable(saved, self.config, self.model_values, path)
+        load_model_state(self.model, saved["model_state"], path)
+        self.normalizer.load_state_dict(Normalizer.from_dict(saved["normalization"]).state_dict())
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.scheduler.load_state_dict(saved["scheduler"])
+        self.scaler.load_state_dict(saved["scaler"])
+        self.epoch = int(saved["epoch"])
+        self.best_epoch = int(saved["best_epoch"])
+        self.best_val_mae = float(saved["best_val_mae"])
+        self.history = [dict(row) for row in saved["history"]]
+        self.metadata = {**saved.get("metadata", {}), **self.metadata}
+        restore_rng_state(saved["rng"])
+        log.info("resuming %s after epoch %d", path, self.epoch)
+
+    # --- one epoch -----------------------------------------------------------------------------
+    def current_lr(self) -> float:
+        """The base learning rate of this epoch (param groups carry it times their factor)."""
+        group = self.optimizer.param_groups[0]
+        return float(group["lr"]) / float(group.get("lr_factor", 1.0))
+
+    def train_epoch(self, train_set: Sequence[Any], progress: bool) -> float:
+        config = self.config
+        self.plan.set_train_mode(self.model)
+        loader = make_loader(
+            train_set,
+            config.batch_size,
+            shuffle=True,
+            backend=self.backend,
+            seed=config.seed + self.epoch,
+            num_workers=config.num_workers,
+            drop_last=config.drop_last,
+        )
+        abs_error_sum = 0.0
+        count = 0
+        batches = tqdm(loader, desc=f"epoch {self.epoch + 1}", leave=False, disable=not progress)
+        for index, batch in enumerate(batches):
+            batch = batch.to(self.device)
+            target = self.normalizer.encode(batch.targets.float())
+            with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.use_amp):
+                output = self.model(batch)
+            output = output.float()
+            loss = regression_loss(output, target, config.loss)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"non-finite loss at epoch {self.epoch + 1}, batch {index} (ids {batch.ids[:3]}...)"
+                )
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            abs_error_sum += float((output[:, 0].detach() - target).abs().sum()) * float(self.normalizer.std)
+            count += batch.num_crystals
+        if count == 0:
+            raise ValueError("the training set gave no batch (empty, or smaller than a batch with drop_last)")
+        return abs_error_sum / count
+
+    def evaluate(self, dataset: Sequence[Any]) -> dict[str, float]:
+        predicted, actual, _ = predict_with_targets(
+            self.model,
+            self.normalizer,
+            dataset,
+            self.config.eval_batch_size or self.config.batch_size,
+            backend=self.backend,
+            num_workers=self.config.num_workers,
+            amp_dtype=self.amp_dtype if self.use_amp else None,
+        )
+        return regression_metrics(predicted, actual)
+
+
+def train(
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    train_set: Sequence[Any],
+    val_set: Sequence[Any],
+    test_set: Sequence[Any] | None,
+    *,
+    out_dir: Path,
+    init_checkpoint: Path | None = None,
+    tracker: "Tracker | None" = None,
+    resume: bool = True,
+    epoch_callback: Callable[[int, dict[str, float]], None] | None = None,
+    metadata: dict[str, Any] | None = None,
+    progress: bool = False,
+) -> TrainResult:
+    """Train (or transfer, with ``init_checkpoint``) and return the best epoch's test metrics.
+
+    ``metadata`` (plain values) is stored in the checkpoints, e.g. the property name and graph
+    parameters, so that ``cgat predict`` can rebuild inputs. ``epoch_callback(epoch, metrics)``
+    runs after each epoch's checkpoints are written; an exception from it (e.g. Optuna's
+    TrialPruned) stops training and leaves a resumable ``last.pt``.
+    """
+    out_dir = Path(out_dir)
+    if train_config.strategy == "none" and init_checkpoint is not None:
+        raise ValueError("strategy 'none' trains from scratch; use 'full' or 'head' with an init checkpoint")
+    if train_config.strategy != "none" and init_checkpoint is None:
+        raise ValueError(f"strategy {train_config.strategy!r} needs an init checkpoint to transfer from")
+    if len(train_set) == 0:
+        raise ValueError("the training set is empty")
+    if len(val_set) == 0:
+        raise ValueError("the validation set is empty: the best checkpoint is chosen by validation MAE")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    run = _Run(model_config, train_config, train_set, out_dir, init_checkpoint, metadata or {})
+    if tracker is not None:
+        run.metadata["mlflow_run_id"] = tracker.run_id
+    best_path, last_path = out_dir / BEST_NAME, out_dir / LAST_NAME
+    if resume and last_path.exists():
+        run.resume_from(last_path)
+    elif best_path.exists():
+        best_path.unlink()  # a fresh run must not inherit a previous run's best
+
+    counts = {"n_trainable": run.plan.n_trainable, "n_frozen": run.plan.n_frozen}
+    log.info(
+        "parameters: %d trainable, %d frozen (frozen groups: %s)",
+        run.plan.n_trainable, run.plan.n_frozen, ", ".join(run.plan.frozen) or "none",
+    )
+    if tracker is not None:
+        tracker.log_config(model=run.model_values, train=train_config.model_dump(mode="json"))
+        tracker.log_params({**counts, "frozen_groups": ",".join(run.plan.frozen) or "none"})
+        tracker.log_params({"normalization.mean": run.normalizer.as_dict()["mean"],
+                            "normalization.std": run.normalizer.as_dict()["std"]})
+        if "pretrain_run_id" in run.metadata:
+            tracker.set_pretrain_run(str(run.metadata["pretrain_run_id"]))
+        if "init_checkpoint" in run.metadata:
+            tracker.log_params({"init_checkpoint": run.metadata["init_checkpoint"]})
+
+    epochs = tqdm(range(run.epoch, train_config.epochs), desc="epochs", disable=not progress,
+                  initial=run.epoch, total=train_config.epochs)
+    for epoch in epochs:
+        lr = run.current_lr()
+        train_mae = run.train_epoch(train_set, progress)
+        run.scheduler.step()
+        val_mae = run.evaluate(val_set)["mae"]
+        run.epoch = epoch + 1
+        row = {"epoch": epoch, "train_mae": train_mae, "val_mae": val_mae, "lr": lr}
+        run.history.append(row)
+        if val_mae < run.best_val_mae:
+            run.best_val_mae, run.best_epoch = val_mae, epoch
+            save_checkpoint(run._common_state(), best_path)
+        run.save_last()
+        if train_config.checkpoint_every and run.epoch % train_config.checkpoint_every == 0:
+            save_checkpoint(run._common_state(), out_dir / f"epoch_{run.epoch}.pt")
+        epochs.set_postfix(train_mae=f"{train_mae:.4g}", val_mae=f"{val_mae:.4g}")
+        metrics = {"train_mae": train_mae, "val_mae": val_mae, "lr": lr}
+        if tracker is not None:
+            tracker.log_epoch(epoch, metrics)
+        if epoch_callback is not None:
+            epoch_callback(epoch, metrics)
+
+    if not best_path.exists():
+        raise RuntimeError(f"{out_dir}: no best checkpoint (validation MAE never finite)")
+    best = read_checkpoint(best_path, map_location=run.device)
+    load_model_state(run.model, best["model_state"], best_path)
+    test = run.evaluate(test_set) if test_set is not None and len(test_set) > 0 else {}
+    if tracker is not None:
+        tracker.log_metrics({"best_val_mae": run.best_val_mae, "best_epoch": run.best_epoch, **counts})
+        if test:
+            tracker.log_test(test)
+        tracker.log_artifact(best_path, "checkpoints")
+    return TrainResult(
+        best_epoch=run.best_epoch,
+        best_val_mae=run.best_val_mae,
+        test=test,
+        checkpoint=best_path,
+        history=run.history,
+        n_trainable=run.plan.n_trainable,
+        n_frozen=run.plan.n_frozen,
+        normalization=run.normalizer.as_dict(),
+        frozen_groups=list(run.plan.frozen),
+        last_checkpoint=last_path,
+        run_id=tracker.run_id if tracker is not None else None,
+    )

@@ -1,0 +1,127 @@
+"""The training loop on real crystals with the smoke-sized CGAT: learning, schedule, determinism, resume."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cgat_dgl.model import CGAT, ModelConfig
+from cgat_dgl.training.checkpoint import read_checkpoint
+from cgat_dgl.training.config import TrainConfig
+from cgat_dgl.training.inference import load_checkpoint, predict
+from cgat_dgl.training.metrics import regression_metrics
+from cgat_dgl.training.trainer import TrainResult, train
+from tests.training_fixtures import real_dataset, single_thread, three_sets  # noqa: F401 (fixture)
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+SMOKE = ModelConfig.preset("smoke")
+# 12 train / 6 val / 6 test; batch 5 and eval batch 4 leave partial batches everywhere.
+BASE = TrainConfig(epochs=4, batch_size=5, eval_batch_size=4, lr=3e-3, cycle_period=4, seed=1, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def sets():
+    return three_sets(24)
+
+
+@pytest.fixture(scope="module")
+def baseline(sets, tmp_path_factory) -> TrainResult:
+    return train(SMOKE, BASE, *sets, out_dir=tmp_path_factory.mktemp("baseline"))
+
+
+def test_overfits_a_small_batch(tmp_path: Path) -> None:
+    data = real_dataset(16)
+    mean_predictor_mae = float(np.abs(data.targets - data.targets.mean()).mean())
+    config = TrainConfig(epochs=60, batch_size=16, lr=1e-2, cycle_base_factor=1.0, cycle_period=10, seed=0, device="cpu")
+    result = train(SMOKE, config, data, data.subset(data.ids[:4]), None, out_dir=tmp_path)
+    maes = [row["train_mae"] for row in result.history]
+    assert maes[0] > 0.8 * mean_predictor_mae  # starts near the mean predictor
+    assert min(maes[-5:]) < 0.3 * mean_predictor_mae
+    assert result.test == {}
+
+
+def test_history_and_triangular_schedule(baseline: TrainResult) -> None:
+    assert [row["epoch"] for row in baseline.history] == [0, 1, 2, 3]
+    lrs = [row["lr"] for row in baseline.history]
+    # factor 0.1 at the cycle start, 1.0 at mid-period (epoch 2 of a 4-epoch cycle), back down after
+    np.testing.assert_allclose(lrs, [BASE.lr * f for f in (0.1, 0.55, 1.0, 0.55)], rtol=1e-6)
+    assert all(np.isfinite(row["train_mae"]) and np.isfinite(row["val_mae"]) for row in baseline.history)
+    assert baseline.best_val_mae == min(row["val_mae"] for row in baseline.history)
+    assert baseline.history[baseline.best_epoch]["val_mae"] == baseline.best_val_mae
+    assert baseline.n_trainable == sum(p.numel() for p in CGAT(SMOKE).parameters())
+    assert baseline.n_frozen == 0
+
+
+def test_test_metrics_cover_the_whole_test_set(baseline: TrainResult, sets) -> None:
+    _, _, test_set = sets
+    model, normalizer, state = load_checkpoint(baseline.checkpoint)
+    predicted = predict(model, normalizer, test_set, batch_size=4)
+    assert predicted.shape == (len(test_set),)  # 6 items in batches of 4: the partial batch counts
+    expected = regression_metrics(predicted, test_set.targets)
+    for name in ("mae", "rmse", "r2"):
+        assert baseline.test[name] == pytest.approx(expected[name], rel=1e-5)
+    assert state["epoch"] == baseline.best_epoch + 1
+    assert baseline.normalization == pytest.approx(
+        {"mean": float(sets[0].targets.mean()), "std": float(sets[0].targets.astype(np.float64).std())}, rel=1e-5
+    )
+
+
+def test_same_seed_same_result_other_seed_differs(baseline: TrainResult, sets, tmp_path: Path) -> None:
+    again = train(SMOKE, BASE, *sets, out_dir=tmp_path / "again")
+    assert again.history == baseline.history
+    assert again.test == baseline.test
+    other = train(SMOKE, BASE.model_copy(update={"seed": 2, "epochs": 1}), *sets, out_dir=tmp_path / "other")
+    assert other.history[0]["train_mae"] != baseline.history[0]["train_mae"]
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_resume_after_interruption_matches_uninterrupted(baseline: TrainResult, sets, tmp_path: Path) -> None:
+    def stop_after_second_epoch(epoch: int, metrics: dict[str, float]) -> None:
+        if epoch == 1:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        train(SMOKE, BASE, *sets, out_dir=tmp_path, epoch_callback=stop_after_second_epoch)
+    assert read_checkpoint(tmp_path / "last.pt")["epoch"] == 2
+    seen: list[int] = []
+    resumed = train(SMOKE, BASE, *sets, out_dir=tmp_path, epoch_callback=lambda epoch, _: seen.append(epoch))
+    assert seen == [2, 3]  # only the remaining epochs ran
+    assert resumed.history == baseline.history
+    assert resumed.test == baseline.test
+    assert resumed.best_epoch == baseline.best_epoch
+    resumed_weights = read_checkpoint(resumed.checkpoint)["model_state"]
+    baseline_weights = read_checkpoint(baseline.checkpoint)["model_state"]
+    assert all(torch.equal(resumed_weights[k], baseline_weights[k]) for k in baseline_weights)
+
+
+def test_resume_of_a_finished_run_only_evaluates(baseline: TrainResult, sets) -> None:
+    calls: list[int] = []
+    out_dir = baseline.checkpoint.parent
+    again = train(SMOKE, BASE, *sets, out_dir=out_dir, epoch_callback=lambda epoch, _: calls.append(epoch))
+    assert calls == []
+    assert again.test == baseline.test and again.history == baseline.history
+
+
+def test_resume_refuses_a_changed_config(baseline: TrainResult, sets) -> None:
+    changed = BASE.model_copy(update={"lr": 1e-3})
+    with pytest.raises(ValueError, match="lr"):
+        train(SMOKE, changed, *sets, out_dir=baseline.checkpoint.parent)
+
+
+def test_bad_arguments_are_clear_errors(sets, tmp_path: Path) -> None:
+    train_set, val_set, test_set = sets
+    with pytest.raises(ValueError, match="init checkpoint"):
+        train(SMOKE, BASE.model_copy(update={"strategy": "head"}), *sets, out_dir=tmp_path)
+    with pytest.raises(ValueError, match="from scratch"):
+        train(SMOKE, BASE, *sets, out_dir=tmp_path, init_checkpoint=tmp_path / "x.pt")
+    with pytest.raises(ValueError, match="validation set is empty"):
+        train(SMOKE, BASE, train_set, val_set.subset([]), test_set, out_dir=tmp_path)
+    with pytest.raises(ValueError, match="extra"):
+        TrainConfig(epoch=3)  # a typo is not silently ignored
