@@ -1,0 +1,56 @@
+"""Edge updates: eq. 2a-2d of the paper (attention over heads), or the reference code's e + MLP(e)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from cgat_dgl.model.config import ModelConfig
+from cgat_dgl.model.edge_input import EdgeFeatures, PairLinear
+from cgat_dgl.model.layers import MLP, GroupedLinear
+from cgat_dgl.ops.base import GraphOps
+
+
+class PaperEdgeUpdate(nn.Module):
+    """e_ij <- e_ij + FCNN(sum_n a_ij^n m_ij^n), a^n softmaxed over the heads n (eq. 2b).
+
+    Scores and messages come from per-head FCNNs of z_ij = [h_i || h_j || e_ij] (eq. 2a, 2c),
+    with the node embeddings of the same step as the node update.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        f, heads, hidden = config.atom_fea_len, config.msg_heads, config.fcnn_hidden
+        self.heads = heads
+        self.hidden = hidden
+        self.first_layer = PairLinear(f, 2 * heads, hidden)
+        self.second_layer = GroupedLinear(2 * heads, hidden, f)
+        self.fcnn = MLP(f, f, f)
+
+    def forward(self, h: torch.Tensor, e: EdgeFeatures, ops: GraphOps) -> EdgeFeatures:
+        hidden = nn.functional.leaky_relu(self.first_layer(h, e, ops.src, ops.dst))
+        out = self.second_layer(hidden)  # (2*heads, E, F)
+        scores, messages = out.view(2, self.heads, -1, out.shape[-1]).unbind(0)  # eq. 2a, 2c
+        attention = torch.softmax(scores, dim=0)  # eq. 2b: over the heads, per channel
+        combined = (attention * messages).sum(dim=0)
+        return EdgeFeatures(e.rank, per_edge=e.values() + self.fcnn(combined))  # eq. 2d
+
+
+class ReferenceEdgeUpdate(nn.Module):
+    """e <- e + MLP(e): what the reference code applies (its head attention is discarded)."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        f = config.atom_fea_len
+        self.mlp = MLP(f, f, f)
+
+    def forward(self, h: torch.Tensor, e: EdgeFeatures, ops: GraphOps) -> EdgeFeatures:
+        return e.map(lambda x: x + self.mlp(x))
+
+
+def make_edge_update(config: ModelConfig) -> nn.Module | None:
+    if config.edge_update == "paper":
+        return PaperEdgeUpdate(config)
+    if config.edge_update == "reference":
+        return ReferenceEdgeUpdate(config)
+    return None

@@ -1,0 +1,49 @@
+"""The node update of eq. 1a-1d: vector attention over incoming edges, then a hypernetwork update."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from cgat_dgl.model.config import ModelConfig
+from cgat_dgl.model.edge_input import EdgeFeatures, PairLinear
+from cgat_dgl.model.hypernetwork import HyperMLP
+from cgat_dgl.model.layers import GroupedLinear
+from cgat_dgl.ops.base import GraphOps
+
+
+class NodeUpdate(nn.Module):
+    """h_i <- h_i + HFCNN(1/N_heads sum_n sum_j a_ij^n m_ij^n), with i the receiving atom.
+
+    Per head n, FCNN_a (scores) and FCNN_m (messages) map z_ij = [h_i || h_j || e_ij] through
+    ``fcnn_hidden`` to F channels; the attention is a vector (one weight per channel).
+    The hypernetwork input is h0 at the first step and d*h0 + (1-d)*aggregate afterwards.
+    """
+
+    def __init__(self, config: ModelConfig, first: bool) -> None:
+        super().__init__()
+        f, heads, hidden = config.atom_fea_len, config.msg_heads, config.fcnn_hidden
+        self.heads = heads
+        self.hidden = hidden
+        # First layers of FCNN_a and FCNN_m of every head in one product, second layers grouped:
+        # groups [0, heads) are the score networks, [heads, 2*heads) the message networks.
+        self.first_layer = PairLinear(f, 2 * heads, hidden)
+        self.second_layer = GroupedLinear(2 * heads, hidden, f)
+        self.update = HyperMLP(f, config.hyper_hidden, config.hyper_layers)
+        self.damping = None if first else nn.Parameter(torch.tensor([0.5]))
+
+    def forward(
+        self, h: torch.Tensor, h0: torch.Tensor, e: EdgeFeatures, ops: GraphOps
+    ) -> torch.Tensor:
+        hidden = nn.functional.leaky_relu(self.first_layer(h, e, ops.src, ops.dst))
+        out = self.second_layer(hidden)  # (2*heads, E, F)
+        scores, messages = out.view(2, self.heads, -1, out.shape[-1]).unbind(0)  # eq. 1a, 1c
+        attention = ops.edge_softmax(scores.transpose(0, 1))  # eq. 1b: over the edges into i
+        # eq. 1d: the mean over heads commutes with the sum over j, so it is taken per edge first.
+        aggregate = ops.aggregate((attention * messages.transpose(0, 1)).mean(dim=1))
+        if self.damping is None:
+            hyper_input = h0
+        else:
+            d = self.damping.clamp(0.0, 1.0)
+            hyper_input = d * h0 + (1.0 - d) * aggregate
+        return h + self.update(aggregate, hyper_input)
