@@ -85,3 +85,9 @@ def single_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@lru_cache(maxsize=1)
+def tracking_store() -> str:
+    """One temporary SQLite MLflow store per test session (creating its tables takes seconds)."""
+    return f"sqlite:///{Path(tempfile.mkdtemp(prefix='cgat-mlflow-')) / 'mlflow.db'}"

@@ -1,0 +1,333 @@
+"""The ``cgat`` command: train (or transfer), predict from CIF files, and compare transfer strategies."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from cgat_dgl.data.records import DataError
+
+log = logging.getLogger("cgat_dgl.cli")
+
+STRATEGIES = ("none", "head", "full")
+
+
+def _lr_factor(text: str) -> tuple[str, float]:
+    name, sep, value = text.partition("=")
+    try:
+        if not sep:
+            raise ValueError
+        return name.strip(), float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected GROUP=FACTOR (e.g. head=10), got {text!r}") from None
+
+
+def _add_data_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", type=Path, required=True, help="data file (JSON Lines, CSV, ...)")
+    parser.add_argument("--cache-dir", type=Path, default=Path("cache"), help="graph cache folder (default: cache)")
+    parser.add_argument("--no-cache", action="store_true", help="build graphs without caching them")
+    parser.add_argument("--split-seed", type=int, default=0, help="seed of the 80/10/10 split")
+
+
+def _add_model_options(parser: argparse.ArgumentParser, default_preset: str | None) -> None:
+    parser.add_argument("--preset", choices=("paper", "cpu", "smoke"), default=default_preset,
+                        help="model size" + ("" if default_preset else " (default: the init checkpoint's, else cpu)"))
+    parser.add_argument("--backend", choices=("dgl", "torch"), default=None, help="message-passing backend")
+
+
+def _add_optim_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--lr", type=float, default=1.25e-4)
+    parser.add_argument("--weight-decay", type=float, default=1e-6)
+    parser.add_argument("--seed", type=int, default=0, help="seed of weights and shuffling")
+    parser.add_argument("--device", choices=("cpu", "cuda", "auto"), default="auto")
+    parser.add_argument("--amp", action="store_true", help="mixed precision (GPU only)")
+    parser.add_argument("--num-workers", type=int, default=0, help="data-loader worker processes")
+
+
+def _add_tracking_options(parser: argparse.ArgumentParser, experiment: str) -> None:
+    parser.add_argument("--tracking-uri", default=None,
+                        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite under mlflow/)")
+    parser.add_argument("--experiment", default=experiment, help=f"MLflow experiment (default: {experiment})")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cgat", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="train a model, or transfer one from a checkpoint")
+    _add_data_options(train)
+    train.add_argument("--property", required=True, help="target column, e.g. gap_pbe")
+    _add_model_options(train, default_preset=None)
+    _add_optim_options(train)
+    train.add_argument("--epochs", type=int, default=None, help="default: 390 (paper), 280 with --init-checkpoint")
+    train.add_argument("--cycle-period", type=int, default=None,
+                       help="epochs of one learning-rate cycle (default: 130, 70 with --init-checkpoint)")
+    train.add_argument("--train-size", type=int, default=None, help="use this many training materials (a fixed subset)")
+    train.add_argument("--split", type=Path, default=None, help="split file (default: OUT/split.json), created if missing")
+    train.add_argument("--init-checkpoint", type=Path, default=None, help="pre-trained checkpoint to transfer from")
+    train.add_argument("--strategy", choices=STRATEGIES, default=None,
+                       help="none: from scratch; head: train the output network only; full: all weights "
+                            "(default: full with --init-checkpoint, else none)")
+    train.add_argument("--normalization", choices=("keep", "refit"), default="keep",
+                       help="on transfer: keep the checkpoint's target mean/std or refit them")
+    train.add_argument("--freeze", nargs="+", default=[], metavar="GROUP",
+                       help="module groups to freeze (embedding, message_passing, roost, pooling, head)")
+    train.add_argument("--lr-factor", type=_lr_factor, nargs="+", default=[], metavar="GROUP=F",
+                       help="per-group learning-rate factors")
+    train.add_argument("--checkpoint-every", type=int, default=0)
+    train.add_argument("--out", type=Path, required=True, help="output folder (checkpoints, split)")
+    train.add_argument("--no-resume", action="store_true", help="start over even if OUT/last.pt exists")
+    _add_tracking_options(train, "cgat")
+    train.set_defaults(handler=run_train)
+
+    predict = commands.add_parser("predict", help="predict the property of CIF files with a checkpoint")
+    predict.add_argument("--checkpoint", type=Path, required=True)
+    predict.add_argument("paths", nargs="+", type=Path, metavar="FILES_OR_FOLDER", help="CIF files or folders of them")
+    predict.add_argument("--out", type=Path, default=None, help="write id,prediction to this CSV instead of stdout")
+    predict.add_argument("--batch-size", type=int, default=256)
+    predict.add_argument("--device", choices=("cpu", "cuda", "auto"), default="auto")
+    predict.add_argument("--backend", choices=("dgl", "torch"), default=None)
+    predict.set_defaults(handler=run_predict)
+
+    compare = commands.add_parser("compare", help="pre-train on SOURCE, transfer to TARGET with none/head/full")
+    _add_data_options(compare)
+    compare.add_argument("--source", required=True, help="pre-training (low-fidelity) property, e.g. gap_pbe")
+    compare.add_argument("--target", required=True, help="transfer (high-fidelity) property, e.g. gap_hse")
+    _add_model_options(compare, default_preset="cpu")
+    _add_optim_options(compare)
+    compare.add_argument("--pretrain-epochs", type=int, default=12)
+    compare.add_argument("--pretrain-size", type=int, default=6000,
+                         help="pre-training materials (a fixed subset of the leakage-free training split); 0 = all")
+    compare.add_argument("--pretrain-eval-size", type=int, default=1000,
+                         help="cap on the pre-training validation and test sets; 0 = all")
+    compare.add_argument("--pretrain-checkpoint", type=Path, default=None, help="reuse this pre-trained checkpoint")
+    compare.add_argument("--epochs", type=int, default=20, help="epochs of each transfer run")
+    compare.add_argument("--transfer-lr", type=float, default=None, help="learning rate of the transfer runs (default: --lr)")
+    compare.add_argument("--cycle-period", type=int, default=None,
+                         help="learning-rate cycle of every run (default: twice the run's epochs: one rise and fall)")
+    compare.add_argument("--strategies", nargs="+", choices=STRATEGIES, default=list(STRATEGIES))
+    compare.add_argument("--normalization", choices=("keep", "refit"), default="keep")
+    compare.add_argument("--out", type=Path, default=Path("runs/compare"), help="output folder (default: runs/compare)")
+    compare.add_argument("--no-resume", action="store_true")
+    _add_tracking_options(compare, "cgat-compare")
+    compare.set_defaults(handler=run_compare)
+    return parser
+
+
+# --- train -------------------------------------------------------------------------------------
+def _model_config(preset: str | None, backend: str | None, init_checkpoint: Path | None) -> Any:
+    from cgat_dgl.model import ModelConfig
+    from cgat_dgl.training.checkpoint import read_checkpoint
+
+    if preset is None and init_checkpoint is not None:
+        config = ModelConfig(**read_checkpoint(init_checkpoint)["model_config"])
+    else:
+        config = ModelConfig.preset(preset or "cpu")
+    return config.model_copy(update={"backend": backend}) if backend else config
+
+
+def _load(args: argparse.Namespace, properties: list[str], max_nbr: int) -> Any:
+    from cgat_dgl.data.dataset import load_dataset
+    from cgat_dgl.graphs.neighbors import GraphParams
+
+    loaded = load_dataset(
+        args.data,
+        properties,
+        params=GraphParams(max_nbr=max_nbr),
+        cache_dir=None if args.no_cache else args.cache_dir,
+        progress=True,
+    )
+    print(loaded.report.summary(), file=sys.stderr)
+    return loaded
+
+
+def _print_result(result: Any, label: str = "") -> None:
+    test = result.test
+    test_text = f"test MAE {test['mae']:.4g}, RMSE {test['rmse']:.4g}, R2 {test['r2']:.3f}" if test else "no test set"
+    print(
+        f"{label}best epoch {result.best_epoch + 1}: val MAE {result.best_val_mae:.4g}; {test_text}; "
+        f"{result.n_trainable} trainable / {result.n_frozen} frozen parameters; checkpoint {result.checkpoint}"
+    )
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from cgat_dgl.data.splits import load_or_create_split, nested_subsets
+    from cgat_dgl.training.config import TrainConfig
+    from cgat_dgl.training.tracking import Tracker
+    from cgat_dgl.training.trainer import train
+
+    transfer = args.init_checkpoint is not None
+    strategy = args.strategy or ("full" if transfer else "none")
+    model_config = _model_config(args.preset, args.backend, args.init_checkpoint)
+    epochs = args.epochs or (280 if transfer else 390)
+    train_config = TrainConfig(
+        epochs=epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        cycle_period=args.cycle_period or (70 if transfer else 130),
+        seed=args.seed,
+        device=args.device,
+        amp=args.amp,
+        num_workers=args.num_workers,
+        backend=args.backend,
+        strategy=strategy,
+        freeze=args.freeze,
+        lr_factors=dict(args.lr_factor),
+        normalization=args.normalization,
+        checkpoint_every=args.checkpoint_every,
+    )
+    loaded = _load(args, [args.property], model_config.max_nbr)
+    dataset = loaded.dataset(args.property)
+    if len(dataset) < 3:
+        raise SystemExit(f"{args.data}: only {len(dataset)} materials have {args.property!r}; need at least 3")
+    split = load_or_create_split(args.split or args.out / "split.json", sorted(dataset.ids), args.split_seed)
+    train_ids = list(split.train)
+    if args.train_size is not None and args.train_size < len(train_ids):
+        train_ids = list(nested_subsets(split.train, [args.train_size], seed=args.split_seed)[args.train_size])
+    train_set = loaded.dataset(args.property, train_ids)
+    val_set = loaded.dataset(args.property, list(split.val))
+    test_set = loaded.dataset(args.property, list(split.test))
+    print(f"{args.property}: {len(train_set)} train, {len(val_set)} val, {len(test_set)} test", file=sys.stderr)
+
+    from cgat_dgl.graphs.neighbors import GraphParams
+
+    metadata = {
+        "property": args.property,
+        "data": str(args.data),
+        "graph_params": asdict(GraphParams(max_nbr=model_config.max_nbr)),
+    }
+    with Tracker(f"{args.property} {strategy}", experiment=args.experiment, tracking_uri=args.tracking_uri) as tracker:
+        tracker.log_config(
+            data={"path": str(args.data), "property": args.property, "train_size": len(train_set),
+                  "val_size": len(val_set), "test_size": len(test_set), "split_seed": args.split_seed},
+        )
+        result = train(
+            model_config, train_config, train_set, val_set, test_set,
+            out_dir=args.out, init_checkpoint=args.init_checkpoint, tracker=tracker,
+            resume=not args.no_resume, metadata=metadata, progress=True,
+        )  # fmt: skip
+    _print_result(result)
+    print(f"mlflow run {tracker.run_id} in {tracker.tracking_uri}")
+    return 0
+
+
+# --- predict -----------------------------------------------------------------------------------
+def cif_files(paths: Sequence[Path]) -> list[Path]:
+    found: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            inside = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() == ".cif")
+            if not inside:
+                raise SystemExit(f"{path}: no .cif files in this folder")
+            found.extend(inside)
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise SystemExit(f"{path}: no such file or folder")
+    return found
+
+
+def _file_ids(files: Sequence[Path]) -> list[str]:
+    """File stems, or full paths where two stems collide."""
+    stems = [f.stem for f in files]
+    return [f.stem if stems.count(f.stem) == 1 else str(f) for f in files]
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    from cgat_dgl.data.records import MaterialRecord
+    from cgat_dgl.graphs.build import build_record_graph
+    from cgat_dgl.graphs.neighbors import GraphParams
+    from cgat_dgl.training.inference import load_checkpoint, predict
+    from cgat_dgl.training.trainer import resolve_device
+
+    model, normalizer, state = load_checkpoint(args.checkpoint, resolve_device(args.device), backend=args.backend)
+    saved_params = state.get("metadata", {}).get("graph_params")
+    params = GraphParams(**saved_params) if saved_params else GraphParams(max_nbr=model.config.max_nbr)
+    files = cif_files(args.paths)
+    items: list[tuple[Any, float]] = []
+    failures = 0
+    for path, material_id in zip(files, _file_ids(files)):
+        try:
+            record = MaterialRecord(material_id, str(path), {}, path.read_text(), "cif")
+            items.append((build_record_graph(record, params), float("nan")))
+        except (DataError, OSError, UnicodeDecodeError) as error:
+            failures += 1
+            print(f"error: {error if isinstance(error, DataError) else f'{path}: {error}'}", file=sys.stderr)
+    if not items:
+        raise SystemExit("no structure could be read")
+    values = predict(model, normalizer, items, args.batch_size)
+    prop = state.get("metadata", {}).get("property", "prediction")
+    rows = [(graph.id, f"{value:.6g}") for (graph, _), value in zip(items, values)]
+    stream = open(args.out, "w", newline="") if args.out else sys.stdout
+    try:
+        writer = csv.writer(stream, lineterminator="\n")
+        writer.writerow(["id", "prediction"])
+        writer.writerows(rows)
+    finally:
+        if args.out:
+            stream.close()
+    if args.out:
+        print(f"{len(rows)} predictions of {prop} written to {args.out}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+# --- compare -----------------------------------------------------------------------------------
+def run_compare(args: argparse.Namespace) -> int:
+    from cgat_dgl.training.compare import CompareOptions, compare_strategies, format_table
+
+    model_config = _model_config(args.preset, args.backend, None)
+    loaded = _load(args, [args.source, args.target], model_config.max_nbr)
+    options = CompareOptions(
+        source=args.source,
+        target=args.target,
+        out_dir=args.out,
+        split_seed=args.split_seed,
+        pretrain_epochs=args.pretrain_epochs,
+        pretrain_size=args.pretrain_size or None,
+        pretrain_eval_size=args.pretrain_eval_size or None,
+        pretrain_checkpoint=args.pretrain_checkpoint,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        transfer_lr=args.transfer_lr,
+        weight_decay=args.weight_decay,
+        cycle_period=args.cycle_period,
+        seed=args.seed,
+        device=args.device,
+        amp=args.amp,
+        num_workers=args.num_workers,
+        normalization=args.normalization,
+        strategies=list(args.strategies),
+        resume=not args.no_resume,
+        data_path=str(args.data),
+    )
+    outcome = compare_strategies(
+        loaded, model_config, options, tracking_uri=args.tracking_uri, experiment=args.experiment, progress=True
+    )
+    print(format_table(outcome))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("alembic", "mlflow", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        return int(args.handler(args))
+    except (DataError, ValueError, FileNotFoundError, KeyError) as error:
+        print(f"cgat {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
