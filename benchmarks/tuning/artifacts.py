@@ -14,6 +14,7 @@ import pandas as pd
 from optuna.trial import TrialState
 
 from benchmarks.tuning.mlflow_callback import RUN_ID_ATTR
+from benchmarks.tuning.storage import display_url
 
 PARAMS = ("lr", "weight_decay")
 SURPLUS_ATTR = "surplus"  # a trial asked beyond n_trials by a racing worker, declined untrained
@@ -101,14 +102,7 @@ def write_plots(study: optuna.Study, folder: Path) -> dict[str, Path]:
                 # e.g. importances of a study whose objective values are all equal
                 reason = f"{type(error).__name__}: {error}"
             else:
-                figure = _figure_of(axes)
-                if name == "contour":
-                    # the contour's axes are lr and weight decay, both log-scaled
-                    for ax in figure.axes:
-                        if ax.get_xlabel() in PARAMS:
-                            ax.set_xscale("log")
-                        if ax.get_ylabel() in PARAMS:
-                            ax.set_yscale("log")
+                figure = _figure_of(axes)  # log-scaled lr and weight decay axes come from the distributions
                 path = folder / f"{name}.png"
                 figure.set_size_inches(7, 5)
                 figure.tight_layout()
@@ -177,7 +171,7 @@ def compare_studies(storage: str | optuna.storages.BaseStorage, names: Sequence[
 
 
 def _storage_text(storage: str | optuna.storages.BaseStorage) -> str:
-    return storage if isinstance(storage, str) else type(storage).__name__
+    return display_url(storage) if isinstance(storage, str) else type(storage).__name__
 
 
 def markdown_table(frame: pd.DataFrame) -> str:

@@ -25,7 +25,7 @@ def add_tune_parser(subparsers: Any) -> argparse.ArgumentParser:
         description="Run (or continue) a study of the manifest until it has n_trials complete or pruned trials.",
     )
     add_tune_arguments(parser)
-    parser.set_defaults(func=tune_main)
+    parser.set_defaults(handler=tune_main, func=tune_main)
     return parser
 
 

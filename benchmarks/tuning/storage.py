@@ -15,6 +15,7 @@ from typing import Any
 import warnings
 
 import optuna
+import sqlalchemy.engine
 from optuna.exceptions import ExperimentalWarning
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial
@@ -26,6 +27,11 @@ StaleTrialHook = Callable[[optuna.Study, FrozenTrial], None]
 
 def default_storage_url() -> str:
     return f"sqlite:///{(REPO_ROOT / 'mlflow' / 'optuna.db').as_posix()}"
+
+
+def display_url(url: str | None) -> str:
+    """The storage URL without its password, for logs, errors and run parameters."""
+    return sqlalchemy.engine.make_url(url or default_storage_url()).render_as_string(hide_password=True)
 
 
 @dataclass(frozen=True)

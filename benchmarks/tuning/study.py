@@ -30,11 +30,10 @@ from benchmarks.tuning.artifacts import SURPLUS_ATTR, best_trial_summary, write_
 from benchmarks.tuning.inputs import TrialInputs
 from benchmarks.tuning.mlflow_callback import RUN_ID_ATTR, StudyTracking
 from benchmarks.tuning.space import SearchSpace, StudyConfigError, make_pruner, make_sampler
-from benchmarks.tuning.storage import HeartbeatSettings, default_storage_url, fail_stale_trials, open_storage
+from benchmarks.tuning.storage import HeartbeatSettings, display_url, fail_stale_trials, open_storage
 from cgat_dgl.training.trainer import train
 
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)
-WORKER = f"{socket.gethostname()}:{os.getpid()}"
 # Settings that define what a study's trials mean; a stored study must not be continued with others.
 IDENTITY_FIELDS = ("experiment", "strategy", "sampler", "lr", "weight_decay", "train_size", "seed")
 
@@ -87,13 +86,13 @@ def _identity(spec: StudySpec, profile: str) -> dict[str, Any]:
     return json.loads(json.dumps(values))  # the form the storage gives back (tuples become lists)
 
 
-def open_study(spec: StudySpec, options: TuneOptions, tracking: StudyTracking | None, epochs: int) -> optuna.Study:
-    """Create the study in the storage, or load it when it exists with the same settings."""
+def _create_study(spec: StudySpec, options: TuneOptions, tracking: StudyTracking | None, epochs: int) -> optuna.Study:
     space = SearchSpace.from_spec(spec)
-    for attempt in range(3):
+    attempts = 3
+    for attempt in range(1, attempts + 1):
         try:
             storage = open_storage(options.storage, options.heartbeat, tracking.on_stale if tracking else None)
-            study = optuna.create_study(
+            return optuna.create_study(
                 storage=storage,
                 study_name=spec.name,
                 direction="minimize",
@@ -101,12 +100,17 @@ def open_study(spec: StudySpec, options: TuneOptions, tracking: StudyTracking | 
                 pruner=options.pruner or make_pruner(spec, epochs),
                 load_if_exists=True,
             )
-            break
         except sqlalchemy.exc.SQLAlchemyError:
             # Workers starting together on a new database may race to create its tables.
-            if attempt == 2:
+            if attempt == attempts:
                 raise
-            time.sleep(1.0 + attempt)
+            time.sleep(attempt)
+    raise AssertionError("unreachable")
+
+
+def open_study(spec: StudySpec, options: TuneOptions, tracking: StudyTracking | None, epochs: int) -> optuna.Study:
+    """Create the study in the storage, or load it when it exists with the same settings."""
+    study = _create_study(spec, options, tracking, epochs)
     identity = _identity(spec, options.profile)
     stored = study.user_attrs.get("identity")
     if stored is None:
@@ -117,7 +121,7 @@ def open_study(spec: StudySpec, options: TuneOptions, tracking: StudyTracking | 
     elif stored != identity:
         changed = sorted(k for k in set(stored) | set(identity) if stored.get(k) != identity.get(k))
         raise StudyConfigError(
-            f"study {spec.name!r} exists in {options.storage or default_storage_url()} with other settings "
+            f"study {spec.name!r} exists in {display_url(options.storage)} with other settings "
             f"({', '.join(f'{k}: {stored.get(k)!r} there, {identity.get(k)!r} now' for k in changed)}); "
             "rename the study or use another storage"
         )
@@ -152,7 +156,7 @@ def make_objective(
             trial.set_user_attr(SURPLUS_ATTR, True)
             raise SurplusTrial(f"study {spec.name!r} already has {n_trials} trials; trial {trial.number} declined")
         lr, weight_decay = space.suggest(trial)
-        trial.set_user_attr("worker", WORKER)
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         retried_run = trial.user_attrs.get(RUN_ID_ATTR)  # inherited when this retries a dead worker's trial
         tags = dict(inputs.tags)
         if retried_run:
@@ -252,7 +256,7 @@ def run_study(
             "study.weight_decay": list(spec.weight_decay),
             "study.train_size": spec.train_size,
             "study.seed": spec.seed,
-            "study.storage": options.storage or default_storage_url(),
+            "study.storage": display_url(options.storage),
         },
     )
     study = open_study(spec, options, tracking, epochs)
@@ -286,7 +290,7 @@ def finish_study(study: optuna.Study, tracking: StudyTracking, options: TuneOpti
     tracking.end_parent("FINISHED")
     return StudyResult(
         name=study.study_name,
-        storage=options.storage or default_storage_url(),
+        storage=display_url(options.storage),
         n_trials=n_trials,
         counts=counts,
         best=best,
