@@ -69,13 +69,14 @@ PRESETS: dict[str, dict[str, object]] = {
     "cpu": {
         "atom_fea_len": 32,
         "msg_heads": 2,
-        "fcnn_hidden": 64,
+        "fcnn_hidden": 32,
         "n_graph": 3,
         "roost_steps": 2,
         "roost_hidden": 64,
         "hyper_hidden": 32,
         "hyper_layers": 2,
         "head_widths": [128, 64, 32],
+        "edge_update": "reference",
     },
     # Tiny, for tests.
     "smoke": {

@@ -36,11 +36,12 @@ class NodeUpdate(nn.Module):
         self, h: torch.Tensor, h0: torch.Tensor, e: EdgeFeatures, ops: GraphOps
     ) -> torch.Tensor:
         hidden = nn.functional.leaky_relu(self.first_layer(h, e, ops.src, ops.dst))
-        out = self.second_layer(hidden)  # (2*heads, E, F)
-        scores, messages = out.view(2, self.heads, -1, out.shape[-1]).unbind(0)  # eq. 1a, 1c
-        attention = ops.edge_softmax(scores.transpose(0, 1))  # eq. 1b: over the edges into i
+        # Edge-major from here: the graph operations index the first axis.
+        out = self.second_layer(hidden).transpose(0, 1).contiguous()  # (E, 2*heads, F)
+        scores, messages = out.view(out.shape[0], 2, self.heads, -1).unbind(1)  # eq. 1a, 1c
+        attention = ops.edge_softmax(scores)  # eq. 1b: over the edges arriving at i
         # eq. 1d: the mean over heads commutes with the sum over j, so it is taken per edge first.
-        aggregate = ops.aggregate((attention * messages.transpose(0, 1)).mean(dim=1))
+        aggregate = ops.aggregate((attention * messages).mean(dim=1))
         if self.damping is None:
             hyper_input = h0
         else:
