@@ -15,6 +15,7 @@ from cgat_dgl.graphs.collate import collate
 from cgat_dgl.model import CGAT, ModelConfig
 from cgat_dgl.model.edge_input import EdgeFeatures, PairLinear
 from cgat_dgl.model.edge_update import PaperEdgeUpdate, ReferenceEdgeUpdate
+from cgat_dgl.model.embedding import InitialFeatures
 from cgat_dgl.model.hypernetwork import HyperMLP
 from cgat_dgl.model.node_update import NodeUpdate
 from cgat_dgl.model.roost import RoostMessageStep
@@ -169,6 +170,9 @@ def test_hypernetwork_applies_per_node_generated_layers() -> None:
             if layer < 3:
                 y = torch.tanh((y - y.mean()) / torch.sqrt(y.var(unbiased=False) + 1e-5))
         torch.testing.assert_close(out[node], y)
+    # Rows that share a hypernetwork input may give it once, with an index.
+    shared = net(x, hyper_input[:2], index=torch.tensor([1, 0, 0, 1]))
+    torch.testing.assert_close(shared, net(x, hyper_input[:2][[1, 0, 0, 1]]))
 
 
 def literal_fcnn(first: nn.Linear, second_w: torch.Tensor, second_b: torch.Tensor, z: torch.Tensor,
@@ -189,8 +193,10 @@ def test_node_update_follows_equation_1(first: bool) -> None:
             update.damping.fill_(0.3)
     ops, rank = small_graph()
     f, heads, hidden = config.atom_fea_len, config.msg_heads, config.fcnn_hidden
-    h, h0, table = (torch.randn(5, f, dtype=torch.float64) for _ in range(3))
-    out = update(h, h0, EdgeFeatures(rank, table=table), ops)
+    h, table, rows = (torch.randn(5, f, dtype=torch.float64) for _ in range(3))
+    index = torch.tensor([0, 1, 2, 1, 0])  # atoms 0 and 4, 1 and 3 share an element
+    h0 = rows[index]
+    out = update(h, InitialFeatures(rows[:3], index, h0), EdgeFeatures(rank, table=table), ops)
 
     aggregate = torch.zeros(5, f, dtype=torch.float64)
     for i in range(5):
@@ -214,11 +220,12 @@ def test_damping_is_clamped_to_the_unit_interval() -> None:
     ops, rank = small_graph()
     h, h0, table = (torch.randn(5, 8) for _ in range(3))
     e = EdgeFeatures(rank, table=table)
+    initial = InitialFeatures(h0, torch.arange(5), h0)
     outputs = []
     for value in (1.0, 3.0):
         with torch.no_grad():
             update.damping.fill_(value)
-        outputs.append(update(h, h0, e, ops))
+        outputs.append(update(h, initial, e, ops))
     torch.testing.assert_close(outputs[0], outputs[1])
 
 

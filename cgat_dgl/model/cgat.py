@@ -9,7 +9,7 @@ from cgat_dgl.graphs.batch import Batch
 from cgat_dgl.model.config import ModelConfig
 from cgat_dgl.model.edge_input import EdgeFeatures
 from cgat_dgl.model.edge_update import make_edge_update
-from cgat_dgl.model.embedding import ElementTable, InputEmbedding
+from cgat_dgl.model.embedding import ElementTable, InitialFeatures, InputEmbedding
 from cgat_dgl.model.node_update import NodeUpdate
 from cgat_dgl.model.pooling import CrystalPooling
 from cgat_dgl.model.residual_head import ResidualHead
@@ -30,7 +30,7 @@ class MessagePassingStep(nn.Module):
         self.edge = None if last else make_edge_update(config)
 
     def forward(
-        self, h: torch.Tensor, h0: torch.Tensor, e: EdgeFeatures, ops: GraphOps
+        self, h: torch.Tensor, h0: InitialFeatures, e: EdgeFeatures, ops: GraphOps
     ) -> tuple[torch.Tensor, EdgeFeatures]:
         h_next = self.node(h, h0, e, ops)
         e_next = e if self.edge is None else self.edge(h, e, ops)
@@ -78,7 +78,7 @@ class CGAT(nn.Module):
 
         h0 = self.embedding.atoms(batch.atomic_numbers)
         e = EdgeFeatures(batch.edge_rank, table=self.embedding.ranks.weight)
-        h = h0
+        h = h0.values
         for step in self.message_passing:
             h, e = step(h, h0, e, atom_ops)
 

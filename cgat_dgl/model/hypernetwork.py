@@ -49,11 +49,17 @@ class HyperMLP(nn.Module):
             z = torch.tanh(layer(z))
         return z.unbind(0)
 
-    def forward(self, x: torch.Tensor, hyper_input: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, hyper_input: torch.Tensor, index: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """G(x) for every row of x; ``index`` maps the rows of x to rows of ``hyper_input``
+        (default: one each), so that shared hypernetwork inputs are evaluated once."""
         n, f = x.shape
         for layer, z in enumerate(self.hidden(hyper_input)):
-            weight = self.weight_out[layer](z).view(n, f, f)  # theta: per-node W and b
+            weight = self.weight_out[layer](z).view(-1, f, f)  # theta: per-node W and b
             bias = self.bias_out[layer](z)
+            if index is not None:
+                weight, bias = weight.index_select(0, index), bias.index_select(0, index)
             x = torch.baddbmm(bias.unsqueeze(1), x.unsqueeze(1), weight).squeeze(1)
             if layer < UPDATE_DEPTH - 1:
                 x = torch.tanh(F.layer_norm(x, (f,)))

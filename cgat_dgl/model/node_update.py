@@ -7,6 +7,7 @@ from torch import nn
 
 from cgat_dgl.model.config import ModelConfig
 from cgat_dgl.model.edge_input import EdgeFeatures, PairLinear
+from cgat_dgl.model.embedding import InitialFeatures
 from cgat_dgl.model.hypernetwork import HyperMLP
 from cgat_dgl.model.layers import GroupedLinear
 from cgat_dgl.ops.base import GraphOps
@@ -33,7 +34,7 @@ class NodeUpdate(nn.Module):
         self.damping = None if first else nn.Parameter(torch.tensor([0.5]))
 
     def forward(
-        self, h: torch.Tensor, h0: torch.Tensor, e: EdgeFeatures, ops: GraphOps
+        self, h: torch.Tensor, h0: InitialFeatures, e: EdgeFeatures, ops: GraphOps
     ) -> torch.Tensor:
         hidden = nn.functional.leaky_relu(self.first_layer(h, e, ops.src, ops.dst))
         # Edge-major from here: the graph operations index the first axis.
@@ -43,8 +44,7 @@ class NodeUpdate(nn.Module):
         # eq. 1d: the mean over heads commutes with the sum over j, so it is taken per edge first.
         aggregate = ops.aggregate((attention * messages).mean(dim=1))
         if self.damping is None:
-            hyper_input = h0
-        else:
-            d = self.damping.clamp(0.0, 1.0)
-            hyper_input = d * h0 + (1.0 - d) * aggregate
-        return h + self.update(aggregate, hyper_input)
+            # h0 depends on the element only: generate G's weights once per element.
+            return h + self.update(aggregate, h0.per_element, index=h0.element_index)
+        d = self.damping.clamp(0.0, 1.0)
+        return h + self.update(aggregate, d * h0.values + (1.0 - d) * aggregate)
