@@ -196,6 +196,8 @@ def test_node_update_follows_equation_1(first: bool) -> None:
     h, table, rows = (torch.randn(5, f, dtype=torch.float64) for _ in range(3))
     index = torch.tensor([0, 1, 2, 1, 0])  # atoms 0 and 4, 1 and 3 share an element
     h0 = rows[index]
+    if first:
+        h = h0  # the first step starts from the initial embedding
     out = update(h, InitialFeatures(rows[:3], index, h0), EdgeFeatures(rank, table=table), ops)
 
     aggregate = torch.zeros(5, f, dtype=torch.float64)
@@ -338,3 +340,9 @@ def test_a_few_training_steps_fit_a_small_batch(items: list) -> None:
         optimizer.step()
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0]
+
+
+def test_ranks_beyond_the_models_neighbour_count_are_rejected(items: list) -> None:
+    model = CGAT(ModelConfig.preset("smoke", max_nbr=12, backend="torch"))
+    with pytest.raises(ValueError, match="max_nbr=12"):
+        model(collate(items[:4], "torch"))

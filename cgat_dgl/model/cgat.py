@@ -65,6 +65,11 @@ class CGAT(nn.Module):
         }
 
     def forward(self, batch: Batch) -> torch.Tensor:
+        if batch.edge_rank.numel() and int(batch.edge_rank.max()) > self.config.max_nbr:
+            raise ValueError(
+                f"batch holds shell ranks up to {int(batch.edge_rank.max())} but the model embeds "
+                f"ranks 1..{self.config.max_nbr}: build the graphs with max_nbr={self.config.max_nbr}"
+            )
         backend = self.config.backend
         num_crystals = batch.num_crystals
         atom_ops = make_graph_ops(

@@ -22,7 +22,6 @@ class PaperEdgeUpdate(nn.Module):
         super().__init__()
         f, heads, hidden = config.atom_fea_len, config.msg_heads, config.fcnn_hidden
         self.heads = heads
-        self.hidden = hidden
         self.first_layer = PairLinear(f, 2 * heads, hidden)
         self.second_layer = GroupedLinear(2 * heads, hidden, f)
         self.fcnn = MLP(f, f, f)
