@@ -36,6 +36,7 @@ from benchmarks.tuning import (
     write_comparison,
 )
 from benchmarks.tuning.mlflow_callback import StudyTracking
+from benchmarks.tuning.space import make_pruner, make_sampler
 from benchmarks.tuning.study import SurplusTrial, make_objective, open_study
 from cgat_dgl.graphs.composition import composition_graph
 from cgat_dgl.graphs.crystal_graph import CrystalGraph
@@ -166,6 +167,11 @@ def test_search_space_from_spec() -> None:
         SearchSpace.from_spec(spec("t3", 3, lr=[1e-6, 1e-5, 1e-4]))
     with pytest.raises(StudyConfigError, match="weight_decay.*0 < low < high"):
         SearchSpace.from_spec(spec("t0", 3, weight_decay=[0.0, 1e-2]))
+    assert isinstance(make_pruner(spec("h", 3, pruner="hyperband"), epochs=9), optuna.pruners.HyperbandPruner)
+    assert isinstance(make_pruner(spec("m", 3, pruner="median"), epochs=9), optuna.pruners.MedianPruner)
+    assert isinstance(make_sampler(spec("g", 6, sampler="grid", lr=[1e-5], weight_decay=[1e-3]),
+                                   SearchSpace.from_spec(spec("g", 6, sampler="grid", lr=[1e-5], weight_decay=[1e-3]))),
+                      optuna.samplers.GridSampler)
     names = [s.name for s in strategy_specs(spec("abl", 4), ["none", "head", "full"])]
     assert names == ["abl-none", "abl-head", "abl-full"]
     with pytest.raises(StudyConfigError, match="comma list"):
@@ -260,6 +266,7 @@ def test_pruned_trials_are_tagged_and_counted(tmp_path: Path, stores: Path, inpu
     assert "needs at least 2 complete trials" in result.files["param_importances"].read_text()
 
 
+@pytest.mark.slow
 def test_grid_study_and_comparison(finished, tmp_path: Path, stores: Path, inputs: TrialInputs) -> None:
     opts = options(stores, tmp_path, n_trials=10)
     grid = spec("paper-grid", 10, sampler="grid", lr=[1.25e-5, 1.25e-6], weight_decay=[1e-2, 1e-3], pruner="median")
@@ -395,3 +402,91 @@ def test_killed_worker_trial_is_failed_and_retried(tmp_path: Path, stores: Path,
     retry_run = client.get_run(retries[0].user_attrs["mlflow_run_id"])
     assert retry_run.data.tags["cgat.retried_run"] == dead_run.info.run_id
     assert retry_run.data.tags["optuna.state"] == "COMPLETE"
+
+
+# --- the command, through the manifest, the runner's pre-training and the data layer ---------------------------
+MANIFEST = """\
+data:
+  cache_dir: {cache}
+profiles:
+  smoke:
+    model: smoke
+    device: cpu
+    pretrain: {{epochs: 2, cycle_period: 2, batch_size: 16}}
+    transfer: {{epochs: 2, cycle_period: 2, batch_size: 16}}
+experiments:
+  - name: gap
+    source: gap_pbe
+    target: gap_hse
+studies:
+  - name: gap-lr
+    experiment: gap
+    strategy: full
+    n_trials: 3
+    sampler: random
+    lr: [1.0e-5, 1.0e-3]
+"""
+
+
+def write_task(tmp: Path) -> tuple[Path, Path]:
+    """~80 real rows, 50 with an HSE gap (the transfer target) and all with a PBE gap (the source)."""
+    with_hse = real_rows(50)
+    hse_ids = {row["id"] for row in with_hse}
+    others = []
+    with gzip.open(shared_data(), "rt") as handle:
+        for line in islice(handle, 2000):
+            row = json.loads(line)
+            if row["id"] not in hse_ids and row[TARGET] is None and row["natoms"] <= 12:
+                others.append(row)
+                if len(others) == 30:
+                    break
+    data = tmp / "rows.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in with_hse + others))
+    manifest = tmp / "experiments.yaml"
+    manifest.write_text(MANIFEST.format(cache=tmp / "cache"))
+    return manifest, data
+
+
+def test_tune_command_reports_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks.tuning.cli import main
+
+    manifest, data = write_task(tmp_path)
+    assert main([str(manifest), "--study", "nope", "--profile", "smoke", "--data", str(data)]) == 2
+    assert "no study 'nope'" in capsys.readouterr().err
+    assert main([str(manifest), "--study", "gap-lr", "--profile", "smoke", "--data", str(tmp_path / "x.jsonl")]) == 2
+    assert "data not found" in capsys.readouterr().err
+    args = [str(manifest), "--study", "gap-lr", "--profile", "smoke", "--data", str(data), "--strategy", "none,partial"]
+    assert main(args) == 2
+    assert "comma list" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_tune_command_runs_each_strategy_with_one_shared_pretraining(tmp_path: Path, stores: Path) -> None:
+    pytest.importorskip("benchmarks.runner", reason="the experiment runner is not importable")
+    from benchmarks.tuning.cli import main
+
+    manifest, data = write_task(tmp_path)
+    storage, tracking_uri = f"sqlite:///{tmp_path / 'optuna.db'}", f"sqlite:///{stores / 'mlflow.db'}"
+    args = [
+        str(manifest), "--study", "gap-lr", "--profile", "smoke", "--data", str(data), "--n-trials", "2",
+        "--strategy", "none,head", "--storage", storage, "--tracking-uri", tracking_uri,
+        "--work-dir", str(tmp_path / "runs"), "--no-progress",
+    ]
+    assert main(args) == 0
+    for name in ("gap-lr-none", "gap-lr-head"):
+        assert states(optuna.load_study(study_name=name, storage=storage)) == {"COMPLETE": 2}
+    client = MlflowClient(tracking_uri=tracking_uri)
+    experiment_id = client.get_experiment_by_name("cgat-bench").experiment_id
+    pretrains = client.search_runs([experiment_id], filter_string="tags.`cgat.kind` = 'pretrain'")
+    assert len(pretrains) == 1 and pretrains[0].info.status == "FINISHED"
+    head_runs = trial_runs(tracking_uri, "gap-lr-head")
+    assert all(run.data.params["frozen_groups"] != "none" for run in head_runs)
+    assert all(run.data.tags["cgat.pretrain_run_id"] == pretrains[0].info.run_id for run in head_runs)
+    assert all(run.data.params["frozen_groups"] == "none" for run in trial_runs(tracking_uri, "gap-lr-none"))
+    comparison = (tmp_path / "runs" / "tuning" / "gap-lr-comparison.md").read_text()
+    assert "| gap-lr-none | none |" in comparison and "| gap-lr-head | head |" in comparison
+    # A larger budget continues the study and reuses the pre-trained checkpoint.
+    assert main([*args, "--n-trials", "3", "--strategy", "head"]) == 0  # the last of a repeated option wins
+    assert len(client.search_runs([experiment_id], filter_string="tags.`cgat.kind` = 'pretrain'")) == 1
+    assert states(optuna.load_study(study_name="gap-lr-head", storage=storage)) == {"COMPLETE": 3}
+    assert states(optuna.load_study(study_name="gap-lr-none", storage=storage)) == {"COMPLETE": 2}
