@@ -126,3 +126,23 @@ def test_graph_composition_is_the_cell_composition(data_file: tuple[Path, list[d
             warnings.simplefilter("ignore")
             structure = Structure.from_str(row["cif"], fmt="cif")
         assert graph_composition(data.graphs[row["id"]]) == structure.composition
+
+
+def test_bench_run_prints_the_data_summary(
+    data_file: tuple[Path, list[dict]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from benchmarks.cli import main
+
+    path, rows = data_file
+    args = ["run", str(tmp_path / "missing.yaml"), "--data", str(path), "--cache-dir", str(tmp_path / "c")]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "read 51, kept 50, dropped 1" in out
+    assert "dropped (malformed_cif): 1" in out
+    hse_line = next(line for line in out.splitlines() if "gap_hse" in line)
+    assert hse_line.split() == ["gap_hse", str(sum(r["gap_hse"] is not None for r in rows)), "values"]
+    sizes = sorted(row["natoms"] for row in rows)
+    assert f"atoms per structure: median {np.median(sizes):g}, max {sizes[-1]}" in out
+    assert "51 structures built, 0 loaded from the cache" in out
+    assert main(args) == 0
+    assert "0 structures built, 51 loaded from the cache" in capsys.readouterr().out
