@@ -125,3 +125,9 @@ def test_bad_arguments_are_clear_errors(sets, tmp_path: Path) -> None:
         train(SMOKE, BASE, train_set, val_set.subset([]), test_set, out_dir=tmp_path)
     with pytest.raises(ValueError, match="extra"):
         TrainConfig(epoch=3)  # a typo is not silently ignored
+
+
+def test_loader_worker_processes_give_the_same_result(baseline: TrainResult, sets, tmp_path: Path) -> None:
+    with_workers = train(SMOKE, BASE.model_copy(update={"num_workers": 1}), *sets, out_dir=tmp_path)
+    assert with_workers.history == baseline.history
+    assert with_workers.test == baseline.test

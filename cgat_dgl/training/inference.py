@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,23 +26,13 @@ def model_backend(model: nn.Module, default: str = "dgl") -> str:
 
 
 @torch.no_grad()
-def predict_with_targets(
-    model: nn.Module,
-    normalizer: Normalizer,
-    dataset: Sequence[Any],
-    batch_size: int,
-    *,
-    backend: str | None = None,
-    num_workers: int = 0,
-    amp_dtype: torch.dtype | None = None,
+def predict_loader(
+    model: nn.Module, normalizer: Normalizer, loader: Iterable[Any], amp_dtype: torch.dtype | None = None
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Predictions in target units, the targets the batches carried, and the ids, in dataset order."""
+    """Predictions in target units, the targets the batches carried, and the ids, in loader order."""
     device = model_device(model)
     was_training = model.training
     model.eval()
-    loader = make_loader(
-        dataset, batch_size, shuffle=False, backend=backend or model_backend(model), num_workers=num_workers
-    )
     predictions: list[np.ndarray] = []
     targets: list[np.ndarray] = []
     ids: list[str] = []
@@ -63,6 +53,24 @@ def predict_with_targets(
         np.concatenate(targets) if targets else empty,
         ids,
     )
+
+
+def predict_with_targets(
+    model: nn.Module,
+    normalizer: Normalizer,
+    dataset: Sequence[Any],
+    batch_size: int,
+    *,
+    backend: str | None = None,
+    num_workers: int = 0,
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Predictions, targets and ids for every item of ``dataset``, in order (no batch is dropped)."""
+    backend = backend or model_backend(model)
+    # Worker processes must not build DGL graphs: see ``trainer.loader_backend``.
+    loader = make_loader(
+        dataset, batch_size, shuffle=False, backend="torch" if num_workers > 0 else backend, num_workers=num_workers
+    )
+    return predict_loader(model, normalizer, loader)
 
 
 def predict(model: nn.Module, normalizer: Normalizer, dataset: Sequence[Any], batch_size: int = 256) -> np.ndarray:

@@ -21,16 +21,17 @@ import numpy as np
 import torch
 from torch import nn
 from torch.optim.lr_scheduler import CyclicLR
-from tqdm.auto import tqdm
+from torch.utils.data import DataLoader
+from tqdm import tqdm  # not tqdm.auto: its asyncio variant calls iter() on the loader an extra time
 
 from ..graphs.collate import make_loader
 from ..model import CGAT, ModelConfig
 from .checkpoint import capture_rng_state, load_model_state, read_checkpoint, restore_rng_state, save_checkpoint
 from .config import TrainConfig
-from .inference import predict_with_targets
+from .inference import predict_loader
 from .metrics import regression_metrics
 from .normalization import Normalizer
-from .transfer import FreezePlan, apply_freeze, load_pretrained, param_groups
+from .transfer import FreezePlan, apply_freeze, config_differences, load_pretrained, param_groups
 
 if TYPE_CHECKING:
     from .tracking import Tracker
@@ -40,7 +41,7 @@ log = logging.getLogger(__name__)
 BEST_NAME = "best.pt"
 LAST_NAME = "last.pt"
 # Train-config fields that may change between a killed run and its resumption without changing results.
-_RESUMABLE_CHANGES = {"epochs", "device", "num_workers", "checkpoint_every", "eval_batch_size"}
+_RESUMABLE_CHANGES = {"epochs", "device", "num_workers", "checkpoint_every", "eval_batch_size", "backend"}
 
 
 @dataclass
@@ -56,6 +57,13 @@ class TrainResult:
     frozen_groups: list[str] = field(default_factory=list)
     last_checkpoint: Path | None = None
     run_id: str | None = None
+
+
+def loader_backend(backend: str, num_workers: int) -> str:
+    """What the loader's collation prepares. DGL graphs built in worker processes crash DGL's kernels
+    when used in the main process (a segfault with DGL 2.1 on CPU), so workers collate plain tensors
+    and the model builds its DGL graphs itself; the edges, and so the results, are the same."""
+    return "torch" if num_workers > 0 else backend
 
 
 def resolve_device(name: str) -> torch.device:
@@ -102,7 +110,7 @@ def _dataset_targets(dataset: Any) -> np.ndarray:
 
 
 def _check_resumable(saved: dict[str, Any], train_config: TrainConfig, model_values: dict[str, Any], path: Path) -> None:
-    if saved["model_config"] != model_values:
+    if config_differences(saved["model_config"], model_values):
         raise ValueError(f"{path}: cannot resume, the model config differs from this run's; use resume=False or another out_dir")
     current = train_config.model_dump(mode="json")
     changed = sorted(
@@ -163,9 +171,10 @@ class _Run:
         self.best_epoch = -1
         self.best_val_mae = math.inf
         self.history: list[dict[str, float]] = []
+        self._train_loader: DataLoader | None = None
 
     # --- checkpoints ---------------------------------------------------------------------------
-    def _common_state(self) -> dict[str, Any]:
+    def checkpoint_state(self) -> dict[str, Any]:
         return {
             "model_state": self.model.state_dict(),
             "model_config": self.model_values,
@@ -182,7 +191,7 @@ class _Run:
         }
 
     def save_last(self) -> None:
-        state = self._common_state()
+        state = self.checkpoint_state()
         state.update(
             optimizer=self.optimizer.state_dict(),
             scheduler=self.scheduler.state_dict(),
@@ -213,18 +222,24 @@ class _Run:
         group = self.optimizer.param_groups[0]
         return float(group["lr"]) / float(group.get("lr_factor", 1.0))
 
+    def epoch_loader(self, train_set: Sequence[Any]) -> DataLoader:
+        """The training loader of this epoch, its shuffle seeded by ``seed + epoch`` so that a resumed
+        run sees the same batches. Without workers one loader is reseeded (the same order as a new
+        one); worker processes copy the loader's state, so they get a new loader each epoch."""
+        seed = self.config.seed + self.epoch
+        if self.config.num_workers > 0:
+            return self.loader(train_set, train=True, seed=seed)
+        if self._train_loader is None:
+            self._train_loader = self.loader(train_set, train=True)
+        if self._train_loader.generator is None:
+            raise RuntimeError("make_loader gave no generator: shuffling could not be made reproducible")
+        self._train_loader.generator.manual_seed(seed)
+        return self._train_loader
+
     def train_epoch(self, train_set: Sequence[Any], progress: bool) -> float:
         config = self.config
         self.plan.set_train_mode(self.model)
-        loader = make_loader(
-            train_set,
-            config.batch_size,
-            shuffle=True,
-            backend=self.backend,
-            seed=config.seed + self.epoch,
-            num_workers=config.num_workers,
-            drop_last=config.drop_last,
-        )
+        loader = self.epoch_loader(train_set)
         abs_error_sum = 0.0
         count = 0
         batches = tqdm(loader, desc=f"epoch {self.epoch + 1}", leave=False, disable=not progress)
@@ -249,15 +264,21 @@ class _Run:
             raise ValueError("the training set gave no batch (empty, or smaller than a batch with drop_last)")
         return abs_error_sum / count
 
-    def evaluate(self, dataset: Sequence[Any]) -> dict[str, float]:
-        predicted, actual, _ = predict_with_targets(
-            self.model,
-            self.normalizer,
+    def loader(self, dataset: Sequence[Any], train: bool, seed: int | None = None) -> DataLoader:
+        config = self.config
+        return make_loader(
             dataset,
-            self.config.eval_batch_size or self.config.batch_size,
-            backend=self.backend,
-            num_workers=self.config.num_workers,
-            amp_dtype=self.amp_dtype if self.use_amp else None,
+            config.batch_size if train else config.eval_batch_size or config.batch_size,
+            shuffle=train,
+            backend=loader_backend(self.backend, config.num_workers),
+            seed=config.seed if seed is None else seed,
+            num_workers=config.num_workers,
+            drop_last=config.drop_last and train,
+        )
+
+    def evaluate(self, loader: DataLoader) -> dict[str, float]:
+        predicted, actual, _ = predict_loader(
+            self.model, self.normalizer, loader, amp_dtype=self.amp_dtype if self.use_amp else None
         )
         return regression_metrics(predicted, actual)
 
@@ -318,22 +339,23 @@ def train(
         if "init_checkpoint" in run.metadata:
             tracker.log_params({"init_checkpoint": run.metadata["init_checkpoint"]})
 
+    val_loader = run.loader(val_set, train=False)
     epochs = tqdm(range(run.epoch, train_config.epochs), desc="epochs", disable=not progress,
                   initial=run.epoch, total=train_config.epochs)
     for epoch in epochs:
         lr = run.current_lr()
         train_mae = run.train_epoch(train_set, progress)
         run.scheduler.step()
-        val_mae = run.evaluate(val_set)["mae"]
+        val_mae = run.evaluate(val_loader)["mae"]
         run.epoch = epoch + 1
         row = {"epoch": epoch, "train_mae": train_mae, "val_mae": val_mae, "lr": lr}
         run.history.append(row)
         if val_mae < run.best_val_mae:
             run.best_val_mae, run.best_epoch = val_mae, epoch
-            save_checkpoint(run._common_state(), best_path)
+            save_checkpoint(run.checkpoint_state(), best_path)
         run.save_last()
         if train_config.checkpoint_every and run.epoch % train_config.checkpoint_every == 0:
-            save_checkpoint(run._common_state(), out_dir / f"epoch_{run.epoch}.pt")
+            save_checkpoint(run.checkpoint_state(), out_dir / f"epoch_{run.epoch}.pt")
         epochs.set_postfix(train_mae=f"{train_mae:.4g}", val_mae=f"{val_mae:.4g}")
         metrics = {"train_mae": train_mae, "val_mae": val_mae, "lr": lr}
         if tracker is not None:
@@ -345,7 +367,7 @@ def train(
         raise RuntimeError(f"{out_dir}: no best checkpoint (validation MAE never finite)")
     best = read_checkpoint(best_path, map_location=run.device)
     load_model_state(run.model, best["model_state"], best_path)
-    test = run.evaluate(test_set) if test_set is not None and len(test_set) > 0 else {}
+    test = run.evaluate(run.loader(test_set, train=False)) if test_set is not None and len(test_set) > 0 else {}
     if tracker is not None:
         tracker.log_metrics({"best_val_mae": run.best_val_mae, "best_epoch": run.best_epoch, **counts})
         if test:
