@@ -131,3 +131,22 @@ def test_loader_worker_processes_give_the_same_result(baseline: TrainResult, set
     with_workers = train(SMOKE, BASE.model_copy(update={"num_workers": 1}), *sets, out_dir=tmp_path)
     assert with_workers.history == baseline.history
     assert with_workers.test == baseline.test
+
+
+def test_losses_and_normalizer() -> None:
+    from cgat_dgl.training.normalization import Normalizer
+    from cgat_dgl.training.trainer import regression_loss
+
+    output = torch.tensor([[1.0, 0.0], [2.0, np.log(2.0)]])
+    target = torch.tensor([0.0, 4.0])
+    assert float(regression_loss(output, target, "l1")) == pytest.approx(1.5)
+    # Laplace NLL: sqrt(2) |y - mu| / sigma + log sigma, averaged
+    expected = (np.sqrt(2) * 1.0 + (np.sqrt(2) * 2.0 / 2.0 + np.log(2.0))) / 2
+    assert float(regression_loss(output, target, "robust_l1")) == pytest.approx(expected, rel=1e-6)
+    constant = Normalizer.fit(np.zeros(5))  # e.g. only metals: a zero std must not divide
+    assert constant.as_dict() == {"mean": 0.0, "std": 1.0}
+    normalizer = Normalizer(2.0, 4.0)
+    values = torch.tensor([-2.0, 2.0, 10.0])
+    assert torch.allclose(normalizer.decode(normalizer.encode(values)), values)
+    with pytest.raises(ValueError, match="positive"):
+        Normalizer(0.0, 0.0)
