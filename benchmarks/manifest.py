@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from benchmarks.yaml_lines import line_of, load_yaml_with_lines
 
@@ -104,6 +104,12 @@ class Manifest(Strict):
     profiles: dict[str, Profile]
     experiments: list[Experiment] = Field(min_length=1)
     studies: list[StudySpec] = Field(default_factory=list)
+    _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
+
+    def resolve(self, path: str | Path) -> Path:
+        """A path of the manifest, relative to the manifest's own folder."""
+        path = Path(path).expanduser()
+        return path if path.is_absolute() else self._base_dir / path
 
     @model_validator(mode="after")
     def _references(self) -> "Manifest":
@@ -152,7 +158,9 @@ def load_manifest(path: str | Path) -> Manifest:
     if not isinstance(data, dict):
         raise ManifestError(f"{path}: the manifest must be a mapping with 'profiles' and 'experiments'")
     try:
-        return Manifest.model_validate(data)
+        manifest = Manifest.model_validate(data)
+        manifest._base_dir = path.resolve().parent
+        return manifest
     except ValidationError as error:
         messages = []
         for problem in error.errors():

@@ -1,0 +1,270 @@
+"""Executes the runs of a manifest: shared pre-training first, then transfers, each tracked in MLflow.
+
+Idempotent and resumable: a run is found again by its key; finished runs are skipped, unfinished or
+failed ones continue in the same MLflow run from their last checkpoint. Workers (processes, or
+machines sharing the store and the work folder) claim runs with file locks, so none runs twice.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from benchmarks.datasets import TaskData
+from benchmarks.manifest import Manifest
+from benchmarks.plan import PretrainRun, TransferRun, expand
+from benchmarks.store import Store
+from cgat_dgl.model.config import ModelConfig
+from cgat_dgl.training.config import TrainConfig
+from cgat_dgl.training.inference import load_checkpoint, predict
+from cgat_dgl.training.metrics import regression_metrics
+from cgat_dgl.training.trainer import train
+
+Spec = PretrainRun | TransferRun
+
+
+@dataclass
+class RunnerOptions:
+    profile: str
+    data_path: Path
+    work_dir: Path  # checkpoints and locks
+    tracking_uri: str | None = None
+    cache_dir: Path | None = None  # default: the manifest's data.cache_dir
+    only: list[str] | None = None
+    workers: int = 1
+    progress: bool = True
+    poll_s: float = 5.0
+
+
+@dataclass
+class Outcome:
+    done: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+
+
+def model_config_for(settings: dict[str, Any], backend: str) -> ModelConfig:
+    values = dict(settings)
+    preset = values.pop("preset")
+    return ModelConfig.preset(preset).model_copy(update={**values, "backend": backend})
+
+
+def train_config_for(spec: Spec) -> TrainConfig:
+    stage = dict(spec.stage)
+    strategy = "none" if spec.kind == "pretrain" else spec.strategy
+    seed = spec.seed
+    return TrainConfig(
+        epochs=stage["epochs"],
+        batch_size=stage["batch_size"],
+        lr=stage["lr"],
+        weight_decay=stage["weight_decay"],
+        cycle_period=stage["cycle_period"],
+        normalization=stage["normalization"],
+        backend=stage["backend"],
+        device=stage["device"],
+        amp=stage["amp"],
+        strategy=strategy,
+        seed=seed,
+    )
+
+
+def spec_tags(spec: Spec) -> dict[str, str]:
+    if isinstance(spec, PretrainRun):
+        return {
+            "cgat.kind": "pretrain",
+            "cgat.experiment": "pretrain",
+            "cgat.profile": spec.profile,
+            "cgat.strategy": "pretrain",
+            "cgat.source": spec.prop,
+            "cgat.target": spec.prop,
+            "cgat.task_type": "pretrain",
+            "cgat.seed": str(spec.seed),
+        }
+    return {
+        "cgat.kind": "transfer",
+        "cgat.experiment": spec.experiment,
+        "cgat.profile": spec.profile,
+        "cgat.strategy": spec.strategy,
+        "cgat.source": spec.source,
+        "cgat.target": spec.target,
+        "cgat.task_type": spec.task_type,
+        "cgat.seed": str(spec.seed),
+    }
+
+
+class Runner:
+    def __init__(self, manifest: Manifest, options: RunnerOptions, task_data: TaskData | None = None) -> None:
+        self.manifest = manifest
+        self.options = options
+        self.profile = manifest.profile(options.profile)
+        self.store = Store(options.tracking_uri, options.work_dir)
+        self._task_data = task_data
+        self.pretrains, self.transfers = expand(manifest, options.profile, options.only, data_key=self.data_key)
+
+    @property
+    def data_key(self) -> str:
+        return TaskData.file_key(self.options.data_path)
+
+    @property
+    def specs(self) -> list[Spec]:
+        return [*self.pretrains, *self.transfers]
+
+    @property
+    def task_data(self) -> TaskData:
+        if self._task_data is None:
+            self._task_data = TaskData.load(
+                self.manifest, self.options.data_path, self.options.cache_dir, progress=self.options.progress
+            )
+        return self._task_data
+
+    # --- planning ------------------------------------------------------------------------------
+    def status(self) -> list[tuple[Spec, str]]:
+        states = self.store.runs_by_key()
+        return [(spec, states[spec.key].status if spec.key in states else "NEW") for spec in self.specs]
+
+    # --- execution -----------------------------------------------------------------------------
+    def run(self) -> Outcome:
+        if self.options.workers <= 1:
+            return self.work()
+        self.task_data  # build the graph cache once before the workers read it
+        context = mp.get_context("spawn")
+        threads = max(1, (os.cpu_count() or 1) // self.options.workers)
+        with context.Pool(self.options.workers) as pool:
+            parts = pool.starmap(
+                _worker, [(self.manifest, self.options, threads, index) for index in range(self.options.workers)]
+            )
+        outcome = Outcome()
+        for part in parts:
+            outcome.done += part.done
+            outcome.skipped += part.skipped
+            outcome.failed.update(part.failed)
+        return outcome
+
+    def work(self) -> Outcome:
+        """Run every spec this process can claim until none is left to do."""
+        outcome = Outcome()
+        pending = list(self.specs)
+        while pending:
+            states = self.store.runs_by_key()
+            waiting: list[Spec] = []
+            progressed = False
+            for spec in pending:
+                state = states.get(spec.key)
+                if state is not None and state.finished:
+                    outcome.skipped.append(spec.key)
+                    progressed = True
+                    continue
+                if isinstance(spec, TransferRun) and spec.pretrain is not None:
+                    pre = self.store.runs_by_key().get(spec.pretrain.key)
+                    if spec.pretrain.key in outcome.failed:
+                        outcome.failed[spec.key] = f"its pre-training run {spec.pretrain.label} failed"
+                        progressed = True
+                        continue
+                    if pre is None or not pre.finished:
+                        waiting.append(spec)
+                        continue
+                with self.store.claim(spec.key) as claimed:
+                    if not claimed:
+                        waiting.append(spec)
+                        continue
+                    if (latest := self.store.runs_by_key().get(spec.key)) is not None and latest.finished:
+                        outcome.skipped.append(spec.key)
+                    else:
+                        error = self.execute(spec)
+                        if error is None:
+                            outcome.done.append(spec.key)
+                        else:
+                            outcome.failed[spec.key] = error
+                progressed = True
+            pending = [s for s in waiting if s.key not in outcome.failed]
+            if pending and not progressed:
+                time.sleep(self.options.poll_s)  # another worker holds what is left
+        return outcome
+
+    def execute(self, spec: Spec) -> str | None:
+        """Train one spec in its MLflow run; a failure marks the run FAILED and returns the error."""
+        parent_name = "pretrain" if isinstance(spec, PretrainRun) else spec.experiment
+        parent = self.store.parent(parent_name, spec.profile, {})
+        tracker = self.store.open_child(spec.key, parent, spec.label, spec_tags(spec))
+        print(f"[run] {spec.label}  ({spec.key}, mlflow run {tracker.run_id})", flush=True)
+        try:
+            self._train(spec, tracker)
+        except Exception as error:  # one failing run must not stop the others
+            message = f"{type(error).__name__}: {error}"
+            tracker.set_tags({"cgat.error": message[:4000], "cgat.traceback": traceback.format_exc()[-4000:]})
+            tracker.end("FAILED")
+            print(f"[failed] {spec.label}: {message}", flush=True)
+            return message
+        except BaseException:
+            tracker.end("KILLED")
+            raise
+        tracker.end("FINISHED")
+        return None
+
+    def _train(self, spec: Spec, tracker: Any) -> None:
+        data = self.task_data
+        model_config = model_config_for(spec.model, spec.stage["backend"])
+        train_config = train_config_for(spec)
+        out_dir = self.options.work_dir / "checkpoints" / spec.key
+        init_checkpoint = None
+        if isinstance(spec, PretrainRun):
+            sets = data.pretrain_sets(spec.prop, spec.size, spec.cap, self.profile.max_eval_size)
+        else:
+            sets = data.transfer_sets(spec.target, spec.train_size, spec.cap, spec.eval_cap)
+            if spec.pretrain is not None:
+                pre = self.store.runs_by_key()[spec.pretrain.key]
+                init_checkpoint = self.options.work_dir / "checkpoints" / spec.pretrain.key / "best.pt"
+                if not init_checkpoint.is_file():
+                    raise FileNotFoundError(f"pre-training checkpoint missing: {init_checkpoint}")
+                tracker.set_pretrain_run(pre.run_id)
+        train_set, val_set, test_set = sets
+        if isinstance(spec, PretrainRun):
+            pretrain_size = len(train_set)
+        else:
+            pretrain_size = data.resolved_pretrain_size(spec.pretrain) if spec.pretrain else 0
+        tracker.log_params(
+            {
+                "train_size": len(train_set),
+                "pretrain_size": pretrain_size,
+                "val_size": len(val_set),
+                "test_size": len(test_set),
+                "data.path": str(self.options.data_path),
+            }
+        )
+        tracker.log_config(model=model_config.model_dump(), train=train_config.model_dump())
+        result = train(
+            model_config,
+            train_config,
+            train_set,
+            val_set,
+            test_set,
+            out_dir=out_dir,
+            init_checkpoint=init_checkpoint,
+            tracker=tracker,
+            resume=True,
+            metadata={"property": spec.prop if isinstance(spec, PretrainRun) else spec.target},
+            progress=self.options.progress,
+        )
+        if isinstance(spec, TransferRun) and spec.subsets_above:
+            model, normalizer, _ = load_checkpoint(result.checkpoint, backend=spec.stage["backend"])
+            predicted = predict(model, normalizer, test_set)
+            actual = np.asarray(test_set.targets, dtype=np.float64)
+            for name, threshold in spec.subsets_above.items():
+                mask = actual > threshold
+                if mask.any():
+                    metrics = regression_metrics(predicted[mask], actual[mask])
+                    tracker.log_metrics({f"test_mae_{name}": metrics["mae"], f"test_rmse_{name}": metrics["rmse"]})
+
+
+def _worker(manifest: Manifest, options: RunnerOptions, threads: int, index: int) -> Outcome:
+    torch.set_num_threads(threads)
+    options = RunnerOptions(**{**options.__dict__, "progress": False})
+    return Runner(manifest, options).work()

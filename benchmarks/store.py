@@ -1,0 +1,128 @@
+"""The runner's view of the tracking store: runs found again by key, parents, claims between workers."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mlflow.entities import Run
+from mlflow.tracking import MlflowClient
+
+from cgat_dgl.training.tracking import PARENT_TAG, Tracker, resolve_tracking_uri
+
+EXPERIMENT = "cgat-bench"
+KEY_TAG = "cgat.run_key"
+
+
+@dataclass
+class RunState:
+    run_id: str
+    status: str  # FINISHED, RUNNING, FAILED, KILLED, SCHEDULED
+
+    @property
+    def finished(self) -> bool:
+        return self.status == "FINISHED"
+
+
+class Store:
+    def __init__(self, tracking_uri: str | None, work_dir: Path, experiment: str = EXPERIMENT) -> None:
+        self.tracking_uri = resolve_tracking_uri(tracking_uri)
+        self.experiment = experiment
+        self.work_dir = Path(work_dir)
+        self.lock_dir = self.work_dir / "locks"
+        self.lock_dir.mkdir(parents=True, exist_ok=True)
+        # Creating the experiment through a Tracker-free path keeps it beside the SQLite store.
+        self._bootstrap = Tracker.experiment_id_for(experiment, self.tracking_uri)
+        self.client = MlflowClient(tracking_uri=self.tracking_uri)
+
+    @property
+    def experiment_id(self) -> str:
+        return self._bootstrap
+
+    def runs_by_key(self) -> dict[str, RunState]:
+        """Every keyed run of the experiment; with several for a key (should not happen) the best state wins."""
+        found: dict[str, RunState] = {}
+        token = None
+        while True:
+            page = self.client.search_runs(
+                [self.experiment_id], filter_string=f"tags.`{KEY_TAG}` != ''", max_results=1000, page_token=token
+            )
+            for run in page:
+                key = run.data.tags.get(KEY_TAG)
+                state = RunState(run.info.run_id, run.info.status)
+                if key and (key not in found or state.finished):
+                    found[key] = state
+            token = page.token
+            if not token:
+                return found
+
+    def run(self, run_id: str) -> Run:
+        return self.client.get_run(run_id)
+
+    def parent(self, name: str, profile: str, tags: dict[str, str]) -> str:
+        """The parent run of an experiment under a profile, created once."""
+        with self.claim(f"parent-{profile}-{name}", wait=True):
+            existing = self.client.search_runs(
+                [self.experiment_id],
+                filter_string=(
+                    f"tags.`cgat.parent` = '1' and tags.`cgat.experiment` = '{name}' and tags.`cgat.profile` = '{profile}'"
+                ),
+                max_results=1,
+            )
+            if existing:
+                return existing[0].info.run_id
+            run = self.client.create_run(
+                self.experiment_id,
+                run_name=f"{name} [{profile}]",
+                tags={"cgat.parent": "1", "cgat.experiment": name, "cgat.profile": profile, **tags},
+            )
+            # Parents only group their children; they are finished as soon as they exist.
+            self.client.set_terminated(run.info.run_id, status="FINISHED")
+            return run.info.run_id
+
+    def open_child(self, key: str, parent_id: str, name: str, tags: dict[str, str]) -> Tracker:
+        """The child run for ``key``: the existing unfinished one (resumed) or a new one."""
+        existing = self.runs_by_key().get(key)
+        if existing is not None:
+            self.client.update_run(existing.run_id, status="RUNNING", name=name)
+            return Tracker.attach(existing.run_id, tracking_uri=self.tracking_uri)
+        return Tracker(
+            name,
+            experiment=self.experiment,
+            tracking_uri=self.tracking_uri,
+            parent=parent_id,
+            tags={KEY_TAG: key, **tags},
+        )
+
+    @contextmanager
+    def claim(self, key: str, wait: bool = False) -> Iterator[bool]:
+        """An exclusive claim on ``key`` between processes (released when the holder exits or dies)."""
+        path = self.lock_dir / f"{key}.lock"
+        with open(path, "a+") as handle:
+            flags = fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB
+            try:
+                fcntl.flock(handle, flags)
+            except BlockingIOError:
+                yield False
+                return
+            try:
+                handle.seek(0)
+                handle.truncate()
+                handle.write(f"{os.getpid()}\n")
+                handle.flush()
+                yield True
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def run_status_counts(states: dict[str, RunState], keys: list[str]) -> dict[str, Any]:
+    counts: dict[str, int] = {}
+    for key in keys:
+        status = states[key].status if key in states else "NEW"
+        counts[status] = counts.get(status, 0) + 1
+    return counts

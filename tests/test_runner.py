@@ -1,0 +1,193 @@
+"""The experiment runner: expansion into MLflow runs, shared pre-training, idempotent reruns,
+failures that do not stop the others, and a run killed mid-training that resumes as the same run."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from benchmarks import runner as runner_module
+from benchmarks.manifest import load_manifest
+from benchmarks.runner import Runner, RunnerOptions
+from benchmarks.store import KEY_TAG
+
+REPO = Path(__file__).resolve().parents[1]
+
+MANIFEST = """\
+data: {{cache_dir: {cache}}}
+profiles:
+  smoke:
+    model: smoke
+    pretrain: {{epochs: {pre_epochs}, batch_size: 32, lr: 1.0e-3, cycle_period: 2}}
+    transfer: {{epochs: {epochs}, batch_size: 16, lr: 1.0e-3, cycle_period: 2}}
+    max_eval_size: 16
+experiments:
+  - name: gap
+    source: gap_pbe
+    target: gap_hse
+    strategies: {strategies}
+    train_sizes: {sizes}
+    subsets_above: {{gap_above_0.1: 0.1}}
+  - name: eform_to_gap
+    source: e_form_pbe
+    target: gap_hse
+    strategies: [full]
+    transfer_lr_factor: 0.1
+"""
+
+
+@pytest.fixture(scope="module")
+def small_data(shared_data_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """200 real rows: 60 with an HSE gap (40 of them open), the rest PBE only."""
+    path = tmp_path_factory.mktemp("runner_data") / "small.jsonl.gz"
+    gapped, metals, without = [], [], []
+    with gzip.open(shared_data_path, "rt") as source:
+        for line in source:
+            row = json.loads(line)
+            if row["natoms"] > 16:
+                continue
+            if row["gap_hse"] is None:
+                if len(without) < 140:
+                    without.append(line)
+            elif row["gap_hse"] > 0.1:
+                if len(gapped) < 40:
+                    gapped.append(line)
+            elif len(metals) < 20:
+                metals.append(line)
+            if len(gapped) + len(metals) + len(without) == 200:
+                break
+    with gzip.open(path, "wt") as out:
+        out.writelines(gapped + metals + without)
+    return path
+
+
+def make_runner(
+    tmp_path: Path, data: Path, epochs: int = 2, pre_epochs: int = 2, strategies: str = "[none, head, full]",
+    sizes: str = "[20, 1.0]", only: list[str] | None = None,
+) -> Runner:
+    manifest_path = tmp_path / "experiments.yaml"
+    manifest_path.write_text(
+        MANIFEST.format(
+            cache=tmp_path / "cache", epochs=epochs, pre_epochs=pre_epochs, strategies=strategies, sizes=sizes
+        )
+    )
+    options = RunnerOptions(
+        profile="smoke",
+        data_path=data,
+        work_dir=tmp_path / "work",
+        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+        progress=False,
+        poll_s=0.5,
+        only=only,
+    )
+    return Runner(load_manifest(manifest_path), options)
+
+
+def child_runs(tracking_uri: str) -> list:
+    client = MlflowClient(tracking_uri=tracking_uri)
+    experiment = client.get_experiment_by_name("cgat-bench")
+    return [r for r in client.search_runs([experiment.experiment_id], max_results=1000) if KEY_TAG in r.data.tags]
+
+
+@pytest.mark.slow
+def test_run_rerun_and_failures(tmp_path: Path, small_data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    runner = make_runner(tmp_path, small_data)
+    assert len(runner.pretrains) == 2 and len(runner.transfers) == 7
+    assert {status for _, status in runner.status()} == {"NEW"}
+
+    real_train = runner_module.train
+
+    def failing_head(*args, **kwargs):
+        if args[1].strategy == "head":
+            raise RuntimeError("injected failure")
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(runner_module, "train", failing_head)
+    outcome = runner.run()
+    assert len(outcome.failed) == 2 and all("injected failure" in e for e in outcome.failed.values())
+    assert len(outcome.done) == 2 + 5
+    uri = runner.store.tracking_uri
+    runs = child_runs(uri)
+    assert len(runs) == 9
+    failed = [r for r in runs if r.info.status == "FAILED"]
+    assert len(failed) == 2 and all("injected failure" in r.data.tags["cgat.error"] for r in failed)
+
+    # Transfer runs point at the one shared pre-training run of their source property.
+    by_key = {r.data.tags[KEY_TAG]: r for r in runs}
+    for spec in runner.transfers:
+        run = by_key[spec.key]
+        assert run.data.tags["cgat.strategy"] == spec.strategy
+        assert int(run.data.params["train_size"]) == (20 if spec.train_size == 20 else 48)
+        if spec.pretrain is not None and run.info.status == "FINISHED" and spec.experiment == "gap":
+            assert run.data.tags["cgat.pretrain_run_id"] == by_key[spec.pretrain.key].info.run_id
+            assert "test_mae_gap_above_0.1" in run.data.metrics
+        assert run.data.tags["mlflow.parentRunId"]
+
+    # A rerun retries the failed runs in their own MLflow runs and skips the finished ones.
+    monkeypatch.setattr(runner_module, "train", real_train)
+    rerun = make_runner(tmp_path, small_data).run()
+    assert sorted(rerun.done) == sorted(outcome.failed)
+    assert len(rerun.skipped) == 7
+    runs = child_runs(uri)
+    assert len(runs) == 9 and {r.info.status for r in runs} == {"FINISHED"}
+    assert {r.info.run_id for r in runs if r.data.tags[KEY_TAG] in outcome.failed} == {r.info.run_id for r in failed}
+
+    # Nothing left: a third run does nothing.
+    third = make_runner(tmp_path, small_data).run()
+    assert third.done == [] and len(third.skipped) == 9
+
+
+KILL_SCRIPT = """
+import sys
+from pathlib import Path
+from benchmarks.manifest import load_manifest
+from benchmarks.runner import Runner, RunnerOptions
+tmp = Path(sys.argv[1])
+options = RunnerOptions(profile="smoke", data_path=Path(sys.argv[2]), work_dir=tmp / "work",
+                        tracking_uri=f"sqlite:///{tmp / 'mlflow.db'}", progress=False, only=["gap"])
+Runner(load_manifest(tmp / "experiments.yaml"), options).run()
+"""
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_as_the_same_run(tmp_path: Path, small_data: Path) -> None:
+    runner = make_runner(tmp_path, small_data, epochs=2, pre_epochs=30, strategies="[full]", sizes="[1.0]")
+    runner.task_data  # build the graph cache before the child process starts
+    pretrain = runner.pretrains[0]
+    last = tmp_path / "work" / "checkpoints" / pretrain.key / "last.pt"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    process = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(tmp_path), str(small_data)], env=env)
+    deadline = time.time() + 120
+    while not last.exists() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.2)
+    assert last.exists(), "the pre-training run never wrote a checkpoint"
+    time.sleep(0.5)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    runs = child_runs(runner.store.tracking_uri)
+    assert len(runs) == 1 and runs[0].info.status == "RUNNING"
+    killed_id = runs[0].info.run_id
+
+    resumed = make_runner(
+        tmp_path, small_data, epochs=2, pre_epochs=30, strategies="[full]", sizes="[1.0]", only=["gap"]
+    )
+    outcome = resumed.run()
+    assert not outcome.failed
+    runs = child_runs(runner.store.tracking_uri)
+    keys = [r.data.tags[KEY_TAG] for r in runs]
+    assert len(keys) == len(set(keys)) == 1 + 1
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    pre = [r for r in runs if r.data.tags[KEY_TAG] == pretrain.key][0]
+    assert pre.info.run_id == killed_id
+    epochs = [m.step for m in MlflowClient(runner.store.tracking_uri).get_metric_history(killed_id, "val_mae")]
+    # The resumed run went on to the last epoch (0-based) without starting over.
+    assert max(epochs) == 29 and len(set(epochs)) >= 29 and len(epochs) <= 31
