@@ -19,16 +19,16 @@ from tests.graph_test_data import first_rows, rows_by_size
 BAD_LINE = 23  # 1-based line of the row with a broken CIF
 
 
-def data_rows() -> list[dict]:
-    """50 real rows: the smallest cells first, and some with the sparse properties."""
-    small = first_rows(40)
-    sparse = [row for row in rows_by_size(400, largest=0, quantile=0.5) if row["gap_hse"] is not None][:10]
+def data_rows(shared: Path) -> list[dict]:
+    """50 real rows: the first of the file, and some with the sparse properties."""
+    small = first_rows(shared, 40)
+    sparse = [row for row in rows_by_size(shared, 400, largest=0, quantile=0.5) if row["gap_hse"] is not None]
     return small + [row for row in sparse if row["id"] not in {r["id"] for r in small}][:10]
 
 
 @pytest.fixture
-def data_file(tmp_path: Path) -> tuple[Path, list[dict]]:
-    rows = data_rows()
+def data_file(tmp_path: Path, shared_data_path: Path) -> tuple[Path, list[dict]]:
+    rows = data_rows(shared_data_path)
     assert len(rows) == 50
     bad = dict(rows[0], id="mp-broken", cif="data_broken\nthis is not CIF\n")
     lines = [json.dumps(row) for row in rows]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -39,9 +40,15 @@ def assert_same_graph(a: CrystalGraph, b: CrystalGraph) -> None:
         np.testing.assert_array_equal(left, right, err_msg=name)
 
 
-def records(count: int, start: int = 0) -> list[MaterialRecord]:
-    rows = first_rows(start + count)[start:]
-    return [record_of(row, f"data.jsonl:{start + i + 1}") for i, row in enumerate(rows)]
+@pytest.fixture
+def records(shared_data_path: Path) -> Callable[..., list[MaterialRecord]]:
+    """Records of the first rows of the shared file (from row ``start``), as a reader would give them."""
+
+    def make(count: int, start: int = 0) -> list[MaterialRecord]:
+        rows = first_rows(shared_data_path, start + count)[start:]
+        return [record_of(row, f"data.jsonl:{start + i + 1}") for i, row in enumerate(rows)]
+
+    return make
 
 
 def forbid_parsing(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -99,7 +106,9 @@ def test_build_crystal_graph_of_rock_salt() -> None:
 # --- cache --------------------------------------------------------------------------------------
 
 
-def test_second_load_builds_nothing_and_parses_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_second_load_builds_nothing_and_parses_nothing(
+    records: MakeRecords, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     recs = records(20)
     first = graphs_for_records(recs, cache_dir=tmp_path)
     assert first.built == 20 and first.cached == 0 and first.errors == []
@@ -112,7 +121,7 @@ def test_second_load_builds_nothing_and_parses_nothing(tmp_path: Path, monkeypat
         assert_same_graph(first.graphs[record.id], second.graphs[record.id])
 
 
-def test_changed_params_rebuild_everything(tmp_path: Path) -> None:
+def test_changed_params_rebuild_everything(records: MakeRecords, tmp_path: Path) -> None:
     recs = records(10)
     graphs_for_records(recs, cache_dir=tmp_path)
     other = graphs_for_records(recs, GraphParams(max_nbr=12), cache_dir=tmp_path)
@@ -122,7 +131,7 @@ def test_changed_params_rebuild_everything(tmp_path: Path) -> None:
     assert again.built == 0
 
 
-def test_changed_structure_rebuilds_only_it_and_new_records_are_added(tmp_path: Path) -> None:
+def test_changed_structure_rebuilds_only_it_and_new_records_are_added(records: MakeRecords, tmp_path: Path) -> None:
     recs = records(12)
     before = graphs_for_records(recs[:10], cache_dir=tmp_path)
     changed = [*recs[:10]]
@@ -135,7 +144,7 @@ def test_changed_structure_rebuilds_only_it_and_new_records_are_added(tmp_path: 
     assert graphs_for_records(changed, cache_dir=tmp_path).built == 0
 
 
-def test_format_version_bump_rebuilds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_format_version_bump_rebuilds(records: MakeRecords, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     recs = records(8)
     graphs_for_records(recs, cache_dir=tmp_path)
     monkeypatch.setattr(cache_module, "FORMAT_VERSION", cache_module.FORMAT_VERSION + 1)
@@ -143,7 +152,9 @@ def test_format_version_bump_rebuilds(tmp_path: Path, monkeypatch: pytest.Monkey
     assert len(list(tmp_path.iterdir())) == 2  # one folder per format version
 
 
-def test_failing_structures_are_remembered_with_their_reason(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failing_structures_are_remembered_with_their_reason(
+    records: MakeRecords, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     good = records(5)
     cs = good[0]
     assert cs.id == "mp-1"  # a 1-atom Cs cell, occupancy 1 on its only site
@@ -163,7 +174,7 @@ def test_failing_structures_are_remembered_with_their_reason(tmp_path: Path, mon
     assert [(i, e.reason, str(e)) for i, e in second.errors] == [(i, e.reason, str(e)) for i, e in first.errors]
 
 
-def test_same_structure_under_two_ids_is_built_once(tmp_path: Path) -> None:
+def test_same_structure_under_two_ids_is_built_once(records: MakeRecords, tmp_path: Path) -> None:
     rec = records(3)[2]
     twin = replace(rec, id="twin", source="data.jsonl:50")
     result = graphs_for_records([rec, twin], cache_dir=tmp_path)
@@ -172,7 +183,7 @@ def test_same_structure_under_two_ids_is_built_once(tmp_path: Path) -> None:
     assert_same_graph(result.graphs["twin"], result.graphs[rec.id])
 
 
-def test_unreadable_pack_and_leftover_temp_file_are_skipped(tmp_path: Path) -> None:
+def test_unreadable_pack_and_leftover_temp_file_are_skipped(records: MakeRecords, tmp_path: Path) -> None:
     recs = records(6)
     graphs_for_records(recs, cache_dir=tmp_path)
     cache = GraphCache(tmp_path, GraphParams())
@@ -184,7 +195,9 @@ def test_unreadable_pack_and_leftover_temp_file_are_skipped(tmp_path: Path) -> N
     assert rebuilt.built == 6 and len(rebuilt.graphs) == 6
 
 
-def test_packs_are_merged_when_they_pile_up(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_packs_are_merged_when_they_pile_up(
+    records: MakeRecords, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(cache_module, "MAX_PACKS", 2)
     recs = records(8)
     built = {}
@@ -199,14 +212,18 @@ def test_packs_are_merged_when_they_pile_up(tmp_path: Path, monkeypatch: pytest.
         assert_same_graph(built[record.id], loaded.graphs[record.id])
 
 
-def test_without_cache_dir_graphs_are_built_and_nothing_is_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_cache_dir_graphs_are_built_and_nothing_is_written(
+    records: MakeRecords, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     result = graphs_for_records(records(4), cache_dir=None)
     assert result.built == 4 and len(result.graphs) == 4
     assert list(tmp_path.iterdir()) == []
 
 
-def test_parallel_build_equals_serial_build(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_parallel_build_equals_serial_build(
+    records: MakeRecords, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     recs = records(40, start=100)
     serial = graphs_for_records(recs, cache_dir=None, workers=1)
     monkeypatch.setattr(build_module, "MIN_PARALLEL", 0)

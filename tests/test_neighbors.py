@@ -6,6 +6,7 @@ import itertools
 import warnings
 from collections import Counter
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -41,8 +42,8 @@ def brute_force_distances(structure: Structure, site: int, reach: int) -> np.nda
 
 
 @pytest.mark.slow
-def test_fast_rule_equals_reference_on_real_structures() -> None:
-    rows = rows_by_size(30)
+def test_fast_rule_equals_reference_on_real_structures(shared_data_path: Path) -> None:
+    rows = rows_by_size(shared_data_path, 30)
     sizes = [row["natoms"] for row in rows]
     assert min(sizes) == 1 and max(sizes) >= 150
     for row in rows:
@@ -105,8 +106,8 @@ def test_layered_cell_matches_brute_force_and_reference() -> None:
     assert edge_differences(table, naive_reference_neighbors(structure)) == []
 
 
-def test_too_small_initial_radius_gives_the_same_graph() -> None:
-    structure = parse(rows_by_size(12)[6]["cif"])
+def test_too_small_initial_radius_gives_the_same_graph(shared_data_path: Path) -> None:
+    structure = parse(rows_by_size(shared_data_path, 12)[6]["cif"])
     small = nearest_neighbor_table(structure, initial_radius=0.5)
     assert small.radius > 0.5
     assert edge_differences(small, naive_reference_neighbors(structure)) == []

@@ -52,7 +52,9 @@ class GraphDataset(torch.utils.data.Dataset):
         if missing:
             raise KeyError(f"{len(missing)} ids not in the dataset, e.g. {missing[:3]}")
         positions = [self._position[graph_id] for graph_id in ids]
-        return GraphDataset([self.ids[i] for i in positions], [self.graphs[i] for i in positions], self.targets[positions])
+        return GraphDataset(
+            [self.ids[i] for i in positions], [self.graphs[i] for i in positions], self.targets[positions]
+        )
 
 
 @dataclass
