@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import dgl
@@ -13,6 +15,7 @@ from cgat_dgl.graphs.collate import collate, make_loader
 from cgat_dgl.graphs.crystal_graph import CrystalGraph
 from model_test_graphs import real_graphs
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
 Items = list[tuple[CrystalGraph, float]]
 
 
@@ -100,7 +103,27 @@ def test_loader_batch_sizes_drop_last_and_workers(items: Items) -> None:
     assert sizes == [10, 10, 4]
     dropped = [b.num_crystals for b in make_loader(items, 10, shuffle=False, backend="torch", drop_last=True)]
     assert dropped == [10, 10]
-    with_worker = make_loader(items[:8], 4, shuffle=True, backend="dgl", seed=1, num_workers=1)
-    batches = list(with_worker)
-    assert [b.num_crystals for b in batches] == [4, 4]
-    assert batches[0].atom_graph.num_edges() == batches[0].edge_src.shape[0]
+
+
+def test_worker_loader_gives_dgl_graphs_that_dgl_kernels_can_use(shared_data_path: Path) -> None:
+    # DGL graphs made in a worker process crash DGL's kernels in the main process; the loader
+    # builds them in the main process. Run in a subprocess, so that a regression fails this test
+    # instead of killing the test session.
+    code = (
+        "import sys, torch, dgl\n"
+        "sys.path.insert(0, 'tests')\n"
+        "from pathlib import Path\n"
+        "from model_test_graphs import real_graphs\n"
+        "from cgat_dgl.graphs.collate import make_loader\n"
+        f"items = list(real_graphs(Path({str(shared_data_path)!r}), 12))\n"
+        "loader = make_loader(items, 4, shuffle=True, backend='dgl', seed=1, num_workers=1)\n"
+        "for epoch in range(2):\n"
+        "    for batch in loader:\n"
+        "        degree = dgl.ops.copy_e_sum(batch.atom_graph, torch.ones(batch.edge_src.shape[0], 1))\n"
+        "        assert torch.equal(degree[:, 0], torch.bincount(batch.edge_dst, minlength=batch.num_atoms).float())\n"
+        "        assert batch.comp_graph.batch_size == batch.num_crystals\n"
+        "print('ok', len(loader), loader.generator is not None)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["ok", "3", "True"]
