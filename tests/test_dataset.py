@@ -131,10 +131,10 @@ def test_graph_composition_is_the_cell_composition(data_file: tuple[Path, list[d
 def test_bench_run_prints_the_data_summary(
     data_file: tuple[Path, list[dict]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from benchmarks.cli import main
+    from benchmarks.summary import main
 
     path, rows = data_file
-    args = ["run", str(tmp_path / "missing.yaml"), "--data", str(path), "--cache-dir", str(tmp_path / "c")]
+    args = ["--data", str(path), "--cache-dir", str(tmp_path / "c")]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "read 51, kept 50, dropped 1" in out

@@ -191,3 +191,32 @@ def test_killed_run_resumes_as_the_same_run(tmp_path: Path, small_data: Path) ->
     epochs = [m.step for m in MlflowClient(runner.store.tracking_uri).get_metric_history(killed_id, "val_mae")]
     # The resumed run went on to the last epoch (0-based) without starting over.
     assert max(epochs) == 29 and len(set(epochs)) >= 29 and len(epochs) <= 31
+
+
+@pytest.mark.slow
+def test_cli_dry_run_run_and_report(tmp_path: Path, small_data: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks.cli import main
+
+    make_runner(tmp_path, small_data, strategies="[none, full]")  # writes the manifest
+    common = [
+        "--profile", "smoke", "--data", str(small_data), "--work-dir", str(tmp_path / "work"),
+        "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
+    ]
+    manifest = str(tmp_path / "experiments.yaml")
+    assert main(["run", manifest, *common, "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "7 runs: 7 new" in out
+
+    report_dir = tmp_path / "reports"
+    assert main(["run", manifest, *common, "--no-progress", "--report-dir", str(report_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "read 200, kept 200" in out and "done in" in out and "0 failed" in out
+    folder = report_dir / "smoke"
+    for name in ["report.md", "table1.csv", "table1.md", "fits.csv", "extrapolations.csv", "learning_curves.png",
+                 "loglog_train_size.png", "target_distributions.png", "element_counts.png", "runs.csv"]:
+        assert (folder / name).is_file() and (folder / name).stat().st_size > 0, name
+    table = (folder / "table1.md").read_text()
+    assert "gap_pbe → gap_hse" in table and "no transfer" in table and "full transfer" in table
+
+    assert main(["run", manifest, *common, "--dry-run"]) == 0
+    assert "7 runs: 7 finished" in capsys.readouterr().out
