@@ -200,14 +200,14 @@ def test_node_update_follows_equation_1(first: bool) -> None:
         h = h0  # the first step starts from the initial embedding
     out = update(h, InitialFeatures(rows[:3], index, h0), EdgeFeatures(rank, table=table), ops)
 
+    lin, w2, b2 = update.first_layer.linear, update.second_layer.weight, update.second_layer.bias
     aggregate = torch.zeros(5, f, dtype=torch.float64)
     for i in range(5):
         incoming = (ops.dst == i).nonzero().flatten()
+        if len(incoming) == 0:
+            continue  # node 4 receives nothing
+        z = torch.stack([torch.cat([h[i], h[ops.src[k]], table[rank[k]]]) for k in incoming])
         for n in range(heads):
-            z = torch.stack([torch.cat([h[i], h[ops.src[k]], table[rank[k]]]) for k in incoming]) if len(incoming) else None
-            if z is None:
-                continue
-            lin, w2, b2 = update.first_layer.linear, update.second_layer.weight, update.second_layer.bias
             s = literal_fcnn(lin, w2, b2, z, n, hidden)  # eq. 1a (one row per incoming edge)
             m = literal_fcnn(lin, w2, b2, z, heads + n, hidden)  # eq. 1c
             a = torch.exp(s) / torch.exp(s).sum(dim=0)  # eq. 1b, per channel

@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "structures": len(items),
         "mean_atoms": sum(g.num_atoms for g, _ in items) / len(items),
         "amp": args.amp,
-        "edge_update": ModelConfig.preset(args.preset).edge_update if args.edge_update is None else args.edge_update,
+        "edge_update": args.edge_update or ModelConfig.preset(args.preset).edge_update,
         "matmul_gflops": reference,
         "matmul_dtype": "bfloat16" if args.amp else "float32",
     }
@@ -213,7 +213,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
               f"{'GFLOP/step':>12}{'GFLOP/s':>9}{'util':>7}")
     print(header)
     for backend, run in runs.items():
-        print(f"{backend:<8}{run['structs_per_s']:>10.1f}{run['structs_per_cpu_s']:>13.1f}{run['atoms_per_s']:>10.0f}"
+        print(f"{backend:<8}{run['structs_per_s']:>10.1f}{run['structs_per_cpu_s']:>13.1f}"
+              f"{run['atoms_per_s']:>10.0f}"
               f"{1000 * run['seconds_per_step']:>9.1f}{run['cpu_busy_per_wall_s']:>9.2f}"
               f"{run['model_gflop_per_step']:>12.2f}"
               f"{run['model_gflops']:>9.1f}{run['flop_utilization']:>7.1%}")

@@ -36,9 +36,10 @@ class HyperMLP(nn.Module):
             nn.Linear(hyper_hidden, features * features) for _ in range(UPDATE_DEPTH)
         )
         self.bias_out = nn.ModuleList(nn.Linear(hyper_hidden, features) for _ in range(UPDATE_DEPTH))
+        bound = OUTPUT_INIT_SCALE / hyper_hidden**0.5  # nn.Linear's default range, shrunk
         for layer in [*self.weight_out, *self.bias_out]:
-            nn.init.uniform_(layer.weight, -OUTPUT_INIT_SCALE / hyper_hidden**0.5, OUTPUT_INIT_SCALE / hyper_hidden**0.5)
-            nn.init.uniform_(layer.bias, -OUTPUT_INIT_SCALE / hyper_hidden**0.5, OUTPUT_INIT_SCALE / hyper_hidden**0.5)
+            nn.init.uniform_(layer.weight, -bound, bound)
+            nn.init.uniform_(layer.bias, -bound, bound)
 
     def hidden(self, hyper_input: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """The last hidden layer of each layer's hypernetwork, (N, hyper_hidden) each."""

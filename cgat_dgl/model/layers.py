@@ -29,9 +29,9 @@ class GroupedLinear(nn.Module):
         self.bias = nn.Parameter(torch.empty(groups, 1, out_dim))
         self.reset_parameters()
 
-    def reset_parameters(self, scale: float = 1.0) -> None:
-        # nn.Linear's default range, optionally shrunk (hypernetwork output layers start small).
-        bound = scale / math.sqrt(self.weight.shape[1])
+    def reset_parameters(self) -> None:
+        # nn.Linear's default range.
+        bound = 1.0 / math.sqrt(self.weight.shape[1])
         nn.init.uniform_(self.weight, -bound, bound)
         nn.init.uniform_(self.bias, -bound, bound)
 
