@@ -13,7 +13,7 @@ from torch import nn
 from cgat_dgl.graphs.batch import Batch
 from cgat_dgl.graphs.collate import collate
 from cgat_dgl.model import CGAT, ModelConfig
-from cgat_dgl.model.edge_input import EdgeFeatures, PairLinear
+from cgat_dgl.model.edge_input import EdgeFeatures, EdgeKinds, EdgeSet, PairLinear
 from cgat_dgl.model.edge_update import PaperEdgeUpdate, ReferenceEdgeUpdate
 from cgat_dgl.model.embedding import InitialFeatures
 from cgat_dgl.model.hypernetwork import HyperMLP
@@ -153,7 +153,7 @@ def test_pair_linear_is_a_linear_layer_of_the_concatenation() -> None:
     z = torch.cat([h[ops.dst], h[ops.src], table[rank]], dim=1)  # [h_i || h_j || e_ij]
     expected = layer.linear(z).view(-1, 3, 4).transpose(0, 1)
     for e in (EdgeFeatures(rank, table=table), EdgeFeatures(rank, per_edge=table[rank])):
-        torch.testing.assert_close(layer(h, e, ops.src, ops.dst), expected)
+        torch.testing.assert_close(layer(EdgeSet.edges(h, e, ops.src, ops.dst)), expected)
 
 
 def test_hypernetwork_applies_per_node_generated_layers() -> None:
@@ -196,9 +196,12 @@ def test_node_update_follows_equation_1(first: bool) -> None:
     h, table, rows = (torch.randn(5, f, dtype=torch.float64) for _ in range(3))
     index = torch.tensor([0, 1, 2, 1, 0])  # atoms 0 and 4, 1 and 3 share an element
     h0 = rows[index]
+    initial, e = InitialFeatures(rows[:3], index, h0), EdgeFeatures(rank, table=table)
     if first:
         h = h0  # the first step starts from the initial embedding
-    out = update(h, InitialFeatures(rows[:3], index, h0), EdgeFeatures(rank, table=table), ops)
+        kinds = EdgeKinds.find(initial.per_element, index, e, ops.src, ops.dst)
+        torch.testing.assert_close(update(h, initial, e, ops, kinds=kinds), update(h, initial, e, ops))
+    out = update(h, initial, e, ops)
 
     lin, w2, b2 = update.first_layer.linear, update.second_layer.weight, update.second_layer.bias
     aggregate = torch.zeros(5, f, dtype=torch.float64)
@@ -246,6 +249,20 @@ def test_paper_edge_update_follows_equation_2() -> None:
         m = torch.stack([literal_fcnn(lin, w2, b2, z, heads + n, hidden) for n in range(heads)])  # eq. 2c
         a = torch.exp(s) / torch.exp(s).sum(dim=0)  # eq. 2b: over the heads
         torch.testing.assert_close(out[k], table[rank[k]] + update.fcnn((a * m).sum(dim=0)))  # eq. 2d
+
+
+def test_paper_edge_update_by_kind_equals_per_edge_at_the_first_step() -> None:
+    torch.manual_seed(3)
+    update = PaperEdgeUpdate(ModelConfig.preset("smoke")).double()
+    ops, rank = small_graph()
+    rows, table = torch.randn(2, 8, dtype=torch.float64), torch.randn(5, 8, dtype=torch.float64)
+    element = torch.tensor([0, 1, 1, 0, 1])
+    e = EdgeFeatures(rank.clamp(max=2), table=table)  # 2 elements x 2 ranks: kinds are shared
+    kinds = EdgeKinds.find(rows, element, e, ops.src, ops.dst)
+    assert kinds.members.receiver.numel() <= 8 < ops.src.numel()
+    by_kind = update(rows[element], e, ops, kinds=kinds)
+    assert by_kind.table is not None and by_kind.table.shape[0] == kinds.members.receiver.numel()
+    torch.testing.assert_close(by_kind.values(), update(rows[element], e, ops).values())
 
 
 def test_reference_edge_update_on_the_rank_table_equals_per_edge() -> None:

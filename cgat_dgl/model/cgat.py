@@ -7,7 +7,7 @@ from torch import nn
 
 from cgat_dgl.graphs.batch import Batch
 from cgat_dgl.model.config import ModelConfig
-from cgat_dgl.model.edge_input import EdgeFeatures
+from cgat_dgl.model.edge_input import EdgeFeatures, EdgeKinds
 from cgat_dgl.model.edge_update import make_edge_update
 from cgat_dgl.model.embedding import ElementTable, InitialFeatures, InputEmbedding
 from cgat_dgl.model.node_update import NodeUpdate
@@ -26,14 +26,18 @@ class MessagePassingStep(nn.Module):
 
     def __init__(self, config: ModelConfig, first: bool, last: bool) -> None:
         super().__init__()
+        self.first = first
         self.node = NodeUpdate(config, first=first)
         self.edge = None if last else make_edge_update(config)
 
     def forward(
         self, h: torch.Tensor, h0: InitialFeatures, e: EdgeFeatures, ops: GraphOps
     ) -> tuple[torch.Tensor, EdgeFeatures]:
-        h_next = self.node(h, h0, e, ops)
-        e_next = e if self.edge is None else self.edge(h, e, ops)
+        kinds = None
+        if self.first:  # h = h0: networks of z_ij need one evaluation per edge kind
+            kinds = EdgeKinds.find(h0.per_element, h0.element_index, e, ops.src, ops.dst)
+        h_next = self.node(h, h0, e, ops, kinds=kinds)
+        e_next = e if self.edge is None else self.edge(h, e, ops, kinds=kinds)
         return h_next, e_next
 
 

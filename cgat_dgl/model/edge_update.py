@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from cgat_dgl.model.config import ModelConfig
-from cgat_dgl.model.edge_input import EdgeFeatures, PairLinear
+from cgat_dgl.model.edge_input import EdgeFeatures, EdgeKinds, EdgeSet, PairLinear
 from cgat_dgl.model.layers import MLP, GroupedLinear
 from cgat_dgl.ops.base import GraphOps
 
@@ -26,13 +26,19 @@ class PaperEdgeUpdate(nn.Module):
         self.second_layer = GroupedLinear(2 * heads, hidden, f)
         self.fcnn = MLP(f, f, f)
 
-    def forward(self, h: torch.Tensor, e: EdgeFeatures, ops: GraphOps) -> EdgeFeatures:
-        hidden = nn.functional.leaky_relu(self.first_layer(h, e, ops.src, ops.dst))
-        out = self.second_layer(hidden)  # (2*heads, E, F)
+    def forward(
+        self, h: torch.Tensor, e: EdgeFeatures, ops: GraphOps, kinds: EdgeKinds | None = None
+    ) -> EdgeFeatures:
+        """e^{t+1}. With ``kinds`` (first step) the result is a table with one row per edge kind."""
+        edges = EdgeSet.edges(h, e, ops.src, ops.dst) if kinds is None else kinds.members
+        hidden = nn.functional.leaky_relu(self.first_layer(edges))
+        out = self.second_layer(hidden)  # (2*heads, M, F)
         scores, messages = out.view(2, self.heads, -1, out.shape[-1]).unbind(0)  # eq. 2a, 2c
         attention = torch.softmax(scores, dim=0)  # eq. 2b: over the heads, per channel
-        combined = (attention * messages).sum(dim=0)
-        return EdgeFeatures(e.rank, per_edge=e.values() + self.fcnn(combined))  # eq. 2d
+        updated = edges.e.values() + self.fcnn((attention * messages).sum(dim=0))  # eq. 2d
+        if kinds is None:
+            return EdgeFeatures(e.row, per_edge=updated)
+        return EdgeFeatures(kinds.of_edge, table=updated)
 
 
 class ReferenceEdgeUpdate(nn.Module):
@@ -43,7 +49,9 @@ class ReferenceEdgeUpdate(nn.Module):
         f = config.atom_fea_len
         self.mlp = MLP(f, f, f)
 
-    def forward(self, h: torch.Tensor, e: EdgeFeatures, ops: GraphOps) -> EdgeFeatures:
+    def forward(
+        self, h: torch.Tensor, e: EdgeFeatures, ops: GraphOps, kinds: EdgeKinds | None = None
+    ) -> EdgeFeatures:
         return e.map(lambda x: x + self.mlp(x))
 
 

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from cgat_dgl.model.config import ModelConfig
-from cgat_dgl.model.edge_input import EdgeFeatures, PairLinear
+from cgat_dgl.model.edge_input import EdgeFeatures, EdgeKinds, EdgeSet, PairLinear
 from cgat_dgl.model.embedding import InitialFeatures
 from cgat_dgl.model.hypernetwork import HyperMLP
 from cgat_dgl.model.layers import GroupedLinear
@@ -32,39 +32,27 @@ class NodeUpdate(nn.Module):
         self.update = HyperMLP(f, config.hyper_hidden, config.hyper_layers)
         self.damping = None if first else nn.Parameter(torch.tensor([0.5]))
 
-    def edge_networks(
-        self, h: torch.Tensor, e: EdgeFeatures, src: torch.Tensor, dst: torch.Tensor
-    ) -> torch.Tensor:
-        """FCNN_a and FCNN_m of every head for every edge -> (E, 2*heads, F) (eq. 1a, 1c)."""
-        hidden = nn.functional.leaky_relu(self.first_layer(h, e, src, dst))
+    def edge_networks(self, edges: EdgeSet) -> torch.Tensor:
+        """FCNN_a and FCNN_m of every head for every member -> (M, 2*heads, F) (eq. 1a, 1c)."""
+        hidden = nn.functional.leaky_relu(self.first_layer(edges))
         # Edge-major from here: the graph operations index the first axis.
         return self.second_layer(hidden).transpose(0, 1).contiguous()
 
-    def edge_networks_by_type(self, h0: InitialFeatures, e: EdgeFeatures, ops: GraphOps) -> torch.Tensor:
-        """The same at the first step, where h = h0 and e depend only on the elements and the rank:
-        the networks run once per distinct (element_i, element_j, rank) and are gathered."""
-        assert e.table is not None, "edge features are updated only after the first step"
-        elements, ranks = h0.per_element.shape[0], e.table.shape[0]
-        element = h0.element_index
-        key = (element.index_select(0, ops.dst) * elements + element.index_select(0, ops.src)) * ranks
-        kinds, kind_of_edge = torch.unique(key + e.rank, return_inverse=True)
-        kind_edges = EdgeFeatures(kinds % ranks, table=e.table)
-        out = self.edge_networks(
-            h0.per_element, kind_edges, src=(kinds // ranks) % elements, dst=kinds // (ranks * elements)
-        )
-        return out.index_select(0, kind_of_edge)
-
     def forward(
-        self, h: torch.Tensor, h0: InitialFeatures, e: EdgeFeatures, ops: GraphOps
-    ) -> torch.Tensor:
-        """h^{t+1}; at the first step (no damping parameter) h must be h0."""
-        first = self.damping is None
-        out = self.edge_networks_by_type(h0, e, ops) if first else self.edge_networks(h, e, ops.src, ops.dst)
+        self, h: torch.Tensor, h0: InitialFeatures, e: EdgeFeatures, ops: GraphOps,
+        kinds: EdgeKinds | None = None,
+    ) -> torch.Tensor:  # fmt: skip
+        """h^{t+1}. At the first step h is h0 and ``kinds`` may be given: the edge networks then
+        run once per edge kind."""
+        if kinds is None:
+            out = self.edge_networks(EdgeSet.edges(h, e, ops.src, ops.dst))
+        else:
+            out = self.edge_networks(kinds.members).index_select(0, kinds.of_edge)
         scores, messages = out.view(out.shape[0], 2, self.heads, -1).unbind(1)  # eq. 1a, 1c
         attention = ops.edge_softmax(scores)  # eq. 1b: over the edges arriving at i
         # eq. 1d: the mean over heads commutes with the sum over j, so it is taken per edge first.
         aggregate = ops.aggregate((attention * messages).mean(dim=1))
-        if first:
+        if self.damping is None:
             # h0 depends on the element only: generate G's weights once per element.
             return h + self.update(aggregate, h0.per_element, index=h0.element_index)
         d = self.damping.clamp(0.0, 1.0)
