@@ -65,10 +65,8 @@ def predict_with_targets(
     num_workers: int = 0,
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Predictions, targets and ids for every item of ``dataset``, in order (no batch is dropped)."""
-    backend = backend or model_backend(model)
-    # Worker processes must not build DGL graphs: see ``trainer.loader_backend``.
     loader = make_loader(
-        dataset, batch_size, shuffle=False, backend="torch" if num_workers > 0 else backend, num_workers=num_workers
+        dataset, batch_size, shuffle=False, backend=backend or model_backend(model), num_workers=num_workers
     )
     return predict_loader(model, normalizer, loader)
 

@@ -59,13 +59,6 @@ class TrainResult:
     run_id: str | None = None
 
 
-def loader_backend(backend: str, num_workers: int) -> str:
-    """What the loader's collation prepares. DGL graphs built in worker processes crash DGL's kernels
-    when used in the main process (a segfault with DGL 2.1 on CPU), so workers collate plain tensors
-    and the model builds its DGL graphs itself; the edges, and so the results, are the same."""
-    return "torch" if num_workers > 0 else backend
-
-
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -270,7 +263,7 @@ class _Run:
             dataset,
             config.batch_size if train else config.eval_batch_size or config.batch_size,
             shuffle=train,
-            backend=loader_backend(self.backend, config.num_workers),
+            backend=self.backend,
             seed=config.seed if seed is None else seed,
             num_workers=config.num_workers,
             drop_last=config.drop_last and train,
