@@ -174,8 +174,11 @@ def _select(experiments: list[Experiment], only: list[str] | None) -> list[Exper
 
 
 def resolve_size(size: Size, available: int, cap: int | None = None) -> int:
-    """A manifest size as a number of structures: fractions of what is available, capped by the profile."""
-    count = int(round(size * available)) if isinstance(size, float) else min(size, available)
-    if cap is not None:
-        count = min(count, cap)
-    return max(1, min(count, available))
+    """A manifest size as a number of structures.
+
+    A profile's cap limits the pool a size is drawn from, so fractions keep their meaning in a
+    small profile (10 % of a capped pool is still a tenth of the largest run).
+    """
+    pool = min(available, cap) if cap is not None else available
+    count = int(round(size * pool)) if isinstance(size, float) else min(size, pool)
+    return max(1, min(count, pool))

@@ -120,6 +120,8 @@ def test_resolve_size() -> None:
     assert resolve_size(0.25, 100) == 25
     assert resolve_size(500, 100) == 100
     assert resolve_size(1.0, 100, cap=40) == 40
+    assert resolve_size(0.5, 100, cap=40) == 20
+    assert resolve_size(60, 100, cap=40) == 40
 
 
 def test_default_manifest_is_valid() -> None:
