@@ -140,9 +140,12 @@ def energy_above_hull(
     compositions: Sequence[Composition | str],
     e_form_per_atom: Sequence[float],
     *,
-    method: HullMethod = "planes",
+    method: HullMethod = "phase_diagram",
 ) -> np.ndarray:
     """Energy above the hull (eV/atom) of each material, relative to the hull of all the given materials.
+
+    ``phase_diagram`` (the default) builds pymatgen's PhaseDiagram per chemical system; ``planes`` reads
+    the same Qhull facets directly and is about ten times faster on large sets (tests hold them equal).
 
     A material with a NaN formation energy gets NaN and takes no part in the hull. Stable materials get
     0 (values within 1e-9 of it are set to 0); an element with a positive formation energy lies above its
