@@ -65,10 +65,10 @@ PRESETS: dict[str, dict[str, object]] = {
     # Section IV.B of the paper: F = 128, 6 heads, FCNN hidden 512, 5 steps, 3 Roost steps,
     # hypernetworks of 3 x 128 (tanh), 24 neighbours, the paper's residual network.
     "paper": {},
-    # Small enough to pre-train on ~30k structures on two CPU cores: about 52 MFLOP per training
-    # step of a 25-atom structure, 140-160 structures per CPU-second (benchmarks/perf/train.py).
-    # FCNN hidden 32 rather than 64 doubles the speed; the reference edge update (what the
-    # reference code applies) costs almost nothing, while eq. 2 took ~1.6x the time per step.
+    # The paper's model at a size that pre-trains on ~30k structures on two CPU cores in a few
+    # minutes per epoch: ~80 MFLOP per training step of a 25-atom structure, ~180 structures/s
+    # on 2 cores (benchmarks/perf/train.py). FCNN hidden 32 rather than 64 doubles the speed;
+    # edge_update="reference" would be ~1.25x faster.
     "cpu": {
         "atom_fea_len": 32,
         "msg_heads": 2,
@@ -79,7 +79,6 @@ PRESETS: dict[str, dict[str, object]] = {
         "hyper_hidden": 32,
         "hyper_layers": 2,
         "head_widths": [128, 64, 32],
-        "edge_update": "reference",
     },
     # Tiny, for tests.
     "smoke": {
