@@ -54,7 +54,7 @@ class Outcome:
 def model_config_for(settings: dict[str, Any], backend: str) -> ModelConfig:
     values = dict(settings)
     preset = values.pop("preset")
-    return ModelConfig.preset(preset).model_copy(update={**values, "backend": backend})
+    return ModelConfig.preset(preset, **{**values, "backend": backend})
 
 
 def train_config_for(spec: Spec) -> TrainConfig:
