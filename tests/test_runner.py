@@ -220,3 +220,9 @@ def test_cli_dry_run_run_and_report(tmp_path: Path, small_data: Path, capsys: py
 
     assert main(["run", manifest, *common, "--dry-run"]) == 0
     assert "7 runs: 7 finished" in capsys.readouterr().out
+
+    # A second run trains nothing and rewrites the report from the store (earlier report runs included).
+    (folder / "table1.md").unlink()
+    assert main(["run", manifest, *common, "--no-progress", "--report-dir", str(report_dir)]) == 0
+    assert "0 trained, 7 already finished, 0 failed" in capsys.readouterr().out
+    assert (folder / "table1.md").read_text() == table

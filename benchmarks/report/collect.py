@@ -41,12 +41,15 @@ def _int_param(run: Run, name: str, default: int | None = None) -> int:
     return int(value)
 
 
+TRAINING_KINDS = ("pretrain", "transfer")
+
+
 def _row(run: Run) -> dict[str, Any]:
     tags = run.data.tags
     row: dict[str, Any] = {"run_id": run.info.run_id}
     for name in TAG_COLUMNS:
         row[name] = tags.get(TAG_PREFIX + name)
-    if row["kind"] not in ("pretrain", "transfer"):
+    if row["kind"] not in TRAINING_KINDS:
         raise ValueError(f"run {run.info.run_id}: tag cgat.kind = {row['kind']!r}, expected pretrain or transfer")
     try:
         row["seed"] = int(row["seed"]) if row["seed"] is not None else -1
@@ -99,7 +102,8 @@ def collect_runs(
 ) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
     """One row per finished training run of the benchmark, and each run's per-epoch history.
 
-    Parent runs (tag ``cgat.parent`` = "1") and Optuna trials (tag ``cgat.study``) are left out.
+    Parent runs (tag ``cgat.parent`` = "1"), Optuna studies and trials (tag ``cgat.study``) and report
+    runs (any ``cgat.kind`` but pretrain and transfer) are left out.
     """
     client = MlflowClient(tracking_uri=tracking_uri)
     experiment = client.get_experiment_by_name(experiment_name)
@@ -112,7 +116,8 @@ def collect_runs(
     histories: dict[str, pd.DataFrame] = {}
     for run in _search(client, experiment.experiment_id, " and ".join(filters)):
         tags = run.data.tags
-        if tags.get("cgat.parent") == "1" or "cgat.study" in tags or "cgat.kind" not in tags:
+        # Only training runs: not parents, Optuna studies and trials, or earlier reports.
+        if tags.get("cgat.parent") == "1" or "cgat.study" in tags or tags.get("cgat.kind") not in TRAINING_KINDS:
             continue
         rows.append(_row(run))
         histories[run.info.run_id] = _history(client, run.info.run_id)

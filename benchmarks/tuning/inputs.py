@@ -84,7 +84,7 @@ def prepare_inputs(manifest: Manifest, study: StudySpec, options: InputOptions) 
     """Load the task's data and, unless the strategy is ``none``, obtain the pre-trained checkpoint."""
     # The runner (and through it the data layer) is imported here, so the rest of the package
     # works with inputs built by other means.
-    from benchmarks.runner import Runner, RunnerOptions, model_config_for, train_config_for
+    from benchmarks.runner import Runner, RunnerOptions, model_config_for, spec_tags, train_config_for
 
     runner = Runner(
         manifest,
@@ -121,14 +121,8 @@ def prepare_inputs(manifest: Manifest, study: StudySpec, options: InputOptions) 
         pretrain_run_id=pretrain_run_id,
         metadata={"property": spec.target},
         params=params,
-        tags={
-            "cgat.experiment": spec.experiment,
-            "cgat.profile": spec.profile,
-            "cgat.strategy": spec.strategy,
-            "cgat.source": spec.source,
-            "cgat.target": spec.target,
-            "cgat.task_type": spec.task_type,
-        },
+        # The trial's kind and seed tags come from the tuning callback.
+        tags={k: v for k, v in spec_tags(spec).items() if k not in ("cgat.kind", "cgat.seed")},
     )
 
 
