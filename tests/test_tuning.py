@@ -15,7 +15,6 @@ import warnings
 from itertools import islice
 from pathlib import Path
 
-import numpy as np
 import optuna
 import pytest
 import torch
@@ -38,9 +37,9 @@ from benchmarks.tuning import (
 from benchmarks.tuning.mlflow_callback import StudyTracking
 from benchmarks.tuning.space import make_pruner, make_sampler
 from benchmarks.tuning.study import SurplusTrial, make_objective, open_study
-from cgat_dgl.graphs.composition import composition_graph
+from cgat_dgl.graphs.build import build_crystal_graph
 from cgat_dgl.graphs.crystal_graph import CrystalGraph
-from cgat_dgl.graphs.neighbors import nearest_neighbor_table
+from cgat_dgl.graphs.neighbors import GraphParams
 from cgat_dgl.model.config import ModelConfig
 from cgat_dgl.training.config import TrainConfig
 
@@ -57,7 +56,7 @@ def real_rows(count: int = N_ROWS, max_atoms: int = 12) -> list[dict]:
     """The first ``count`` small crystals of the shared file that have an HSE band gap."""
     path = shared_data()
     if not path.exists():
-        pytest.skip(f"shared data not found at {path}; set CGAT_SHARED_DATA")
+        pytest.fail(f"shared data not found at {path}; set CGAT_SHARED_DATA", pytrace=False)
     rows = []
     with gzip.open(path, "rt") as handle:
         for line in handle:
@@ -73,20 +72,7 @@ def crystal_graph(row: dict) -> CrystalGraph:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # the CIF parser's notes on rounded coordinates
         structure = Structure.from_str(row["cif"], fmt="cif")
-    table = nearest_neighbor_table(structure, max_nbr=24)
-    numbers = np.array([site.specie.Z for site in structure], dtype=np.int16)
-    composition = composition_graph(numbers)
-    return CrystalGraph(
-        id=row["id"],
-        atomic_numbers=numbers,
-        edge_src=table.src,
-        edge_dst=table.dst,
-        edge_rank=table.rank,
-        comp_elements=composition.elements,
-        comp_fractions=composition.fractions,
-        comp_src=composition.src,
-        comp_dst=composition.dst,
-    )
+    return build_crystal_graph(row["id"], structure, GraphParams())
 
 
 @pytest.fixture(scope="module")
