@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -19,6 +17,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+
+from cgat_dgl.atomic import atomic_write
 
 Fractions = tuple[float, float, float]
 DEFAULT_FRACTIONS: Fractions = (0.8, 0.1, 0.1)
@@ -98,15 +98,8 @@ def save_split(path: Path, split: Split, seed: int, fractions: Sequence[float]) 
         "val": list(split.val),
         "test": list(split.test),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            json.dump(content, out, indent=1)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, "w") as out:
+        json.dump(content, out, indent=1)
 
 
 def read_split(path: Path) -> tuple[Split, dict[str, object]]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 import warnings
 import zipfile
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cgat_dgl.atomic import atomic_write
 from cgat_dgl.graphs.crystal_graph import CrystalGraph
 from cgat_dgl.graphs.neighbors import GraphParams
 
@@ -196,16 +196,8 @@ class GraphCache:
         if not params_file.exists():
             params_file.write_text(json.dumps({"format_version": self.format_version, **asdict(self.params)}))
         final = self.directory / f"pack-{time.time_ns():020d}-{os.getpid()}.npz"
-        handle, temp_name = tempfile.mkstemp(dir=self.directory, prefix=".tmp-pack-", suffix=".npz")
-        try:
-            with os.fdopen(handle, "wb") as stream:
-                np.savez(stream, **arrays)
-                stream.flush()
-                os.fsync(stream.fileno())
-            os.replace(temp_name, final)
-        except BaseException:
-            Path(temp_name).unlink(missing_ok=True)
-            raise
+        with atomic_write(final) as stream:
+            np.savez(stream, **arrays)
         for path in replaces:
             if path != final:
                 path.unlink(missing_ok=True)

@@ -8,14 +8,14 @@ the ``last`` checkpoint adds ``optimizer``, ``scheduler``, ``scaler`` and ``rng`
 
 from __future__ import annotations
 
-import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from cgat_dgl.atomic import atomic_write
 
 FORMAT = "cgat-dgl-checkpoint/1"
 
@@ -23,17 +23,8 @@ FORMAT = "cgat-dgl-checkpoint/1"
 def save_checkpoint(state: dict[str, Any], path: Path) -> Path:
     """Write to a temporary file beside ``path`` and rename, so a killed run never leaves half a file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            torch.save({"format": FORMAT, **state}, stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as stream:
+        torch.save({"format": FORMAT, **state}, stream)
     return path
 
 
