@@ -163,12 +163,14 @@ class Runner:
                     progressed = True
                     continue
                 if isinstance(spec, TransferRun) and spec.pretrain is not None:
-                    pre = self.store.runs_by_key().get(spec.pretrain.key)
                     if spec.pretrain.key in outcome.failed:
                         outcome.failed[spec.key] = f"its pre-training run {spec.pretrain.label} failed"
                         progressed = True
                         continue
-                    if pre is None or not pre.finished:
+                    # This pass's snapshot, plus what this process finished since; the next pass
+                    # sees what other workers finished.
+                    pre = states.get(spec.pretrain.key)
+                    if spec.pretrain.key not in outcome.done and (pre is None or not pre.finished):
                         waiting.append(spec)
                         continue
                 with self.store.claim(spec.key) as claimed:
