@@ -13,14 +13,18 @@ from torch import nn
 from cgat_dgl.graphs.batch import Batch
 from cgat_dgl.graphs.collate import collate
 from cgat_dgl.model import CGAT, ModelConfig
-from cgat_dgl.model.edge_input import EdgeFeatures, EdgeKinds, EdgeSet, PairLinear
-from cgat_dgl.model.edge_update import PaperEdgeUpdate, ReferenceEdgeUpdate
-from cgat_dgl.model.embedding import InitialFeatures
+from cgat_dgl.model.edge_networks import EdgeNetworks
+from cgat_dgl.model.edge_update import PaperEdgeUpdate
+from cgat_dgl.model.fast.edge_features import EdgeFeatures, EdgeKinds, EdgeSet, InitialFeatures, sender_block
+from cgat_dgl.model.fast.hypernetwork import apply_hyper_mlp
+from cgat_dgl.model.fast.networks import evaluate_networks
 from cgat_dgl.model.hypernetwork import HyperMLP
 from cgat_dgl.model.node_update import NodeUpdate
 from cgat_dgl.model.roost import RoostMessageStep
 from cgat_dgl.ops import make_graph_ops
 from cgat_dgl.ops.base import GraphOps
+from cgat_dgl.training.checkpoint import load_model_state
+import legacy_cgat
 from model_test_graphs import cut_splits_a_shell, graph_from_structure, read_records, real_graphs
 
 GROUPS = {"embedding", "message_passing", "roost", "pooling", "head"}
@@ -79,7 +83,7 @@ def test_forward_shape_and_every_parameter_gets_a_gradient(items: list, backend:
     # Every parameter is connected to the output (the last biases of score networks get ~0:
     # a softmax does not change when all its scores shift together).
     assert [name for name, p in model.named_parameters() if p.grad is None] == []
-    assert model.message_passing[0].node.first_layer.linear.weight.grad.abs().sum() > 0
+    assert model.message_passing[0].node.networks.first_layer.weight.grad.abs().sum() > 0
 
 
 @pytest.mark.parametrize("edge_update", ["paper", "reference"])
@@ -138,22 +142,20 @@ def test_single_element_compositions(items: list, backend: str) -> None:
 
 
 def small_graph(seed: int = 0) -> tuple[GraphOps, torch.Tensor]:
-    """A random graph where node 4 receives nothing, with random ranks."""
+    """A random graph where node 4 receives nothing, with random ranks (DGL ops: the plain layers
+    read ``ops.graph``)."""
     src = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 0, 3])
     dst = torch.tensor([1, 2, 0, 2, 0, 3, 1, 2, 0, 1, 3, 0])
     rank = torch.randint(1, 5, (src.numel(),), generator=torch.Generator().manual_seed(seed))
-    return make_graph_ops("torch", src, dst, 5, torch.zeros(5, dtype=torch.long), 1), rank
+    return make_graph_ops("dgl", src, dst, 5, torch.zeros(5, dtype=torch.long), 1), rank
 
 
-def test_pair_linear_is_a_linear_layer_of_the_concatenation() -> None:
-    torch.manual_seed(0)
-    ops, rank = small_graph()
-    layer = PairLinear(features=6, groups=3, hidden=4).double()
-    h, table = torch.randn(5, 6, dtype=torch.float64), torch.randn(5, 6, dtype=torch.float64)
-    z = torch.cat([h[ops.dst], h[ops.src], table[rank]], dim=1)  # [h_i || h_j || e_ij]
-    expected = layer.linear(z).view(-1, 3, 4).transpose(0, 1)
-    for e in (EdgeFeatures(rank, table=table), EdgeFeatures(rank, per_edge=table[rank])):
-        torch.testing.assert_close(layer(EdgeSet.edges(h, e, ops.src, ops.dst)), expected)
+def literal_fcnn(first: nn.Linear, second_w: torch.Tensor, second_b: torch.Tensor, z: torch.Tensor,
+                 group: int, hidden: int) -> torch.Tensor:  # fmt: skip
+    """Group ``group``'s MLP: LeakyReLU(z W1_g + b1_g) W2_g + b2_g."""
+    rows = slice(group * hidden, (group + 1) * hidden)
+    pre = z @ first.weight[rows].t() + first.bias[rows]
+    return nn.functional.leaky_relu(pre) @ second_w[group] + second_b[group, 0]
 
 
 def test_hypernetwork_applies_per_node_generated_layers() -> None:
@@ -170,17 +172,17 @@ def test_hypernetwork_applies_per_node_generated_layers() -> None:
             if layer < 3:
                 y = torch.tanh((y - y.mean()) / torch.sqrt(y.var(unbiased=False) + 1e-5))
         torch.testing.assert_close(out[node], y)
+
+
+def test_fast_hypernetwork_equals_the_generated_layers() -> None:
+    torch.manual_seed(0)
+    net = HyperMLP(features=5, hyper_hidden=7, hyper_layers=3).double()
+    x, hyper_input = torch.randn(6, 5, dtype=torch.float64), torch.randn(6, 5, dtype=torch.float64)
+    torch.testing.assert_close(apply_hyper_mlp(net, x, hyper_input), net(x, hyper_input))
     # Rows that share a hypernetwork input may give it once, with an index.
-    shared = net(x, hyper_input[:2], index=torch.tensor([1, 0, 0, 1]))
-    torch.testing.assert_close(shared, net(x, hyper_input[:2][[1, 0, 0, 1]]))
-
-
-def literal_fcnn(first: nn.Linear, second_w: torch.Tensor, second_b: torch.Tensor, z: torch.Tensor,
-                 group: int, hidden: int) -> torch.Tensor:  # fmt: skip
-    """Group ``group``'s MLP: LeakyReLU(z W1_g + b1_g) W2_g + b2_g."""
-    rows = slice(group * hidden, (group + 1) * hidden)
-    pre = z @ first.weight[rows].t() + first.bias[rows]
-    return nn.functional.leaky_relu(pre) @ second_w[group] + second_b[group, 0]
+    index = torch.tensor([1, 0, 0, 1, 2, 2])
+    shared = apply_hyper_mlp(net, x, hyper_input[:3], index=index)
+    torch.testing.assert_close(shared, net(x, hyper_input[:3][index]))
 
 
 @pytest.mark.parametrize("first", [True, False])
@@ -193,17 +195,12 @@ def test_node_update_follows_equation_1(first: bool) -> None:
             update.damping.fill_(0.3)
     ops, rank = small_graph()
     f, heads, hidden = config.atom_fea_len, config.msg_heads, config.fcnn_hidden
-    h, table, rows = (torch.randn(5, f, dtype=torch.float64) for _ in range(3))
-    index = torch.tensor([0, 1, 2, 1, 0])  # atoms 0 and 4, 1 and 3 share an element
-    h0 = rows[index]
-    initial, e = InitialFeatures(rows[:3], index, h0), EdgeFeatures(rank, table=table)
+    h, table, h0 = (torch.randn(5, f, dtype=torch.float64) for _ in range(3))
     if first:
         h = h0  # the first step starts from the initial embedding
-        kinds = EdgeKinds.find(initial.per_element, index, e, ops.src, ops.dst)
-        torch.testing.assert_close(update(h, initial, e, ops, kinds=kinds), update(h, initial, e, ops))
-    out = update(h, initial, e, ops)
+    out = update(ops.graph, h, h0, table[rank])
 
-    lin, w2, b2 = update.first_layer.linear, update.second_layer.weight, update.second_layer.bias
+    lin, w2, b2 = update.networks.first_layer, update.networks.second_layer.weight, update.networks.second_layer.bias
     aggregate = torch.zeros(5, f, dtype=torch.float64)
     for i in range(5):
         incoming = (ops.dst == i).nonzero().flatten()
@@ -224,13 +221,11 @@ def test_damping_is_clamped_to_the_unit_interval() -> None:
     update = NodeUpdate(ModelConfig.preset("smoke"), first=False)
     ops, rank = small_graph()
     h, h0, table = (torch.randn(5, 8) for _ in range(3))
-    e = EdgeFeatures(rank, table=table)
-    initial = InitialFeatures(h0, torch.arange(5), h0)
     outputs = []
     for value in (1.0, 3.0):
         with torch.no_grad():
             update.damping.fill_(value)
-        outputs.append(update(h, initial, e, ops))
+        outputs.append(update(ops.graph, h, h0, table[rank]))
     torch.testing.assert_close(outputs[0], outputs[1])
 
 
@@ -241,8 +236,8 @@ def test_paper_edge_update_follows_equation_2() -> None:
     ops, rank = small_graph()
     heads, hidden = config.msg_heads, config.fcnn_hidden
     h, table = torch.randn(5, 8, dtype=torch.float64), torch.randn(5, 8, dtype=torch.float64)
-    out = update(h, EdgeFeatures(rank, table=table), ops).values()
-    lin, w2, b2 = update.first_layer.linear, update.second_layer.weight, update.second_layer.bias
+    out = update(ops.graph, h, table[rank])
+    lin, w2, b2 = update.networks.first_layer, update.networks.second_layer.weight, update.networks.second_layer.bias
     for k in range(ops.src.numel()):
         z = torch.cat([h[ops.dst[k]], h[ops.src[k]], table[rank[k]]])
         s = torch.stack([literal_fcnn(lin, w2, b2, z, n, hidden) for n in range(heads)])  # eq. 2a
@@ -251,30 +246,124 @@ def test_paper_edge_update_follows_equation_2() -> None:
         torch.testing.assert_close(out[k], table[rank[k]] + update.fcnn((a * m).sum(dim=0)))  # eq. 2d
 
 
-def test_paper_edge_update_by_kind_equals_per_edge_at_the_first_step() -> None:
-    torch.manual_seed(3)
-    update = PaperEdgeUpdate(ModelConfig.preset("smoke")).double()
-    ops, rank = small_graph()
-    rows, table = torch.randn(2, 8, dtype=torch.float64), torch.randn(5, 8, dtype=torch.float64)
-    element = torch.tensor([0, 1, 1, 0, 1])
-    e = EdgeFeatures(rank.clamp(max=2), table=table)  # 2 elements x 2 ranks: kinds are shared
-    kinds = EdgeKinds.find(rows, element, e, ops.src, ops.dst)
-    assert kinds.members.receiver.numel() <= 8 < ops.src.numel()
-    by_kind = update(rows[element], e, ops, kinds=kinds)
-    assert by_kind.table is not None and by_kind.table.shape[0] == kinds.members.receiver.numel()
-    torch.testing.assert_close(by_kind.values(), update(rows[element], e, ops).values())
+# --- the fast implementation against the plain layers ---------------------------------------------
 
 
-def test_reference_edge_update_on_the_rank_table_equals_per_edge() -> None:
+@pytest.mark.parametrize("block", [False, True])
+def test_fast_networks_equal_the_networks_of_the_concatenation(block: bool) -> None:
     torch.manual_seed(0)
-    update = ReferenceEdgeUpdate(ModelConfig.preset("smoke"))
-    ops, rank = small_graph()
-    table = torch.randn(5, 8)
-    by_table = update(torch.zeros(5, 8), EdgeFeatures(rank, table=table), ops)
-    per_edge = update(torch.zeros(5, 8), EdgeFeatures(rank, per_edge=table[rank]), ops)
-    assert by_table.table is not None and per_edge.per_edge is not None
-    torch.testing.assert_close(by_table.values(), per_edge.values())
-    torch.testing.assert_close(per_edge.values(), table[rank] + update.mlp(table[rank]))
+    node_nets, edge_nets = (EdgeNetworks(features=6, heads=2, hidden=4).double() for _ in range(2))
+    if block:  # every atom sends 3 edges, in order: the sender term is broadcast
+        src, dst = torch.arange(4).repeat_interleave(3), torch.tensor([1, 2, 3, 0, 2, 3, 0, 1, 1, 2, 0, 0])
+        assert sender_block(src, 4) == 3
+    else:
+        ops, _ = small_graph()
+        src, dst = ops.src, ops.dst
+        assert sender_block(src, 5) is None
+    n = int(src.max()) + 1
+    rank = torch.randint(1, 5, (src.numel(),))
+    h, table = torch.randn(n, 6, dtype=torch.float64), torch.randn(5, 6, dtype=torch.float64)
+    z = torch.cat([h[dst], h[src], table[rank]], dim=1)  # [h_i || h_j || e_ij]
+    expected = [part.transpose(0, 1) for nets in (node_nets, edge_nets) for part in nets(z)]
+    for e in (EdgeFeatures(rank, table=table), EdgeFeatures(rank, per_edge=table[rank])):
+        edges = EdgeSet(h, receiver=dst, sender=src, e=e, sender_block=3 if block else None)
+        parts = evaluate_networks([node_nets, edge_nets], edges).split(2)
+        for got, want in zip(parts, expected):
+            torch.testing.assert_close(got, want)
+
+
+def test_edge_kinds_cover_every_edge_of_the_first_step(items: list) -> None:
+    model = smoke_model()
+    batch = collate(items, "torch")
+    h0 = InitialFeatures.embed(model.embedding.atoms, batch.atomic_numbers)
+    e = EdgeFeatures(batch.edge_rank, table=model.embedding.ranks.weight)
+    kinds = EdgeKinds.find(h0, e, batch.edge_src, batch.edge_dst)
+    members = kinds.members
+    assert members.receiver.numel() < 0.5 * batch.edge_src.numel()
+    index = h0.element_index
+    torch.testing.assert_close(members.receiver[kinds.of_edge], index[batch.edge_dst], rtol=0, atol=0)
+    torch.testing.assert_close(members.sender[kinds.of_edge], index[batch.edge_src], rtol=0, atol=0)
+    torch.testing.assert_close(members.e.row[kinds.of_edge], batch.edge_rank, rtol=0, atol=0)
+
+
+def with_implementation(model: CGAT, implementation: str, backend: str = "dgl") -> CGAT:
+    update = {"implementation": implementation, "backend": backend}
+    twin = CGAT(model.config.model_copy(update=update)).to(next(model.parameters()).dtype)
+    twin.load_state_dict(model.state_dict())
+    return twin
+
+
+def assert_same_outputs_and_gradients(model: CGAT, twin: CGAT, batches: tuple[Batch, Batch], tolerance: float) -> None:
+    out, twin_out = model(batches[0]), twin(batches[1])
+    torch.testing.assert_close(twin_out, out, rtol=0, atol=tolerance)
+    out.square().sum().backward()
+    twin_out.square().sum().backward()
+    twin_grads = dict(twin.named_parameters())
+    for name, p in model.named_parameters():
+        assert p.grad is not None, name
+        scale = max(1.0, float(p.grad.abs().max()))
+        torch.testing.assert_close(twin_grads[name].grad, p.grad, rtol=0, atol=tolerance * scale, msg=name)
+
+
+@pytest.mark.parametrize("preset", ["smoke", "cpu"])
+@pytest.mark.parametrize("edge_update", ["paper", "reference", "none"])
+@pytest.mark.parametrize("backend", ["dgl", "torch"])
+def test_fast_implementation_equals_the_plain_layers(items: list, preset: str, edge_update: str, backend: str) -> None:
+    torch.manual_seed(4)
+    plain = CGAT(ModelConfig.preset(preset, edge_update=edge_update, implementation="plain")).double()
+    with torch.no_grad():
+        for block in plain.head.blocks:
+            block.alpha.fill_(0.5)
+        for step in plain.message_passing[1:]:
+            step.node.damping.fill_(0.3)
+    fast = with_implementation(plain, "fast", backend)
+    assert_same_outputs_and_gradients(plain, fast, (collate(items, "dgl"), collate(items, backend)), 1e-10)
+
+
+def legacy_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The current weights under the parameter names of the reference model kept in the tests."""
+    renamed = {}
+    for name, value in state.items():
+        name = name.replace(".networks.first_layer.", ".first_layer.linear.")
+        renamed[name.replace(".networks.second_layer.", ".second_layer.")] = value
+    return renamed
+
+
+@pytest.mark.parametrize("implementation", ["plain", "fast"])
+@pytest.mark.parametrize("edge_update", ["paper", "reference"])
+def test_model_equals_the_reference_model_in_float32(items: list, implementation: str, edge_update: str) -> None:
+    """Same weights, same outputs and gradients as the model before the plain/fast split."""
+    torch.manual_seed(5)
+    model = CGAT(ModelConfig.preset("cpu", edge_update=edge_update, implementation=implementation))
+    with torch.no_grad():
+        for block in model.head.blocks:
+            block.alpha.fill_(0.5)
+    reference = legacy_cgat.CGAT(legacy_cgat.ModelConfig.preset("cpu", edge_update=edge_update))
+    reference.load_state_dict(legacy_state(model.state_dict()))
+    batch = collate(items, "dgl")
+    out, ref_out = model(batch), reference(batch)
+    torch.testing.assert_close(out, ref_out, rtol=0, atol=1e-5)
+    out.square().sum().backward()
+    ref_out.square().sum().backward()
+    ref_grads = dict(reference.named_parameters())
+    for name, p in legacy_state(dict(model.named_parameters())).items():
+        scale = max(1.0, float(ref_grads[name].grad.abs().max()))
+        torch.testing.assert_close(p.grad, ref_grads[name].grad, rtol=1e-4, atol=1e-5 * scale, msg=name)
+
+
+def test_checkpoints_of_the_reference_model_load_into_the_current_one(items: list) -> None:
+    torch.manual_seed(6)
+    reference = legacy_cgat.CGAT(legacy_cgat.ModelConfig.preset("smoke"))
+    model = CGAT(ModelConfig.preset("smoke"))
+    load_model_state(model, reference.state_dict(), "old.pt")
+    batch = collate(items, "dgl")
+    with torch.no_grad():
+        torch.testing.assert_close(model(batch), reference(batch), rtol=0, atol=1e-6)
+
+
+def test_plain_implementation_needs_dgl() -> None:
+    with pytest.raises(ValueError, match="plain implementation"):
+        ModelConfig.preset("smoke", implementation="plain", backend="torch")
 
 
 def test_roost_attention_is_weighted_by_fraction_to_the_power_p() -> None:

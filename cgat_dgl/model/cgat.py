@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
 from cgat_dgl.graphs.batch import Batch
-from cgat_dgl.model.config import ModelConfig
-from cgat_dgl.model.edge_input import EdgeFeatures, EdgeKinds
+from cgat_dgl.model.config import ModelConfig, check_implementation
 from cgat_dgl.model.edge_update import make_edge_update
-from cgat_dgl.model.embedding import ElementTable, InitialFeatures, InputEmbedding
+from cgat_dgl.model.embedding import ElementTable, InputEmbedding
 from cgat_dgl.model.node_update import NodeUpdate
 from cgat_dgl.model.pooling import CrystalPooling
 from cgat_dgl.model.residual_head import ResidualHead
 from cgat_dgl.model.roost import Roost
 from cgat_dgl.ops import make_graph_ops
-from cgat_dgl.ops.base import GraphOps
 
 
 class MessagePassingStep(nn.Module):
@@ -26,18 +26,14 @@ class MessagePassingStep(nn.Module):
 
     def __init__(self, config: ModelConfig, first: bool, last: bool) -> None:
         super().__init__()
-        self.first = first
         self.node = NodeUpdate(config, first=first)
         self.edge = None if last else make_edge_update(config)
 
     def forward(
-        self, h: torch.Tensor, h0: InitialFeatures, e: EdgeFeatures, ops: GraphOps
-    ) -> tuple[torch.Tensor, EdgeFeatures]:
-        kinds = None
-        if self.first:  # h = h0: networks of z_ij need one evaluation per edge kind
-            kinds = EdgeKinds.find(h0.per_element, h0.element_index, e, ops.src, ops.dst)
-        h_next = self.node(h, h0, e, ops, kinds=kinds)
-        e_next = e if self.edge is None else self.edge(h, e, ops, kinds=kinds)
+        self, graph: Any, h: torch.Tensor, h0: torch.Tensor, e: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        h_next = self.node(graph, h, h0, e)
+        e_next = e if self.edge is None else self.edge(graph, h, e)
         return h_next, e_next
 
 
@@ -46,6 +42,7 @@ class CGAT(nn.Module):
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
+        check_implementation(config.implementation, config.backend)
         self.config = config
         f = config.atom_fea_len
         self.elements = ElementTable(config.embedding_dim)  # a frozen buffer shared by two branches
@@ -85,11 +82,19 @@ class CGAT(nn.Module):
             batch.comp_crystal, num_crystals, graph=batch.comp_graph,
         )  # fmt: skip
 
-        h0 = self.embedding.atoms(batch.atomic_numbers)
-        e = EdgeFeatures(batch.edge_rank, table=self.embedding.ranks.weight)
-        h = h0.values
-        for step in self.message_passing:
-            h, e = step(h, h0, e, atom_ops)
+        if self.config.implementation == "plain":
+            h0 = self.embedding.atoms(batch.atomic_numbers)
+            e = self.embedding.ranks(batch.edge_rank)
+            h = h0
+            for step in self.message_passing:
+                h, e = step(atom_ops.graph, h, h0, e)  # type: ignore[attr-defined]  # DGL ops
+        else:
+            from cgat_dgl.model.fast import fast_message_passing
+            from cgat_dgl.model.fast.edge_features import EdgeFeatures, InitialFeatures
+
+            initial = InitialFeatures.embed(self.embedding.atoms, batch.atomic_numbers)
+            ranks = EdgeFeatures(batch.edge_rank, table=self.embedding.ranks.weight)
+            h = fast_message_passing(self.message_passing, initial, ranks, atom_ops)
 
         context = self.roost(batch.comp_elements, batch.comp_fractions, comp_ops)
         return self.head(self.pooling(h, context, atom_ops))

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
 from cgat_dgl.model.config import ModelConfig
-from cgat_dgl.model.edge_input import EdgeFeatures, EdgeKinds, EdgeSet, PairLinear
-from cgat_dgl.model.layers import MLP, GroupedLinear
-from cgat_dgl.ops.base import GraphOps
+from cgat_dgl.model.edge_networks import EdgeNetworks, edge_inputs
+from cgat_dgl.model.layers import MLP
 
 
 class PaperEdgeUpdate(nn.Module):
@@ -20,25 +21,19 @@ class PaperEdgeUpdate(nn.Module):
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        f, heads, hidden = config.atom_fea_len, config.msg_heads, config.fcnn_hidden
-        self.heads = heads
-        self.first_layer = PairLinear(f, 2 * heads, hidden)
-        self.second_layer = GroupedLinear(2 * heads, hidden, f)
+        f = config.atom_fea_len
+        self.networks = EdgeNetworks(f, config.msg_heads, config.fcnn_hidden)
         self.fcnn = MLP(f, f, f)
 
-    def forward(
-        self, h: torch.Tensor, e: EdgeFeatures, ops: GraphOps, kinds: EdgeKinds | None = None
-    ) -> EdgeFeatures:
-        """e^{t+1}. With ``kinds`` (first step) the result is a table with one row per edge kind."""
-        edges = EdgeSet.edges(h, e, ops.src, ops.dst) if kinds is None else kinds.members
-        hidden = nn.functional.leaky_relu(self.first_layer(edges))
-        out = self.second_layer(hidden)  # (2*heads, M, F)
-        scores, messages = out.view(2, self.heads, -1, out.shape[-1]).unbind(0)  # eq. 2a, 2c
-        attention = torch.softmax(scores, dim=0)  # eq. 2b: over the heads, per channel
-        updated = edges.e.values() + self.fcnn((attention * messages).sum(dim=0))  # eq. 2d
-        if kinds is None:
-            return EdgeFeatures(e.row, per_edge=updated)
-        return EdgeFeatures(kinds.of_edge, table=updated)
+    def forward(self, graph: Any, h: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+        """e^{t+1} (E, F) from h^t (N, F) and e^t (E, F) on a DGL graph."""
+        with graph.local_scope():
+            graph.ndata["h"] = h
+            graph.edata["e"] = e
+            graph.apply_edges(edge_inputs)
+            scores, messages = self.networks(graph.edata["z"])  # eq. 2a, 2c
+        attention = torch.softmax(scores, dim=1)  # eq. 2b: over the heads, per channel
+        return e + self.fcnn((attention * messages).sum(dim=1))  # eq. 2d
 
 
 class ReferenceEdgeUpdate(nn.Module):
@@ -49,10 +44,8 @@ class ReferenceEdgeUpdate(nn.Module):
         f = config.atom_fea_len
         self.mlp = MLP(f, f, f)
 
-    def forward(
-        self, h: torch.Tensor, e: EdgeFeatures, ops: GraphOps, kinds: EdgeKinds | None = None
-    ) -> EdgeFeatures:
-        return e.map(lambda x: x + self.mlp(x))
+    def forward(self, graph: Any, h: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+        return e + self.mlp(e)
 
 
 def make_edge_update(config: ModelConfig) -> nn.Module | None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
@@ -27,16 +25,6 @@ class ElementTable(nn.Module):
         return self.table.index_select(0, atomic_numbers)
 
 
-@dataclass(frozen=True)
-class InitialFeatures:
-    """h0 of every atom. It depends on the element alone, so it is also kept as one row per
-    distinct element of the batch: functions of h0 can be computed per element and gathered."""
-
-    per_element: torch.Tensor  # (U, F)
-    element_index: torch.Tensor  # (N,) row of each atom in per_element
-    values: torch.Tensor  # (N, F)
-
-
 class AtomEmbedding(nn.Module):
     """h0 = W x_Z with a bias-free Linear(200, F) of the element's matscholar vector."""
 
@@ -45,10 +33,8 @@ class AtomEmbedding(nn.Module):
         self.elements = elements
         self.linear = nn.Linear(embedding_dim, features, bias=False)
 
-    def forward(self, atomic_numbers: torch.Tensor) -> InitialFeatures:
-        distinct, index = torch.unique(atomic_numbers, return_inverse=True)
-        per_element = self.linear(self.elements(distinct))
-        return InitialFeatures(per_element, index, per_element.index_select(0, index))
+    def forward(self, atomic_numbers: torch.Tensor) -> torch.Tensor:
+        return self.linear(self.elements(atomic_numbers))
 
 
 class InputEmbedding(nn.Module):

@@ -18,9 +18,8 @@ class HyperMLP(nn.Module):
     """G(x) with the weights and biases of each layer generated from ``hyper_input`` per node.
 
     One hypernetwork per layer of G maps F -> ``hyper_layers`` x [hyper_hidden, tanh] -> F*F + F
-    (a weight matrix and a bias). The hidden layers of the four hypernetworks share their input
-    and run as one grouped network; each generated layer is applied to all nodes with one batched
-    matrix product.
+    (a weight matrix, laid out (in, out), and a bias). The hidden layers of the four hypernetworks
+    share their input and run as one grouped network.
     """
 
     def __init__(self, features: int, hyper_hidden: int, hyper_layers: int) -> None:
@@ -50,17 +49,12 @@ class HyperMLP(nn.Module):
             z = torch.tanh(layer(z))
         return z.unbind(0)
 
-    def forward(
-        self, x: torch.Tensor, hyper_input: torch.Tensor, index: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """G(x) for every row of x; ``index`` maps the rows of x to rows of ``hyper_input``
-        (default: one each), so that shared hypernetwork inputs are evaluated once."""
+    def forward(self, x: torch.Tensor, hyper_input: torch.Tensor) -> torch.Tensor:
+        """G(x) for every row of x, G's weights generated from the same row of ``hyper_input``."""
         n, f = x.shape
         for layer, z in enumerate(self.hidden(hyper_input)):
-            weight = self.weight_out[layer](z).view(-1, f, f)  # theta: per-node W and b
+            weight = self.weight_out[layer](z).view(n, f, f)  # theta: per-node W and b
             bias = self.bias_out[layer](z)
-            if index is not None:
-                weight, bias = weight.index_select(0, index), bias.index_select(0, index)
             x = torch.baddbmm(bias.unsqueeze(1), x.unsqueeze(1), weight).squeeze(1)
             if layer < UPDATE_DEPTH - 1:
                 x = torch.tanh(F.layer_norm(x, (f,)))

@@ -77,10 +77,26 @@ def restore_rng_state(state: dict[str, Any]) -> None:
     random.setstate((version, tuple(internal), gauss))
 
 
+# Parameter names of checkpoints written before the edge networks had a module of their own.
+_RENAMED = ((".first_layer.linear.", ".networks.first_layer."), (".second_layer.", ".networks.second_layer."))
+
+
+def _current_names(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    if not any(".first_layer.linear." in name for name in weights):
+        return weights
+    renamed = {}
+    for name, value in weights.items():
+        if name.startswith("message_passing.") and ".networks." not in name:
+            for old, new in _RENAMED:
+                name = name.replace(old, new)
+        renamed[name] = value
+    return renamed
+
+
 def load_model_state(model: torch.nn.Module, weights: dict[str, torch.Tensor], source: Path | str) -> None:
     """``load_state_dict`` with an error that names the file (e.g. a checkpoint of an older model version)."""
     try:
-        model.load_state_dict(weights)
+        model.load_state_dict(_current_names(weights))
     except RuntimeError as error:
         detail = " ".join(str(error).split())
         raise ValueError(f"{source}: the checkpoint's weights do not fit the model: {detail[:600]}") from error

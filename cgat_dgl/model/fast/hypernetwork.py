@@ -1,0 +1,33 @@
+"""The hypernetwork update G(x) without per-atom weight matrices.
+
+A generated layer is x W(z) + b(z) with W(z) = reshape(A z + c) (F x F per atom). Its product is
+x W(z) = (x ⊗ z) A' + x C, where A' is A laid out (F * hyper_hidden, F) and C is c as (F, F):
+one large matrix product instead of forming and applying N small matrices.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.nn import functional as F
+
+from cgat_dgl.model.hypernetwork import UPDATE_DEPTH, HyperMLP
+
+
+def apply_hyper_mlp(
+    mlp: HyperMLP, x: torch.Tensor, hyper_input: torch.Tensor, index: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``mlp(x, hyper_input[index])``; ``index`` (default: one row each) maps the rows of x to rows
+    of ``hyper_input``, so that shared hypernetwork inputs run through the hypernetworks once."""
+    n, f = x.shape
+    k = mlp.hyper_hidden
+    for layer, z in enumerate(mlp.hidden(hyper_input)):
+        generator = mlp.weight_out[layer]
+        bias = mlp.bias_out[layer](z)
+        if index is not None:
+            z, bias = z.index_select(0, index), bias.index_select(0, index)
+        a = generator.weight.view(f, f, k).transpose(1, 2).reshape(f * k, f)
+        outer = (x.unsqueeze(2) * z.unsqueeze(1)).view(n, f * k)
+        x = torch.addmm(torch.addmm(bias, x, generator.bias.view(f, f)), outer, a)
+        if layer < UPDATE_DEPTH - 1:
+            x = torch.tanh(F.layer_norm(x, (f,)))
+    return x

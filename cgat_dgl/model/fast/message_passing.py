@@ -1,0 +1,79 @@
+"""The message-passing steps of CGAT, eq. 1 and 2, in the fast formulation."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from cgat_dgl.model.edge_update import PaperEdgeUpdate, ReferenceEdgeUpdate
+from cgat_dgl.model.fast.edge_features import EdgeFeatures, EdgeKinds, EdgeSet, InitialFeatures, sender_block
+from cgat_dgl.model.fast.hypernetwork import apply_hyper_mlp
+from cgat_dgl.model.fast.networks import evaluate_networks
+from cgat_dgl.model.node_update import NodeUpdate
+from cgat_dgl.ops.base import GraphOps
+
+
+def fast_message_passing(
+    steps: Sequence[nn.Module], h0: InitialFeatures, e: EdgeFeatures, ops: GraphOps
+) -> torch.Tensor:
+    """h after every step of ``steps`` (``MessagePassingStep``s), starting from h = h0 and the
+    rank-embedding table ``e``."""
+    block = sender_block(ops.src, ops.num_nodes)
+    h = h0.values
+    for t, step in enumerate(steps):
+        if t == 0:  # h = h0: networks of z_ij need one evaluation per edge kind
+            kinds: EdgeKinds | None = EdgeKinds.find(h0, e, ops.src, ops.dst)
+            edges = kinds.members
+        else:
+            kinds = None
+            edges = EdgeSet(h, receiver=ops.dst, sender=ops.src, e=e, sender_block=block)
+        node, edge = step.node, step.edge
+        networks = [node.networks] + ([edge.networks] if isinstance(edge, PaperEdgeUpdate) else [])
+        # Score and message groups of each network, (heads, M, F) each, the node update's first.
+        # One split rather than slices: the backward of a split is one concatenation, while each
+        # slice's backward writes a zero tensor of the whole size.
+        parts = evaluate_networks(networks, edges).split(node.networks.heads)
+        h_next = node_update(node, h, h0, parts[0], parts[1], kinds, ops)
+        if isinstance(edge, PaperEdgeUpdate):
+            e = paper_edge_update(edge, parts[2], parts[3], edges, kinds)
+        elif isinstance(edge, ReferenceEdgeUpdate):
+            e = e.map(lambda x, mlp=edge.mlp: x + mlp(x))
+        h = h_next
+    return h
+
+
+def _edge_major(values: torch.Tensor, kinds: EdgeKinds | None) -> torch.Tensor:
+    """(groups, M, F) -> (E, groups, F), contiguous, gathered from the kinds when given."""
+    values = values.transpose(0, 1)
+    return values.contiguous() if kinds is None else values.index_select(0, kinds.of_edge)
+
+
+def node_update(
+    node: NodeUpdate, h: torch.Tensor, h0: InitialFeatures, scores: torch.Tensor,
+    messages: torch.Tensor, kinds: EdgeKinds | None, ops: GraphOps,
+) -> torch.Tensor:  # fmt: skip
+    """Eq. 1b-1d given the score and message networks' outputs (heads, M, F) each."""
+    scores, messages = _edge_major(scores, kinds), _edge_major(messages, kinds)
+    attention = ops.edge_softmax(scores)
+    aggregate = ops.aggregate((attention * messages).mean(dim=1))
+    if node.damping is None:
+        # h0 depends on the element only: the hypernetworks run once per element.
+        update = apply_hyper_mlp(node.update, aggregate, h0.per_element, index=h0.element_index)
+    else:
+        update = apply_hyper_mlp(node.update, aggregate, node.hyper_input(h0.values, aggregate))
+    return h + update
+
+
+def paper_edge_update(
+    edge: PaperEdgeUpdate, scores: torch.Tensor, messages: torch.Tensor, edges: EdgeSet,
+    kinds: EdgeKinds | None,
+) -> EdgeFeatures:  # fmt: skip
+    """Eq. 2b-2d given the score and message networks' outputs (heads, M, F) each; with ``kinds``
+    (first step) the result is a table with one row per edge kind."""
+    attention = torch.softmax(scores, dim=0)  # heads lead: the softmax over heads is over dim 0
+    updated = edges.e.values() + edge.fcnn((attention * messages).sum(dim=0))
+    if kinds is None:
+        return EdgeFeatures(edges.e.row, per_edge=updated)
+    return EdgeFeatures(kinds.of_edge, table=updated)

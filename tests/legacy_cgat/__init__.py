@@ -1,0 +1,9 @@
+"""The CGAT model as it was before the plain/fast split, kept as the reference the current model is
+tested against (same weights, same outputs). Not used by the package.
+
+Originally: the CGAT model (Schmidt et al. 2021; Hoffmann et al. 2023) on swappable message-passing backends."""
+
+from legacy_cgat.cgat import CGAT
+from legacy_cgat.config import ModelConfig
+
+__all__ = ["CGAT", "ModelConfig"]
