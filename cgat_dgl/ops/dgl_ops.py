@@ -12,6 +12,30 @@ import dgl
 import torch
 
 
+class _EdgeSoftmax(torch.autograd.Function):
+    """Softmax over the edges arriving at each node from DGL's builtin reductions, with the
+    closed-form backward dx = y * (g - sum_dst(g * y)). On CPU this takes about half the time of
+    ``dgl.ops.edge_softmax``; the per-node maximum comes from torch's ``scatter_reduce``, several
+    times faster than DGL's ``copy_e_max``, which also tracks the argmax."""
+
+    @staticmethod
+    def forward(ctx, graph: Any, scores: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        index = dst.view((-1,) + (1,) * (scores.dim() - 1)).expand_as(scores)
+        node_max = scores.new_full((graph.num_nodes(),) + tuple(scores.shape[1:]), float("-inf"))
+        node_max = node_max.scatter_reduce(0, index, scores, reduce="amax", include_self=True)
+        out = torch.exp(dgl.ops.e_sub_v(graph, scores, node_max))
+        out = dgl.ops.e_div_v(graph, out, dgl.ops.copy_e_sum(graph, out))
+        ctx.graph = graph
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[None, torch.Tensor, None]:  # type: ignore[override]
+        (out,) = ctx.saved_tensors
+        weighted = grad * out
+        return None, weighted - dgl.ops.e_mul_v(ctx.graph, out, dgl.ops.copy_e_sum(ctx.graph, weighted)), None
+
+
 class DGLGraphOps:
     """``GraphOps`` bound to one (batched) DGLGraph whose edge order matches ``src``/``dst``.
 
@@ -47,7 +71,7 @@ class DGLGraphOps:
 
     # DGL kernels read raw memory, so inputs (often slices of a larger tensor) are made contiguous.
     def edge_softmax(self, scores: torch.Tensor) -> torch.Tensor:
-        return dgl.ops.edge_softmax(self.graph, scores.contiguous(), norm_by="dst")
+        return _EdgeSoftmax.apply(self.graph, scores.contiguous(), self.dst)
 
     def aggregate(self, messages: torch.Tensor) -> torch.Tensor:
         return dgl.ops.copy_e_sum(self.graph, messages.contiguous())
