@@ -197,6 +197,7 @@ class Runner:
         parent = self.store.parent(parent_name, spec.profile, {})
         tracker = self.store.open_child(spec.key, parent, spec.label, spec_tags(spec))
         print(f"[run] {spec.label}  ({spec.key}, mlflow run {tracker.run_id})", flush=True)
+        started = time.perf_counter()
         try:
             self._train(spec, tracker)
         except Exception as error:  # one failing run must not stop the others
@@ -209,6 +210,7 @@ class Runner:
             tracker.end("KILLED")
             raise
         tracker.end("FINISHED")
+        print(f"[done] {spec.label} in {time.perf_counter() - started:.0f} s", flush=True)
         return None
 
     def _train(self, spec: Spec, tracker: Any) -> None:

@@ -17,6 +17,8 @@ from pymatgen.core import Structure
 from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
+from cgat_dgl import progress as progress_output
+
 from cgat_dgl.data.records import DataError, MaterialRecord
 from cgat_dgl.data.validation import check_structure, where
 from cgat_dgl.graphs.cache import CachedFailure, GraphCache
@@ -93,11 +95,11 @@ def build_graphs(
         ([(i, records[i]) for i in range(start, min(start + CHUNK_SIZE, len(records)))], params)
         for start in range(0, len(records), CHUNK_SIZE)
     ]
-    bar = tqdm(
+    bar = progress_output.bar(
         total=len(records),
         desc="building graphs",
         unit="structure",
-        disable=not progress or len(records) < PROGRESS_MIN,
+        enabled=progress and len(records) >= PROGRESS_MIN,
     )
     try:
         if workers == 1 or len(records) < MIN_PARALLEL:

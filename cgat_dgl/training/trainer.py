@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,10 +23,11 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import CyclicLR
 from torch.utils.data import DataLoader
-from tqdm import tqdm  # not tqdm.auto: its asyncio variant calls iter() on the loader an extra time
 
+from .. import progress as progress_output
 from ..graphs.collate import make_loader
 from ..model import CGAT, ModelConfig
+from .allocator import keep_freed_memory
 from .checkpoint import capture_rng_state, load_model_state, read_checkpoint, restore_rng_state, save_checkpoint
 from .config import TrainConfig
 from .inference import predict_loader
@@ -235,7 +237,7 @@ class _Run:
         loader = self.epoch_loader(train_set)
         abs_error_sum = 0.0
         count = 0
-        batches = tqdm(loader, desc=f"epoch {self.epoch + 1}", leave=False, disable=not progress)
+        batches = progress_output.bar(loader, desc=f"epoch {self.epoch + 1}", leave=False, enabled=progress)
         for index, batch in enumerate(batches):
             batch = batch.to(self.device)
             target = self.normalizer.encode(batch.targets.float())
@@ -299,6 +301,7 @@ def train(
     TrialPruned) stops training and leaves a resumable ``last.pt``.
     """
     out_dir = Path(out_dir)
+    keep_freed_memory()
     if train_config.strategy == "none" and init_checkpoint is not None:
         raise ValueError("strategy 'none' trains from scratch; use 'full' or 'head' with an init checkpoint")
     if train_config.strategy != "none" and init_checkpoint is None:
@@ -333,9 +336,10 @@ def train(
             tracker.log_params({"init_checkpoint": run.metadata["init_checkpoint"]})
 
     val_loader = run.loader(val_set, train=False)
-    epochs = tqdm(range(run.epoch, train_config.epochs), desc="epochs", disable=not progress,
-                  initial=run.epoch, total=train_config.epochs)
+    epochs = progress_output.bar(range(run.epoch, train_config.epochs), desc="epochs", enabled=progress,
+                                 initial=run.epoch, total=train_config.epochs)
     for epoch in epochs:
+        started = time.perf_counter()
         lr = run.current_lr()
         train_mae = run.train_epoch(train_set, progress)
         run.scheduler.step()
@@ -350,6 +354,11 @@ def train(
         if train_config.checkpoint_every and run.epoch % train_config.checkpoint_every == 0:
             save_checkpoint(run.checkpoint_state(), out_dir / f"epoch_{run.epoch}.pt")
         epochs.set_postfix(train_mae=f"{train_mae:.4g}", val_mae=f"{val_mae:.4g}")
+        progress_output.line(
+            f"epoch {run.epoch}/{train_config.epochs}: train_mae {train_mae:.4g}, val_mae {val_mae:.4g}, "
+            f"lr {lr:.3g}, {time.perf_counter() - started:.1f} s",
+            enabled=progress,
+        )
         metrics = {"train_mae": train_mae, "val_mae": val_mae, "lr": lr}
         if tracker is not None:
             tracker.log_epoch(epoch, metrics)
