@@ -14,6 +14,8 @@ from typing import Any, Literal
 
 from pymatgen.core import Structure
 
+from cgat_dgl.data.p1_cif import parse_p1_cif
+
 PayloadKind = Literal["cif", "structure_dict", "structure"]
 
 
@@ -49,7 +51,10 @@ class MaterialRecord:
 
     def to_structure(self) -> Structure:
         if self.kind == "cif":
-            return Structure.from_str(self.payload, fmt="cif")
+            # The P1 CIFs pymatgen writes are read by the fast reader (same structure); any other
+            # CIF, bad ones included, goes to pymatgen's parser and fails there as before.
+            structure = parse_p1_cif(self.payload) if isinstance(self.payload, str) else None
+            return structure if structure is not None else Structure.from_str(self.payload, fmt="cif")
         if self.kind == "structure_dict":
             return Structure.from_dict(self.payload)
         return self.payload
