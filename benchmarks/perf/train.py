@@ -31,6 +31,7 @@ from cgat_dgl.graphs.build import GraphParams, build_crystal_graph
 from cgat_dgl.graphs.collate import collate
 from cgat_dgl.graphs.crystal_graph import CrystalGraph
 from cgat_dgl.model import CGAT, ModelConfig
+from cgat_dgl.training.allocator import keep_freed_memory
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "mp_multifidelity.jsonl.gz"
@@ -173,6 +174,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    keep_freed_memory()  # as training does
     device = torch.device(args.device)
     backends = ["dgl", "torch"] if args.backend == "both" else [args.backend]
     if device.type != "cpu" and "dgl" in backends:
