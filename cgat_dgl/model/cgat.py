@@ -11,6 +11,8 @@ from cgat_dgl.graphs.batch import Batch
 from cgat_dgl.model.config import ModelConfig, check_implementation
 from cgat_dgl.model.edge_update import make_edge_update
 from cgat_dgl.model.embedding import ElementTable, InputEmbedding
+from cgat_dgl.model.fast import fast_message_passing
+from cgat_dgl.model.fast.edge_features import EdgeFeatures, InitialFeatures
 from cgat_dgl.model.node_update import NodeUpdate
 from cgat_dgl.model.pooling import CrystalPooling
 from cgat_dgl.model.residual_head import ResidualHead
@@ -89,9 +91,6 @@ class CGAT(nn.Module):
             for step in self.message_passing:
                 h, e = step(atom_ops.graph, h, h0, e)  # type: ignore[attr-defined]  # DGL ops
         else:
-            from cgat_dgl.model.fast import fast_message_passing
-            from cgat_dgl.model.fast.edge_features import EdgeFeatures, InitialFeatures
-
             initial = InitialFeatures.embed(self.embedding.atoms, batch.atomic_numbers)
             ranks = EdgeFeatures(batch.edge_rank, table=self.embedding.ranks.weight)
             h = fast_message_passing(self.message_passing, initial, ranks, atom_ops)

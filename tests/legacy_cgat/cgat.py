@@ -11,9 +11,9 @@ from legacy_cgat.edge_input import EdgeFeatures, EdgeKinds
 from legacy_cgat.edge_update import make_edge_update
 from legacy_cgat.embedding import ElementTable, InitialFeatures, InputEmbedding
 from legacy_cgat.node_update import NodeUpdate
-from legacy_cgat.pooling import CrystalPooling
-from legacy_cgat.residual_head import ResidualHead
-from legacy_cgat.roost import Roost
+from cgat_dgl.model.pooling import CrystalPooling
+from cgat_dgl.model.residual_head import ResidualHead
+from cgat_dgl.model.roost import Roost
 from cgat_dgl.ops import make_graph_ops
 from cgat_dgl.ops.base import GraphOps
 

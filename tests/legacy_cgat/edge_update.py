@@ -7,7 +7,7 @@ from torch import nn
 
 from legacy_cgat.config import ModelConfig
 from legacy_cgat.edge_input import EdgeFeatures, EdgeKinds, EdgeSet, PairLinear
-from legacy_cgat.layers import MLP, GroupedLinear
+from cgat_dgl.model.layers import MLP, GroupedLinear
 from cgat_dgl.ops.base import GraphOps
 
 

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from legacy_cgat.layers import GroupedLinear
+from cgat_dgl.model.layers import GroupedLinear
 
 # Depth of G: three [Linear, LayerNorm (no affine), tanh] blocks, then a Linear.
 UPDATE_DEPTH = 4

@@ -9,7 +9,7 @@ from legacy_cgat.config import ModelConfig
 from legacy_cgat.edge_input import EdgeFeatures, EdgeKinds, EdgeSet, PairLinear
 from legacy_cgat.embedding import InitialFeatures
 from legacy_cgat.hypernetwork import HyperMLP
-from legacy_cgat.layers import GroupedLinear
+from cgat_dgl.model.layers import GroupedLinear
 from cgat_dgl.ops.base import GraphOps
 
 
