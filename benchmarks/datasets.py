@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -21,6 +22,14 @@ def _file_digest(path: str, size: int, mtime_ns: int) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()[:16]
+
+
+def evaluation_subset(ids: Sequence[str], cap: int | None, seed: int) -> list[str]:
+    """All of ``ids``, or a seeded random subset of ``cap`` of them, nested across caps (a sorted
+    prefix would measure every capped error on the alphabetically first materials)."""
+    if not cap or cap >= len(ids):
+        return list(ids)
+    return list(nested_subsets(ids, [cap], seed=seed)[cap])
 
 
 @dataclass
@@ -83,8 +92,8 @@ class TaskData:
     def _sets(self, prop: str, split: Split, size: Size, cap: int | None, eval_cap: int | None):
         count = resolve_size(size, len(split.train), cap)
         train_ids = nested_subsets(split.train, [count], seed=self.split_seed)[count]
-        val_ids = list(split.val)[:eval_cap] if eval_cap else list(split.val)
-        test_ids = list(split.test)[:eval_cap] if eval_cap else list(split.test)
+        val_ids = evaluation_subset(split.val, eval_cap, self.split_seed)
+        test_ids = evaluation_subset(split.test, eval_cap, self.split_seed)
         return (
             self.loaded.dataset(prop, train_ids),
             self.loaded.dataset(prop, val_ids),

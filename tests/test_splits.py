@@ -122,3 +122,18 @@ def test_nested_subsets() -> None:
         nested_subsets(IDS, [2000], seed=0)
     with pytest.raises(ValueError, match=r"fractional size must be in \(0, 1\]"):
         nested_subsets(IDS, [1.5], seed=0)
+
+
+def test_evaluation_caps_draw_a_seeded_random_nested_subset() -> None:
+    from benchmarks.datasets import evaluation_subset
+
+    ids = [f"mp-{i:04d}" for i in range(200)]
+    small, large = evaluation_subset(ids, 20, seed=0), evaluation_subset(ids, 50, seed=0)
+    assert len(small) == 20 and len(large) == 50
+    assert set(small) <= set(large)  # nested
+    assert small != sorted(ids)[:20]  # not the alphabetically first materials
+    assert max(small) > sorted(ids)[100]  # drawn from the whole split
+    assert evaluation_subset(ids, 20, seed=0) == small
+    assert evaluation_subset(ids, 20, seed=1) != small
+    assert evaluation_subset(ids, None, seed=0) == ids
+    assert evaluation_subset(ids, 500, seed=0) == ids
