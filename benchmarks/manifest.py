@@ -45,6 +45,9 @@ class Profile(Strict):
     backend: Literal["dgl", "torch"] = "dgl"
     device: Literal["cpu", "cuda", "auto"] = "auto"
     amp: bool = False
+    # Torch intra-op threads: floating-point reductions (e.g. a Linear's weight gradient) differ with
+    # the thread count, so a profile pins it for results that do not depend on the machine's cores.
+    threads: int | None = Field(None, ge=1)
     pretrain: StageSpec
     transfer: StageSpec
     pretrain_seed: int = 0

@@ -98,6 +98,8 @@ def stage_settings(stage: StageSpec, profile: Profile, lr_factor: float = 1.0) -
     settings = stage.model_dump()
     settings["lr"] = stage.lr * lr_factor
     settings.update(backend=profile.backend, device=profile.device, amp=profile.amp)
+    if profile.threads is not None:  # absent otherwise, so that the keys of existing runs stay valid
+        settings["threads"] = profile.threads
     return settings
 
 

@@ -71,6 +71,7 @@ def train_config_for(spec: Spec) -> TrainConfig:
         backend=stage["backend"],
         device=stage["device"],
         amp=stage["amp"],
+        threads=stage.get("threads"),
         strategy=strategy,
         seed=seed,
     )

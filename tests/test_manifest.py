@@ -131,3 +131,16 @@ def test_default_manifest_is_valid() -> None:
         assert {"smoke", "cpu", "paper"} <= set(manifest.profiles)
         for profile in manifest.profiles:
             expand(manifest, profile)
+
+
+def test_profile_threads_reach_every_runs_train_config(tmp_path: Path) -> None:
+    from benchmarks.runner import train_config_for
+
+    path = tmp_path / "m.yaml"
+    path.write_text(MANIFEST.replace("    model: smoke\n", "    model: smoke\n    threads: 1\n"))
+    pretrain, transfer = expand(load_manifest(path), "smoke")
+    assert {train_config_for(spec).threads for spec in [*pretrain, *transfer]} == {1}
+    path.write_text(MANIFEST)
+    unpinned, _ = expand(load_manifest(path), "smoke")
+    assert "threads" not in unpinned[0].stage  # keys of runs from before the option are unchanged
+    assert train_config_for(unpinned[0]).threads is None

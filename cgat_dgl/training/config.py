@@ -28,6 +28,9 @@ class TrainConfig(BaseModel):
     amp: bool = False  # mixed precision, honoured on GPU only
     amp_dtype: Literal["bf16", "fp16"] = "bf16"
     num_workers: int = Field(0, ge=0)
+    # Torch intra-op threads for the run (results depend on it: reductions split differently);
+    # None keeps the process's setting.
+    threads: int | None = Field(None, ge=1)
     # Message-passing backend for collation and the model; None keeps the model config's.
     backend: Literal["dgl", "torch"] | None = None
     drop_last: bool = False  # training batches only; evaluation never drops

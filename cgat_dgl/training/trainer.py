@@ -140,6 +140,8 @@ class _Run:
         self.use_amp = train_config.amp and self.device.type == "cuda"
         self.amp_dtype = torch.bfloat16 if train_config.amp_dtype == "bf16" else torch.float16
 
+        if train_config.threads is not None:
+            torch.set_num_threads(train_config.threads)
         seed_everything(train_config.seed)
         self.model: nn.Module = CGAT(self.model_config)
         self.init_state: dict[str, Any] | None = None
@@ -327,7 +329,8 @@ def train(
     )
     if tracker is not None:
         tracker.log_config(model=run.model_values, train=train_config.model_dump(mode="json"))
-        tracker.log_params({**counts, "frozen_groups": ",".join(run.plan.frozen) or "none"})
+        tracker.log_params({**counts, "frozen_groups": ",".join(run.plan.frozen) or "none",
+                            "torch_threads": torch.get_num_threads()})
         tracker.log_params({"normalization.mean": run.normalizer.as_dict()["mean"],
                             "normalization.std": run.normalizer.as_dict()["std"]})
         if "pretrain_run_id" in run.metadata:
