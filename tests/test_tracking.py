@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from importlib import metadata
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
+
+import cgat_dgl
 
 from cgat_dgl.model import ModelConfig
 from cgat_dgl.training import tracking
@@ -65,6 +68,10 @@ def test_params_metrics_and_artifact_of_a_training_run(store: str, runs) -> None
     assert artifacts == ["checkpoints/best.pt"]
     assert run.info.status == "FINISHED"
     assert run.data.tags[PARENT_TAG] == parent.run_id
+    # What produced the result: this code and the packages it ran on.
+    assert run.data.tags["cgat.version.cgat_dgl"] == cgat_dgl.__version__
+    assert run.data.tags["cgat.version.torch"] == metadata.version("torch")
+    assert run.data.tags["cgat.version.dgl"] not in ("", "absent")
 
 
 def test_transfer_run_links_its_pretraining_run(store: str, runs) -> None:

@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader
 from .. import progress as progress_output
 from ..graphs.collate import make_loader
 from ..model import CGAT, ModelConfig
+from ..versions import version_tags
 from .allocator import keep_freed_memory
 from .checkpoint import capture_rng_state, load_model_state, read_checkpoint, restore_rng_state, save_checkpoint
 from .config import TrainConfig
@@ -329,6 +330,7 @@ def train(
     )
     if tracker is not None:
         tracker.log_config(model=run.model_values, train=train_config.model_dump(mode="json"))
+        tracker.set_tags(version_tags())
         tracker.log_params({**counts, "frozen_groups": ",".join(run.plan.frozen) or "none",
                             "torch_threads": torch.get_num_threads()})
         tracker.log_params({"normalization.mean": run.normalizer.as_dict()["mean"],

@@ -1,0 +1,50 @@
+"""The versions of this code and of the packages it runs on, recorded with every tracked run, so that
+a result can be traced to what produced it."""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+from functools import lru_cache
+from importlib import metadata
+from pathlib import Path
+
+from cgat_dgl import __version__
+
+PACKAGES = ("torch", "dgl", "numpy", "scipy", "pymatgen", "matminer", "mlflow", "optuna", "pandas")
+
+
+def _git_commit(folder: Path) -> str | None:
+    """HEAD of the checkout holding ``folder``, with "-dirty" when files differ from it."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True, timeout=5, check=True
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=folder, capture_output=True, text=True, timeout=5, check=True,
+        ).stdout  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit + ("-dirty" if status.strip() else "") if commit else None
+
+
+@lru_cache(maxsize=1)
+def software_versions() -> dict[str, str]:
+    """{name: version} for this package (and its git commit when run from a checkout), Python and
+    the main dependencies ("absent" for one not installed)."""
+    versions = {"cgat_dgl": __version__, "python": platform.python_version()}
+    commit = _git_commit(Path(__file__).resolve().parent)
+    if commit:
+        versions["cgat_dgl_commit"] = commit
+    for package in PACKAGES:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = "absent"
+    return versions
+
+
+def version_tags() -> dict[str, str]:
+    """The versions as MLflow tags: ``cgat.version.<name>``."""
+    return {f"cgat.version.{name}": value for name, value in software_versions().items()}
