@@ -48,3 +48,17 @@ def software_versions() -> dict[str, str]:
 def version_tags() -> dict[str, str]:
     """The versions as MLflow tags: ``cgat.version.<name>``."""
     return {f"cgat.version.{name}": value for name, value in software_versions().items()}
+
+
+def software_label(tags: dict[str, str]) -> str:
+    """A short text naming the code and main packages a run's ``version_tags`` record, or
+    "unrecorded" for a run from before they were recorded."""
+    code = tags.get("cgat.version.cgat_dgl")
+    if code is None:
+        return "unrecorded"
+    commit = tags.get("cgat.version.cgat_dgl_commit")
+    label = f"cgat_dgl {code}"
+    if commit:
+        label += f" ({commit[:12]}{'-dirty' if commit.endswith('-dirty') else ''})"
+    packages = ", ".join(f"{name} {tags.get(f'cgat.version.{name}', '?')}" for name in ("torch", "dgl", "pymatgen"))
+    return f"{label}, {packages}"

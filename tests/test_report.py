@@ -341,3 +341,25 @@ def test_report_without_dataset_inputs_says_so(tmp_path: Path) -> None:
     assert "no target is reached from two different source properties" in text
     assert not (tmp_path / "budget.png").exists()
     assert (tmp_path / "table1.csv").stat().st_size > 0
+
+
+def test_report_names_the_software_of_its_runs_and_warns_when_mixed(tmp_path: Path) -> None:
+    runs, histories = _synthetic()
+    runs = runs.copy()
+    one = "cgat_dgl 0.1.0 (abc), torch 2.2.1, dgl 2.1.0, pymatgen 2026.10.24"
+    runs["software"] = one
+    single = write_report(runs, histories, tmp_path / "single").read_text()
+    assert f"Software of these runs: {one} ({len(runs)} runs)." in single
+    assert "different versions" not in single
+    runs.loc[runs.index[:3], "software"] = "unrecorded"
+    mixed = write_report(runs, histories, tmp_path / "mixed").read_text()
+    assert "the runs come from 2 different versions" in mixed
+    assert "unrecorded (3 runs)" in mixed
+
+
+def test_software_label_of_recorded_and_older_runs() -> None:
+    from cgat_dgl.versions import software_label, version_tags
+
+    label = software_label(version_tags())
+    assert label.startswith("cgat_dgl ") and "torch 2." in label and "dgl " in label
+    assert software_label({"cgat.kind": "transfer"}) == "unrecorded"

@@ -9,6 +9,8 @@ import pandas as pd
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
+from cgat_dgl.versions import software_label
+
 TAG_PREFIX = "cgat."
 TAG_COLUMNS = ("kind", "experiment", "profile", "strategy", "source", "target", "task_type", "seed")
 CORE_METRICS = ("test_mae", "test_rmse", "test_r2", "best_val_mae")
@@ -20,6 +22,7 @@ RUN_COLUMNS = (
     "train_size",
     "pretrain_size",
     "pretrain_run_id",
+    "software",  # the code and package versions that produced the run (cgat_dgl.versions)
     *CORE_METRICS,
 )
 HISTORY_COLUMNS = ("epoch", *HISTORY_METRICS)
@@ -58,6 +61,7 @@ def _row(run: Run) -> dict[str, Any]:
     row["train_size"] = _int_param(run, "train_size")
     row["pretrain_size"] = _int_param(run, "pretrain_size", default=0)
     row["pretrain_run_id"] = tags.get(TAG_PREFIX + "pretrain_run_id")
+    row["software"] = software_label(dict(tags))
     metrics = run.data.metrics
     for name in CORE_METRICS:
         row[name] = metrics.get(name, math.nan)

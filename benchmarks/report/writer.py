@@ -47,12 +47,14 @@ BUDGET_FIT_COLUMNS = (
 
 
 def _check_runs(runs: pd.DataFrame) -> pd.DataFrame:
-    missing = [c for c in RUN_COLUMNS if c not in runs.columns and c != "pretrain_run_id"]
+    optional = {"pretrain_run_id": None, "software": "unrecorded"}
+    missing = [c for c in RUN_COLUMNS if c not in runs.columns and c not in optional]
     if missing:
         raise ValueError(f"runs frame lacks columns {missing}; build it with collect_runs")
     runs = runs.copy()
-    if "pretrain_run_id" not in runs:
-        runs["pretrain_run_id"] = None
+    for column, default in optional.items():
+        if column not in runs:
+            runs[column] = default
     for column in ("train_size", "pretrain_size"):
         bad = runs.loc[pd.to_numeric(runs[column], errors="coerce").isna(), "run_id"].tolist()
         if bad:
@@ -68,6 +70,18 @@ def _separate_profiles(runs: pd.DataFrame, report: MarkdownReport) -> pd.DataFra
         runs["experiment"] = runs["experiment"].astype(str) + " [" + runs["profile"].astype(str) + "]"
         report.note(f"runs of several profiles ({', '.join(profiles)}) are reported as separate experiments")
     return runs
+
+
+def _software_note(runs: pd.DataFrame, report: MarkdownReport) -> None:
+    """Which code and packages the rows come from; a warning when they are mixed."""
+    counts = runs["software"].fillna("unrecorded").value_counts()
+    report.text("Software of these runs: " + "; ".join(f"{name} ({n} runs)" for name, n in counts.items()) + ".")
+    if len(counts) > 1:
+        report.note(
+            f"the runs come from {len(counts)} different versions of the code or its packages (column "
+            "`software` of runs.csv): comparisons across them mix software changes with the effects measured; "
+            "a fresh tracking store gives a single version"
+        )
 
 
 def _write_csv(frame: pd.DataFrame, path: Path) -> Path:
@@ -375,6 +389,7 @@ def write_report(
         "every number below is read from these runs ([runs.csv](runs.csv)). Strategies: none = no transfer, "
         "head = only regression head, full = full transfer."
     )
+    _software_note(runs, report)
     points = size_points(runs)
     fits = fit_table(points)
     _table1_section(runs, report, out_dir)
