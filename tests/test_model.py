@@ -47,6 +47,18 @@ def with_backend(model: CGAT, backend: str) -> CGAT:
     return twin
 
 
+def assert_same_outputs_and_gradients(model: CGAT, twin: CGAT, batches: tuple[Batch, Batch], tolerance: float) -> None:
+    out, twin_out = model(batches[0]), twin(batches[1])
+    torch.testing.assert_close(twin_out, out, rtol=0, atol=tolerance)
+    out.square().sum().backward()
+    twin_out.square().sum().backward()
+    twin_grads = dict(twin.named_parameters())
+    for name, p in model.named_parameters():
+        assert p.grad is not None, name
+        scale = max(1.0, float(p.grad.abs().max()))
+        torch.testing.assert_close(twin_grads[name].grad, p.grad, rtol=0, atol=tolerance * scale, msg=name)
+
+
 @pytest.fixture(scope="module")
 def items(shared_data_path: Path) -> list:
     return list(real_graphs(shared_data_path, 24))
@@ -92,16 +104,8 @@ def test_backends_agree_with_identical_weights(items: list, edge_update: str, dt
     tolerance = {torch.float32: 1e-5, torch.float64: 1e-10}[dtype]
     dgl_model = smoke_model(backend="dgl", edge_update=edge_update).to(dtype)
     torch_model = with_backend(dgl_model, "torch")
-    dgl_out = dgl_model(collate(items, "dgl"))
-    torch_out = torch_model(collate(items, "torch"))
-    torch.testing.assert_close(torch_out, dgl_out, rtol=0, atol=tolerance)
-    dgl_out.square().sum().backward()
-    torch_out.square().sum().backward()
-    torch_grads = dict(torch_model.named_parameters())
-    for name, p in dgl_model.named_parameters():
-        assert p.grad is not None, name
-        scale = max(1.0, float(p.grad.abs().max()))
-        torch.testing.assert_close(torch_grads[name].grad, p.grad, rtol=0, atol=tolerance * scale, msg=name)
+    batches = (collate(items, "dgl"), collate(items, "torch"))
+    assert_same_outputs_and_gradients(dgl_model, torch_model, batches, tolerance)
 
 
 @pytest.mark.parametrize("backend", ["dgl", "torch"])
@@ -291,18 +295,6 @@ def with_implementation(model: CGAT, implementation: str, backend: str = "dgl") 
     twin = CGAT(model.config.model_copy(update=update)).to(next(model.parameters()).dtype)
     twin.load_state_dict(model.state_dict())
     return twin
-
-
-def assert_same_outputs_and_gradients(model: CGAT, twin: CGAT, batches: tuple[Batch, Batch], tolerance: float) -> None:
-    out, twin_out = model(batches[0]), twin(batches[1])
-    torch.testing.assert_close(twin_out, out, rtol=0, atol=tolerance)
-    out.square().sum().backward()
-    twin_out.square().sum().backward()
-    twin_grads = dict(twin.named_parameters())
-    for name, p in model.named_parameters():
-        assert p.grad is not None, name
-        scale = max(1.0, float(p.grad.abs().max()))
-        torch.testing.assert_close(twin_grads[name].grad, p.grad, rtol=0, atol=tolerance * scale, msg=name)
 
 
 @pytest.mark.parametrize("preset", ["smoke", "cpu"])

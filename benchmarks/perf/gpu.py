@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from benchmarks.perf.device import synchronize
 from cgat_dgl.graphs.batch import Batch
 from cgat_dgl.graphs.collate import collate
 from cgat_dgl.graphs.composition import composition_graph
@@ -76,11 +77,6 @@ def random_graph(index: int, rng: np.random.Generator) -> CrystalGraph:
     )
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def run_variant(variant: str, batches: list[Batch], args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     from cgat_dgl.model import CGAT, ModelConfig
 
@@ -102,7 +98,7 @@ def run_variant(variant: str, batches: list[Batch], args: argparse.Namespace, de
     start = time.perf_counter()
     for batch in batches[: args.warmup]:
         step(batch)
-    _sync(device)
+    synchronize(device)
     warmup_s = time.perf_counter() - start
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -113,7 +109,7 @@ def run_variant(variant: str, batches: list[Batch], args: argparse.Namespace, de
         step(batch)
         structures += batch.num_crystals
         steps += 1
-    _sync(device)
+    synchronize(device)
     elapsed = time.perf_counter() - start
     rate = structures / elapsed
     return {

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from benchmarks.perf.device import synchronize
 from cgat_dgl.graphs.batch import Batch
 from cgat_dgl.graphs.build import GraphParams, build_crystal_graph
 from cgat_dgl.graphs.collate import collate
@@ -60,11 +61,6 @@ def load_graphs(
     return items
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def matmul_gflops(
     device: torch.device, dtype: torch.dtype = torch.float32, size: int = 2048, repeats: int = 10
 ) -> float:
@@ -72,11 +68,11 @@ def matmul_gflops(
     b = torch.randn(size, size, device=device, dtype=dtype)
     for _ in range(2):
         a @ b
-    _sync(device)
+    synchronize(device)
     start = time.perf_counter()
     for _ in range(repeats):
         a @ b
-    _sync(device)
+    synchronize(device)
     return 2 * size**3 * repeats / (time.perf_counter() - start) / 1e9
 
 
@@ -120,7 +116,7 @@ def bench_backend(
     flop_per_step = counter.get_total_flops()
     flop_per_structure = flop_per_step / batches[0].num_crystals
 
-    _sync(device)
+    synchronize(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     structures = atoms = steps = 0
@@ -131,7 +127,7 @@ def bench_backend(
         structures += batch.num_crystals
         atoms += batch.num_atoms
         steps += 1
-    _sync(device)
+    synchronize(device)
     elapsed = time.perf_counter() - start
     cpu_seconds = time.process_time() - cpu_start
     structs_per_s = structures / elapsed

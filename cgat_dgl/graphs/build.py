@@ -18,7 +18,6 @@ from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 from cgat_dgl import progress as progress_output
-
 from cgat_dgl.data.records import DataError, MaterialRecord
 from cgat_dgl.data.validation import check_structure, where
 from cgat_dgl.graphs.cache import CachedFailure, GraphCache

@@ -330,9 +330,9 @@ def train(
     )
     if tracker is not None:
         tracker.log_config(model=run.model_values, train=train_config.model_dump(mode="json"))
-        tracker.set_tags(version_tags())
-        tracker.log_params({**counts, "frozen_groups": ",".join(run.plan.frozen) or "none",
-                            "torch_threads": torch.get_num_threads()})
+        # Tags, not params: a run resumed on another machine may differ in them (params cannot change).
+        tracker.set_tags({**version_tags(), "cgat.torch_threads": str(torch.get_num_threads())})
+        tracker.log_params({**counts, "frozen_groups": ",".join(run.plan.frozen) or "none"})
         tracker.log_params({"normalization.mean": run.normalizer.as_dict()["mean"],
                             "normalization.std": run.normalizer.as_dict()["std"]})
         if "pretrain_run_id" in run.metadata:

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from cgat_dgl.graphs.batch import Batch
-from legacy_cgat.config import ModelConfig
+from cgat_dgl.model.config import ModelConfig
 from legacy_cgat.edge_input import EdgeFeatures, EdgeKinds
 from legacy_cgat.edge_update import make_edge_update
 from legacy_cgat.embedding import ElementTable, InitialFeatures, InputEmbedding

@@ -7,24 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from cgat_dgl.data.elements import matscholar_table
-
-
-class ElementTable(nn.Module):
-    """The frozen matscholar table (MAX_Z + 1, 200), indexed by atomic number."""
-
-    def __init__(self, embedding_dim: int) -> None:
-        super().__init__()
-        table = torch.from_numpy(matscholar_table())
-        if table.shape[1] != embedding_dim:
-            raise ValueError(
-                f"embedding_dim={embedding_dim} but the matscholar table has {table.shape[1]} columns"
-            )
-        # Not saved with checkpoints: it is fixed data that ships with matminer.
-        self.register_buffer("table", table, persistent=False)
-
-    def forward(self, atomic_numbers: torch.Tensor) -> torch.Tensor:
-        return self.table.index_select(0, atomic_numbers)
+from cgat_dgl.model.embedding import ElementTable
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from legacy_cgat.config import ModelConfig
+from cgat_dgl.model.config import ModelConfig
 from legacy_cgat.edge_input import EdgeFeatures, EdgeKinds, EdgeSet, PairLinear
 from legacy_cgat.embedding import InitialFeatures
 from legacy_cgat.hypernetwork import HyperMLP
