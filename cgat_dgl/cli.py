@@ -38,6 +38,13 @@ def _lr_factor(text: str) -> tuple[str, float]:
         raise argparse.ArgumentTypeError(f"expected GROUP=FACTOR (e.g. head=10), got {text!r}") from None
 
 
+def _name_list(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected comma-separated property names, got {text!r}")
+    return names
+
+
 def _add_data_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", type=Path, required=True, help="data file (JSON Lines, CSV, ...)")
     parser.add_argument("--cache-dir", type=Path, default=Path("cache"), help="graph cache folder")
@@ -113,6 +120,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_options(compare)
     compare.add_argument("--source", required=True, help="pre-training (low-fidelity) property, e.g. gap_pbe")
     compare.add_argument("--target", required=True, help="transfer (high-fidelity) property, e.g. gap_hse")
+    from cgat_dgl.data.leakage import DEFAULT_PROTECTED
+
+    compare.add_argument("--protect", type=_name_list, default=None, metavar="A,B",
+                         help="further properties whose validation and test materials the pre-training must not "
+                              f"see (the target and {', '.join(DEFAULT_PROTECTED)}, where the data has them, "
+                              "always are)")
     _add_model_options(compare, default_preset="cpu")
     _add_optim_options(compare)
     compare.add_argument("--pretrain-epochs", type=int, default=10, help="epochs of the pre-training run")
@@ -148,11 +161,14 @@ def _model_config(preset: str | None, backend: str | None, init_checkpoint: Path
     return config.model_copy(update={"backend": backend}) if backend else config
 
 
-def _load(args: argparse.Namespace, properties: list[str], max_nbr: int) -> Any:
+def _load(args: argparse.Namespace, properties: list[str], max_nbr: int, with_protected: bool = False) -> Any:
+    """The data of ``properties``; ``with_protected`` adds the default protected (high-fidelity)
+    properties the file offers, which the leakage rule of a pre-training split needs."""
     from cgat_dgl.data.dataset import load_dataset
+    from cgat_dgl.data.leakage import load_with_protected
     from cgat_dgl.graphs.neighbors import GraphParams
 
-    loaded = load_dataset(
+    loaded = (load_with_protected if with_protected else load_dataset)(
         args.data,
         properties,
         params=GraphParams(max_nbr=max_nbr),
@@ -299,10 +315,11 @@ def run_compare(args: argparse.Namespace) -> int:
     from cgat_dgl.training.compare import CompareOptions, compare_strategies, format_table
 
     model_config = _model_config(args.preset, args.backend, None)
-    loaded = _load(args, [args.source, args.target], model_config.max_nbr)
+    loaded = _load(args, [args.source, args.target, *(args.protect or [])], model_config.max_nbr, with_protected=True)
     options = CompareOptions(
         source=args.source,
         target=args.target,
+        protect=list(args.protect or []),
         out_dir=args.out,
         split_seed=args.split_seed,
         pretrain_epochs=args.pretrain_epochs,

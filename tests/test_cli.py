@@ -127,11 +127,18 @@ def test_compare_prints_a_table_for_every_strategy(tmp_path: Path, capsys) -> No
     assert set(by_strategy) == {"(pretrain)", "none", "head", "full"}
     assert all(np.isfinite(float(by_strategy[s][1])) for s in ("none", "head", "full"))
     assert by_strategy["head"][4].endswith("%") and by_strategy["full"][4].endswith("%")
-    # leakage control: no target val/test material among the pre-training materials
+    # leakage control: no val/test material of the target, or of the other high-fidelity properties
+    # the file holds, among the pre-training materials
     splits = tmp_path / "compare" / "splits"
+    from cgat_dgl.data.leakage import DEFAULT_PROTECTED, pretrain_split_path
     from cgat_dgl.data.splits import read_split
 
-    target, _ = read_split(splits / "gap_hse-seed0.json")
-    pretrain, _ = read_split(splits / "gap_pbe-without-gap_hse-seed0.json")
-    assert not set(pretrain.ids) & (set(target.val) | set(target.test))
-    assert len(pretrain.ids) == len(rows) - len(target.val) - len(target.test)  # only those were removed
+    protected = [p for p in DEFAULT_PROTECTED if (splits / f"{p}-seed0.json").is_file()]
+    assert "gap_hse" in protected and any(r["e_form_r2scan"] is not None for r in rows) == ("e_form_r2scan" in protected)
+    blocked: set[str] = set()
+    for prop in protected:
+        split, _ = read_split(splits / f"{prop}-seed0.json")
+        blocked |= set(split.val) | set(split.test)
+    pretrain, _ = read_split(pretrain_split_path(splits, "gap_pbe", protected, 0))
+    assert not set(pretrain.ids) & blocked
+    assert set(pretrain.ids) == {r["id"] for r in rows} - blocked  # only those were removed

@@ -10,6 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..data.leakage import protected_properties
 from ..data.splits import nested_subsets
 from ..graphs.neighbors import GraphParams
 from ..model import ModelConfig
@@ -25,6 +26,9 @@ class CompareOptions(BaseModel):
     source: str
     target: str
     out_dir: Path
+    # Properties whose val/test materials the pre-training must not see, besides the target and the
+    # default high-fidelity ones the data holds (cgat_dgl.data.leakage).
+    protect: list[str] = Field(default_factory=list)
     split_seed: int = 0
     pretrain_epochs: int = Field(12, ge=1)
     pretrain_size: int | None = Field(None, ge=1)  # None: the whole leakage-free training split
@@ -91,7 +95,7 @@ def compare_strategies(
     """Pre-train (unless a checkpoint is given) and run every strategy; one MLflow parent run, a child each."""
     out = Path(options.out_dir)
     pretrain_split, target_split = prepare_transfer(
-        loaded, options.source, options.target, out / "splits", options.split_seed
+        loaded, options.source, options.target, out / "splits", options.split_seed, options.protect
     )
     train_set = loaded.dataset(options.target, list(target_split.train))
     val_set = loaded.dataset(options.target, list(target_split.val))
@@ -122,8 +126,10 @@ def compare_strategies(
             outcome.sizes["pretrain"] = len(sets[0])
             config = _train_config(options, options.pretrain_epochs, options.lr, "none")
             with parent.child(f"pretrain {options.source}", tags={"cgat.strategy": "pretrain"}) as tracker:
+                protected = protected_properties(loaded, options.source, [options.target], options.protect)
                 tracker.log_config(data={**data_params, "property": options.source, "train_size": len(sets[0]),
-                                         "val_size": len(sets[1]), "test_size": len(sets[2])})
+                                         "val_size": len(sets[1]), "test_size": len(sets[2]),
+                                         "protected": ",".join(protected)})
                 outcome.pretrain = train(
                     model_config, config, *sets, out_dir=out / "pretrain", tracker=tracker,
                     resume=options.resume, progress=progress,
