@@ -9,9 +9,10 @@ from functools import lru_cache
 from pathlib import Path
 
 from benchmarks.manifest import Manifest, Size
-from benchmarks.plan import PretrainRun, resolve_size
-from cgat_dgl.data.dataset import GraphDataset, LoadedData, load_dataset
-from cgat_dgl.data.splits import Split, load_or_create_split, nested_subsets, remove_leakage
+from benchmarks.plan import PretrainRun, resolve_size, task_targets
+from cgat_dgl.data.dataset import GraphDataset, LoadedData
+from cgat_dgl.data.leakage import load_with_protected, pretrain_split, property_split, protected_properties
+from cgat_dgl.data.splits import Split, nested_subsets
 from cgat_dgl.graphs.neighbors import GraphParams
 
 
@@ -37,8 +38,12 @@ class TaskData:
     loaded: LoadedData
     split_dir: Path
     split_seed: int
-    protected_targets: tuple[str, ...]
+    # The targets of the manifest's tasks by source property, and the manifest's protected_targets:
+    # with the defaults the data holds, the properties a pre-training split is protected from.
+    targets_by_source: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    protected_targets: tuple[str, ...] = ()
     _splits: dict[str, Split] = field(default_factory=dict)
+    _pretrain_splits: dict[str, Split] = field(default_factory=dict)
 
     @staticmethod
     def file_key(path: Path) -> str:
@@ -56,42 +61,49 @@ class TaskData:
     ) -> "TaskData":
         sources = {e.source for e in manifest.experiments}
         targets = {e.target for e in manifest.experiments}
+        extra = set(manifest.data.protected_targets)
         cache_dir = Path(cache_dir) if cache_dir is not None else manifest.resolve(manifest.data.cache_dir)
-        loaded = load_dataset(
+        # An unknown name among the protected_targets fails here, naming it and the file's properties.
+        loaded = load_with_protected(
             data_path,
-            sorted(sources | targets),
+            sorted(sources | targets | extra),
             params=GraphParams(max_nbr=manifest.data.max_nbr),
             cache_dir=cache_dir,
             on_error=manifest.data.on_error,
             progress=progress,
         )
         split_dir = cache_dir / "splits" / cls.file_key(data_path)
-        return cls(loaded, split_dir, manifest.data.split_seed, tuple(sorted(targets)))
+        return cls(
+            loaded, split_dir, manifest.data.split_seed, task_targets(manifest), tuple(manifest.data.protected_targets)
+        )
 
     # --- splits --------------------------------------------------------------------------------
     def split(self, prop: str) -> Split:
         """The 80/10/10 split over the materials that have ``prop``, written once and reused."""
-        if prop not in self._splits:
-            column = self.loaded.targets[prop]
-            ids = sorted(column.index[column.notna()])
-            path = self.split_dir / f"{prop}-seed{self.split_seed}.json"
-            self._splits[prop] = load_or_create_split(path, ids, self.split_seed)
-        return self._splits[prop]
+        return property_split(self.loaded, prop, self.split_dir, self.split_seed, self._splits)
+
+    def protected(self, prop: str) -> tuple[str, ...]:
+        """The properties whose val/test materials a pre-training on ``prop`` must not see."""
+        return protected_properties(
+            self.loaded, prop, self.targets_by_source.get(prop, ()), self.protected_targets
+        )
 
     def pretrain_split(self, prop: str) -> Split:
-        """The split of a pre-training property without any material of a transfer val/test set."""
-        protected: set[str] = set()
-        for target in self.protected_targets:
-            if target != prop:
-                split = self.split(target)
-                protected.update(split.val)
-                protected.update(split.test)
-        return remove_leakage(self.split(prop), protected).split
+        """The split of a pre-training property without any val/test material of a protected property
+        (the rule of ``cgat_dgl.data.leakage``, shared with ``cgat compare``)."""
+        if prop not in self._pretrain_splits:
+            self._pretrain_splits[prop] = pretrain_split(
+                self.loaded, prop, self.protected(prop), self.split_dir, self.split_seed, self._splits
+            )
+        return self._pretrain_splits[prop]
 
     # --- datasets ------------------------------------------------------------------------------
-    def _sets(self, prop: str, split: Split, size: Size, cap: int | None, eval_cap: int | None):
+    def _sets(
+        self, prop: str, split: Split, size: Size, cap: int | None, eval_cap: int | None, subset_seed: int | None = None
+    ):
         count = resolve_size(size, len(split.train), cap)
-        train_ids = nested_subsets(split.train, [count], seed=self.split_seed)[count]
+        order_seed = self.split_seed if subset_seed is None else subset_seed
+        train_ids = nested_subsets(split.train, [count], seed=order_seed)[count]
         val_ids = evaluation_subset(split.val, eval_cap, self.split_seed)
         test_ids = evaluation_subset(split.test, eval_cap, self.split_seed)
         return (
@@ -106,9 +118,12 @@ class TaskData:
         return self._sets(prop, self.pretrain_split(prop), size, cap, eval_cap)
 
     def transfer_sets(
-        self, target: str, size: Size, cap: int | None, eval_cap: int | None
+        self, target: str, size: Size, cap: int | None, eval_cap: int | None, subset_seed: int | None = None
     ) -> tuple[GraphDataset, GraphDataset, GraphDataset]:
-        return self._sets(target, self.split(target), size, cap, eval_cap)
+        """Training subset, validation and test sets of a transfer task. ``subset_seed`` (a run's seed)
+        orders the training set from which the nested subsets are drawn, so that seeds replicate the
+        choice of training materials too; the split and the evaluation sets stay fixed."""
+        return self._sets(target, self.split(target), size, cap, eval_cap, subset_seed)
 
     def resolved_pretrain_size(self, spec: PretrainRun) -> int:
         return resolve_size(spec.size, len(self.pretrain_split(spec.prop).train), spec.cap)

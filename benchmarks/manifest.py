@@ -26,6 +26,10 @@ class DataSpec(Strict):
     max_nbr: int = Field(24, ge=1)
     split_seed: int = 0
     on_error: Literal["raise", "skip"] = "skip"
+    # Properties whose validation and test materials no pre-training may see, besides every task's own
+    # target and the default high-fidelity ones the data holds (cgat_dgl.data.leakage.DEFAULT_PROTECTED).
+    # A name the data does not offer is an error when the data is loaded.
+    protected_targets: list[str] = Field(default_factory=list)
 
 
 class StageSpec(Strict):
@@ -48,6 +52,9 @@ class Profile(Strict):
     # Torch intra-op threads: floating-point reductions (e.g. a Linear's weight gradient) differ with
     # the thread count, so a profile pins it for results that do not depend on the machine's cores.
     threads: int | None = Field(None, ge=1)
+    # Training processes sharing the store when `cgat-bench run` gets no --workers: on a few cores,
+    # single-threaded workers side by side train more structures per second than one threaded one.
+    workers: int = Field(1, ge=1)
     pretrain: StageSpec
     transfer: StageSpec
     pretrain_seed: int = 0

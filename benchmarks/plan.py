@@ -2,7 +2,9 @@
 
 A pre-training run is identified by everything that determines its weights (property, size, seed,
 model and stage settings, split seed, the data file and the properties whose validation and test
-materials it must not see), so every transfer run that needs the same one shares it.
+materials it must not see), so every transfer run that needs the same one shares it. Every key also
+holds the results version (``results_version``: this package's version and torch's and dgl's), so a
+store written by other code or packages is not taken for this code's results.
 """
 
 from __future__ import annotations
@@ -13,12 +15,25 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from benchmarks.manifest import Experiment, Manifest, Profile, Size, StageSpec, Strategy
+from cgat_dgl.data.leakage import protected_candidates
 
 KEY_VERSION = 1
+# What decides whether a stored result is still this code's: the package version (bumped whenever a
+# change alters results) and the versions of the packages that compute them. Not the git commit, or
+# every commit would invalidate every run.
+RESULTS_PACKAGES = ("cgat_dgl", "torch", "dgl")
+
+
+def results_version() -> dict[str, str]:
+    """The versions a run key holds: ``cgat_dgl.__version__`` and the torch and dgl versions."""
+    from cgat_dgl.versions import software_versions
+
+    versions = software_versions()
+    return {name: versions.get(name, "absent") for name in RESULTS_PACKAGES}
 
 
 def _digest(payload: dict[str, Any]) -> str:
-    text = json.dumps({"v": KEY_VERSION, **payload}, sort_keys=True, default=str)
+    text = json.dumps({"v": KEY_VERSION, "versions": results_version(), **payload}, sort_keys=True, default=str)
     return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
@@ -30,7 +45,9 @@ class PretrainRun:
     seed: int
     model: dict[str, Any] = field(hash=False, compare=False)
     stage: dict[str, Any] = field(hash=False, compare=False)
-    protected: tuple[str, ...] = ()  # target properties whose val/test materials are excluded
+    # The properties whose val/test materials are excluded (protected_candidates: those the data lacks
+    # protect nothing, and the data key tells which it has).
+    protected: tuple[str, ...] = ()
     data_key: str = ""
     cap: int | None = None
 
@@ -113,9 +130,9 @@ def expand(
     """All runs of the selected experiments: shared pre-training runs first, then transfer runs."""
     profile = manifest.profile(profile_name)
     experiments = _select(manifest.experiments, only)
-    # Every target property of the manifest protects its val/test materials from every pre-training run,
-    # so one pre-training run serves all tasks that start from the same property.
-    protected = tuple(sorted({e.target for e in manifest.experiments}))
+    # One pre-training run serves every task of the manifest that starts from its property, so it is
+    # protected from all their targets (and the defaults and the manifest's protected_targets).
+    targets = task_targets(manifest)
     model = model_settings(profile)
     pretrains: dict[str, PretrainRun] = {}
     transfers: list[TransferRun] = []
@@ -136,7 +153,7 @@ def expand(
                         seed=profile.pretrain_seed,
                         model=model,
                         stage=pretrain_stage,
-                        protected=protected,
+                        protected=pretrain_protected(manifest, experiment.source, targets),
                         data_key=data_key,
                         cap=profile.max_pretrain_size,
                     )
@@ -163,6 +180,22 @@ def expand(
                             )
                         )
     return list(pretrains.values()), transfers
+
+
+def task_targets(manifest: Manifest) -> dict[str, tuple[str, ...]]:
+    """The targets of the manifest's experiments (all, whatever ``--only`` selects) by source property."""
+    found: dict[str, set[str]] = {}
+    for experiment in manifest.experiments:
+        found.setdefault(experiment.source, set()).add(experiment.target)
+    return {source: tuple(sorted(names)) for source, names in found.items()}
+
+
+def pretrain_protected(
+    manifest: Manifest, prop: str, targets: dict[str, tuple[str, ...]] | None = None
+) -> tuple[str, ...]:
+    """The protected properties of a pre-training on ``prop`` before the data is loaded."""
+    targets = task_targets(manifest) if targets is None else targets
+    return protected_candidates(prop, targets.get(prop, ()), manifest.data.protected_targets)
 
 
 def _select(experiments: list[Experiment], only: list[str] | None) -> list[Experiment]:

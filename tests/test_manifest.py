@@ -61,6 +61,7 @@ def test_valid_manifest_loads(tmp_path: Path) -> None:
          "profiles.smoke.pretrain.epochs", 6),
         ("    train_sizes: [10, 1.0]\n", "    train_sizes: [10, 1.5]\n", "experiments.0.train_sizes", 13),
         ("    model: smoke\n", "    model: huge\n", "profiles.smoke.model", 5),
+        ("  cache_dir: cache\n", "  cache_dir: cache\n  protected_targets: gap_hse\n", "data.protected_targets", 3),
     ],
 )
 def test_errors_name_field_and_line(tmp_path: Path, old: str, new: str, field: str, line: int) -> None:
@@ -113,6 +114,37 @@ def test_keys_are_stable_and_follow_settings(tmp_path: Path) -> None:
     with pytest.raises(KeyError, match="unknown experiments"):
         expand(manifest, "smoke", only=["gapp"])
     assert {t.experiment for t in expand(manifest, "smoke", only=["gap"])[1]} == {"gap"}
+
+
+def test_keys_hold_the_results_version(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import cgat_dgl.versions as versions
+
+    manifest = load_manifest(write(tmp_path, MANIFEST))
+
+    def keys() -> list[str]:
+        pretrains, transfers = expand(manifest, "smoke", data_key="d")
+        return [spec.key for spec in [*pretrains, *transfers]]
+
+    before, real = keys(), versions.software_versions()
+    assert before == keys()  # the same inputs and versions give the same keys
+    for name, value in (("cgat_dgl", "99.0"), ("torch", "0.0.1"), ("dgl", "0.0.1")):
+        monkeypatch.setattr(versions, "software_versions", lambda name=name, value=value: {**real, name: value})
+        assert set(before).isdisjoint(keys()), name
+    # Neither the git commit nor the other packages are part of the key.
+    monkeypatch.setattr(versions, "software_versions", lambda: {**real, "cgat_dgl_commit": "0" * 40, "numpy": "0"})
+    assert keys() == before
+
+
+def test_protected_targets_change_the_pretraining_keys(tmp_path: Path) -> None:
+    base = expand(load_manifest(write(tmp_path, MANIFEST)), "smoke", data_key="d")[0]
+    assert {p.prop: p.protected for p in base} == {
+        "gap_pbe": ("e_form_expt", "e_form_r2scan", "gap_hse"),
+        "e_form_pbe": ("e_form_expt", "e_form_r2scan", "gap_hse"),
+    }
+    text = MANIFEST.replace("  cache_dir: cache\n", "  cache_dir: cache\n  protected_targets: [volume_pbe]\n")
+    extra = expand(load_manifest(write(tmp_path, text)), "smoke", data_key="d")[0]
+    assert all("volume_pbe" in p.protected for p in extra)
+    assert {p.key for p in base}.isdisjoint(p.key for p in extra)
 
 
 def test_resolve_size() -> None:
