@@ -3,6 +3,7 @@ a result can be traced to what produced it."""
 
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 from functools import lru_cache
@@ -43,6 +44,28 @@ def software_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             versions[package] = "absent"
     return versions
+
+
+@lru_cache(maxsize=1)
+def machine_label() -> str:
+    """The machine a run trained on: CPU model, core count, and the GPU when torch sees one."""
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    label = f"{model}, {os.cpu_count() or '?'} cores"
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            label += f", {torch.cuda.get_device_name(0)}"
+    except ImportError:  # pragma: no cover - torch is a dependency
+        pass
+    return label
 
 
 def version_tags() -> dict[str, str]:

@@ -9,6 +9,7 @@ restored on resume, which is what makes the continuation exact on CPU.
 
 from __future__ import annotations
 
+import csv
 import logging
 import math
 import random
@@ -27,7 +28,7 @@ from torch.utils.data import DataLoader
 from .. import progress as progress_output
 from ..graphs.collate import make_loader
 from ..model import CGAT, ModelConfig
-from ..versions import version_tags
+from ..versions import machine_label, version_tags
 from .allocator import keep_freed_memory
 from .checkpoint import capture_rng_state, load_model_state, read_checkpoint, restore_rng_state, save_checkpoint
 from .config import TrainConfig
@@ -43,6 +44,9 @@ log = logging.getLogger(__name__)
 
 BEST_NAME = "best.pt"
 LAST_NAME = "last.pt"
+# Per-material test predictions of the best checkpoint: the report bootstraps over test materials.
+TEST_PREDICTIONS_NAME = "test_predictions.csv"
+PREDICTIONS_ARTIFACT_DIR = "predictions"
 # Train-config fields that may change between a killed run and its resumption without changing results.
 _RESUMABLE_CHANGES = {"epochs", "device", "num_workers", "checkpoint_every", "eval_batch_size", "backend"}
 
@@ -275,10 +279,21 @@ class _Run:
         )
 
     def evaluate(self, loader: DataLoader) -> dict[str, float]:
-        predicted, actual, _ = predict_loader(
-            self.model, self.normalizer, loader, amp_dtype=self.amp_dtype if self.use_amp else None
-        )
+        predicted, actual, _ = self.predict(loader)
         return regression_metrics(predicted, actual)
+
+    def predict(self, loader: DataLoader) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        return predict_loader(self.model, self.normalizer, loader, amp_dtype=self.amp_dtype if self.use_amp else None)
+
+
+def write_predictions(path: Path, ids: Sequence[str], actual: np.ndarray, predicted: np.ndarray) -> Path:
+    """id, target, prediction per material, in target units."""
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["id", "target", "prediction"])
+        for row in zip(ids, np.asarray(actual, float).tolist(), np.asarray(predicted, float).tolist()):
+            writer.writerow([row[0], f"{row[1]:.9g}", f"{row[2]:.9g}"])
+    return path
 
 
 def train(
@@ -331,7 +346,9 @@ def train(
     if tracker is not None:
         tracker.log_config(model=run.model_values, train=train_config.model_dump(mode="json"))
         # Tags, not params: a run resumed on another machine may differ in them (params cannot change).
-        tracker.set_tags({**version_tags(), "cgat.torch_threads": str(torch.get_num_threads())})
+        tracker.set_tags(
+            {**version_tags(), "cgat.torch_threads": str(torch.get_num_threads()), "cgat.machine": machine_label()}
+        )
         tracker.log_params({**counts, "frozen_groups": ",".join(run.plan.frozen) or "none"})
         tracker.log_params({"normalization.mean": run.normalizer.as_dict()["mean"],
                             "normalization.std": run.normalizer.as_dict()["std"]})
@@ -374,11 +391,18 @@ def train(
         raise RuntimeError(f"{out_dir}: no best checkpoint (validation MAE never finite)")
     best = read_checkpoint(best_path, map_location=run.device)
     load_model_state(run.model, best["model_state"], best_path)
-    test = run.evaluate(run.loader(test_set, train=False)) if test_set is not None and len(test_set) > 0 else {}
+    test: dict[str, float] = {}
+    predictions_path: Path | None = None
+    if test_set is not None and len(test_set) > 0:
+        predicted, actual, ids = run.predict(run.loader(test_set, train=False))
+        test = regression_metrics(predicted, actual)
+        predictions_path = write_predictions(out_dir / TEST_PREDICTIONS_NAME, ids, actual, predicted)
     if tracker is not None:
         tracker.log_metrics({"best_val_mae": run.best_val_mae, "best_epoch": run.best_epoch, **counts})
         if test:
             tracker.log_test(test)
+        if predictions_path is not None:
+            tracker.log_artifact(predictions_path, PREDICTIONS_ARTIFACT_DIR)
         tracker.log_artifact(best_path, "checkpoints")
     return TrainResult(
         best_epoch=run.best_epoch,
