@@ -476,3 +476,21 @@ def test_tune_command_runs_each_strategy_with_one_shared_pretraining(tmp_path: P
     assert len(client.search_runs([experiment_id], filter_string="tags.`cgat.kind` = 'pretrain'")) == 1
     assert states(optuna.load_study(study_name="gap-lr-head", storage=storage)) == {"COMPLETE": 3}
     assert states(optuna.load_study(study_name="gap-lr-none", storage=storage)) == {"COMPLETE": 2}
+
+
+def test_the_report_reads_each_trial_and_its_per_material_errors(finished) -> None:
+    from benchmarks.report.collect import collect_study_trials, collect_test_errors
+
+    tmp, opts, result = finished
+    study = optuna.load_study(study_name="lrwd", storage=opts.storage)
+    trials = collect_study_trials(opts.tracking_uri)
+    trials = trials[trials["study"] == "lrwd"].sort_values("objective").reset_index(drop=True)
+    assert len(trials) == 3
+    assert sorted(trials["objective"]) == pytest.approx(sorted(t.value for t in study.trials))
+    assert set(trials["train_size"]) == {40}
+    errors = collect_test_errors(opts.tracking_uri, list(trials["run_id"]))
+    assert set(errors) == set(trials["run_id"])
+    for row in trials.itertuples():
+        # the artifact's errors average to the logged test MAE, over the 20 test materials
+        assert len(errors[row.run_id]) == 20
+        assert errors[row.run_id].mean() == pytest.approx(row.test_mae, rel=1e-5)

@@ -23,6 +23,11 @@ RUN_COLUMNS = (
     "pretrain_size",
     "pretrain_run_id",
     "software",  # the code and package versions that produced the run (cgat_dgl.versions)
+    "machine",
+    "threads",
+    "duration_s",
+    "start_time",  # epoch milliseconds, as MLflow stores them
+    "end_time",
     *CORE_METRICS,
 )
 HISTORY_COLUMNS = ("epoch", *HISTORY_METRICS)
@@ -62,6 +67,11 @@ def _row(run: Run) -> dict[str, Any]:
     row["pretrain_size"] = _int_param(run, "pretrain_size", default=0)
     row["pretrain_run_id"] = tags.get(TAG_PREFIX + "pretrain_run_id")
     row["software"] = software_label(dict(tags))
+    row["machine"] = tags.get(TAG_PREFIX + "machine", "unrecorded")
+    row["threads"] = tags.get(TAG_PREFIX + "torch_threads", "unrecorded")
+    start, end = run.info.start_time, run.info.end_time
+    row["start_time"], row["end_time"] = start, end
+    row["duration_s"] = (end - start) / 1000.0 if start and end else math.nan
     metrics = run.data.metrics
     for name in CORE_METRICS:
         row[name] = metrics.get(name, math.nan)
@@ -132,3 +142,65 @@ def collect_runs(
     subset = sorted(c for c in runs.columns if c.startswith(SUBSET_PREFIX))
     runs = runs[list(RUN_COLUMNS) + subset]
     return runs.sort_values(["kind", "experiment", "strategy", "train_size", "seed"]).reset_index(drop=True), histories
+
+
+PREDICTIONS_ARTIFACT = "predictions/test_predictions.csv"
+
+
+def collect_test_errors(tracking_uri: str, run_ids: list[str]) -> dict[str, pd.Series]:
+    """Per run, the absolute test error of each material (indexed by material id), read from the run's
+    ``predictions/test_predictions.csv`` artifact; runs without that artifact are left out."""
+    import tempfile
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    errors: dict[str, pd.Series] = {}
+    with tempfile.TemporaryDirectory(prefix="cgat-report-") as folder:
+        for run_id in run_ids:
+            listed = {a.path for a in client.list_artifacts(run_id, "predictions")}
+            if PREDICTIONS_ARTIFACT not in listed:
+                continue
+            local = client.download_artifacts(run_id, PREDICTIONS_ARTIFACT, folder)
+            frame = pd.read_csv(local, dtype={"id": str})
+            errors[run_id] = (frame["prediction"] - frame["target"]).abs().set_axis(frame["id"]).sort_index()
+    return errors
+
+
+STUDY_COLUMNS = (
+    "study", "run_id", "experiment", "strategy", "source", "target", "task_type", "profile",
+    "train_size", "seed", "lr", "weight_decay", "objective", "test_mae",
+)  # fmt: skip
+
+
+def collect_study_trials(
+    tracking_uri: str, profile: str | None = None, experiment_name: str = "cgat-bench"
+) -> pd.DataFrame:
+    """One row per finished trial of every Optuna study: its learning rate, weight decay, objective
+    (the best validation MAE) and test MAE."""
+    client = MlflowClient(tracking_uri=tracking_uri)
+    experiment = client.get_experiment_by_name(experiment_name)
+    if experiment is None:
+        return pd.DataFrame(columns=list(STUDY_COLUMNS))
+    filters = ["attributes.status = 'FINISHED'", "tags.`cgat.kind` = 'tuning-trial'"]
+    if profile is not None:
+        filters.append(f"tags.`cgat.profile` = '{profile}'")
+    rows = []
+    for run in _search(client, experiment.experiment_id, " and ".join(filters)):
+        tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
+        try:
+            seed = int(tags.get(TAG_PREFIX + "seed", params.get("seed", 0)))
+            rows.append(
+                {
+                    "study": tags.get("cgat.study"),
+                    "run_id": run.info.run_id,
+                    **{name: tags.get(TAG_PREFIX + name) for name in ("experiment", "strategy", "source", "target", "task_type", "profile")},
+                    "train_size": _int_param(run, "train_size"),
+                    "seed": seed,
+                    "lr": float(params["lr"]),
+                    "weight_decay": float(params["weight_decay"]),
+                    "objective": metrics.get("objective", math.nan),
+                    "test_mae": metrics.get("test_mae", math.nan),
+                }
+            )
+        except (KeyError, ValueError) as error:
+            raise ValueError(f"study trial run {run.info.run_id}: {error}") from None
+    return pd.DataFrame(rows, columns=list(STUDY_COLUMNS))

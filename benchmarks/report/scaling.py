@@ -15,6 +15,7 @@ from benchmarks.report.fits import (
     loglog_fit,
     size_to_reach_estimate,
 )
+from benchmarks.report.statistics import t_interval
 from benchmarks.report.tables import transfer_runs
 
 POINT_COLUMNS = (
@@ -40,6 +41,9 @@ FIT_COLUMNS = (
     "intercept_se",
     "cov_slope_intercept",
     "n_points",
+    "slope_low",  # 95 % t-interval of the slope over seeds: one line fitted per seed
+    "slope_high",
+    "n_seed_fits",
     "note",
 )
 EXTRAPOLATION_COLUMNS = (
@@ -104,21 +108,45 @@ def _fit_row(keys: dict[str, object], x: str, xs: pd.Series, ys: pd.Series) -> d
     return row
 
 
-def fit_table(points: pd.DataFrame) -> pd.DataFrame:
+def seed_slopes(runs: pd.DataFrame, x: str, keys: dict[str, object], metric: str = "test_mae") -> dict[int, float]:
+    """{seed: slope} of one line per seed through that seed's runs of a fit (seeds with two sizes or more)."""
+    transfer = transfer_runs(runs).dropna(subset=[metric])
+    mask = np.ones(len(transfer), dtype=bool)
+    for column, value in keys.items():
+        if column != x and not (isinstance(value, float) and math.isnan(value)):
+            mask &= (transfer[column] == value).to_numpy()
+    slopes: dict[int, float] = {}
+    for seed, seed_runs in transfer[mask].groupby("seed"):
+        by_size = seed_runs.groupby(x)[metric].mean()
+        if by_size.size >= 2 and (by_size > 0).all():
+            slopes[int(seed)] = loglog_fit(by_size.index.to_numpy(float), by_size.to_numpy(float)).slope
+    return slopes
+
+
+def _with_seed_interval(row: dict[str, object], runs: pd.DataFrame | None, x: str, keys: dict[str, object]) -> dict[str, object]:
+    slopes = list(seed_slopes(runs, x, keys).values()) if runs is not None else []
+    found = t_interval(slopes)
+    row.update(slope_low=found.low, slope_high=found.high, n_seed_fits=len(slopes))
+    return row
+
+
+def fit_table(points: pd.DataFrame, runs: pd.DataFrame | None = None) -> pd.DataFrame:
     """Every log-log fit: MAE against training size per (experiment, strategy, pre-training size), and
     MAE against pre-training size per (experiment, transfer strategy, training size) where several
-    pre-training sizes were run. Fits are on the seed means, one point per size."""
+    pre-training sizes were run. Fits are on the seed means, one point per size; with ``runs``, the
+    slope's 95 % interval comes from one line per seed (the spread a rerun would show)."""
     rows: list[dict[str, object]] = []
     for (experiment, strategy, n_pretrain), group in points.groupby(["experiment", "strategy", "pretrain_size"]):
         keys = {"experiment": experiment, "strategy": strategy, "pretrain_size": int(n_pretrain)}
-        keys["train_size"] = math.nan
-        rows.append(_fit_row(keys, "train_size", group["train_size"], group["mae_mean"]))
+        row = _fit_row({**keys, "train_size": math.nan}, "train_size", group["train_size"], group["mae_mean"])
+        rows.append(_with_seed_interval(row, runs, "train_size", keys))
     transferred = points[points["strategy"] != "none"]
     for (experiment, strategy, n_train), group in transferred.groupby(["experiment", "strategy", "train_size"]):
         if group["pretrain_size"].nunique() < 2:
             continue
-        keys = {"experiment": experiment, "strategy": strategy, "pretrain_size": math.nan, "train_size": int(n_train)}
-        rows.append(_fit_row(keys, "pretrain_size", group["pretrain_size"], group["mae_mean"]))
+        keys = {"experiment": experiment, "strategy": strategy, "train_size": int(n_train)}
+        row = _fit_row({**keys, "pretrain_size": math.nan}, "pretrain_size", group["pretrain_size"], group["mae_mean"])
+        rows.append(_with_seed_interval(row, runs, "pretrain_size", keys))
     return pd.DataFrame(rows, columns=list(FIT_COLUMNS))
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from benchmarks.report.collect import SUBSET_PREFIX
+from benchmarks.report.statistics import t_interval
 
 STRATEGIES = ("none", "head", "full")
 STRATEGY_LABELS = {
@@ -29,6 +30,8 @@ TABLE1_COLUMNS = (
     "pretrain_size",
     "mae_mean",
     "mae_std",
+    "mae_low",
+    "mae_high",
     "n_seeds",
     "improvement_pct",
     "improvement_std_pct",
@@ -110,6 +113,12 @@ def _stats(values: pd.Series) -> tuple[float, float, int]:
     return float(values.mean()), std, int(len(values))
 
 
+def _interval(values: pd.Series) -> dict[str, float]:
+    """The 95 % t-interval of the mean over seeds (NaN with one seed)."""
+    found = t_interval(values.to_numpy(dtype=float))
+    return {"mae_low": found.low, "mae_high": found.high}
+
+
 def table1(runs: pd.DataFrame) -> pd.DataFrame:
     """Test MAE per experiment, metric and strategy at the experiment's largest sizes (long format).
 
@@ -139,6 +148,7 @@ def table1(runs: pd.DataFrame) -> pd.DataFrame:
                         "pretrain_size": 0,
                         "mae_mean": mean,
                         "mae_std": std,
+                        **_interval(pretrain[metric]),
                         "n_seeds": n,
                         "improvement_pct": math.nan,
                         "improvement_std_pct": math.nan,
@@ -161,6 +171,7 @@ def table1(runs: pd.DataFrame) -> pd.DataFrame:
                         "pretrain_size": 0 if strategy == "none" else n_pretrain,
                         "mae_mean": mean,
                         "mae_std": std,
+                        **_interval(selected.loc[selected["strategy"] == strategy, metric]),
                         "n_seeds": n,
                         "improvement_pct": pct,
                         "improvement_std_pct": pct_std,
@@ -226,8 +237,8 @@ def fmt(value: float, digits: int = 4) -> str:
 
 def _cell(row: pd.Series, bold: bool) -> str:
     text = fmt(row["mae_mean"])
-    if np.isfinite(row["mae_std"]):
-        text += f" ± {fmt(row['mae_std'], 2)}"
+    if np.isfinite(row["mae_low"]) and np.isfinite(row["mae_high"]):
+        text += f" [{fmt(row['mae_low'], 3)}, {fmt(row['mae_high'], 3)}]"
     if bold:
         text = f"**{text}**"
     if np.isfinite(row["improvement_pct"]):

@@ -1,0 +1,312 @@
+"""The paper's findings, each stated once, checked against the runs of the tracking store.
+
+A claim is checked on every task it applies to. Each check has a measured value with a 95 % interval
+and a verdict: ``reproduced`` when the interval lies entirely on the paper's side, ``contradicted``
+when it lies entirely on the other, ``inconclusive`` when it crosses the boundary or no interval
+exists (one seed without per-material predictions, fewer than three sizes, nothing run). The claim's
+own verdict combines its checks (``statistics.combine_verdicts``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import pandas as pd
+
+from benchmarks.manifest import property_kind
+from benchmarks.report.comparisons import fmt_interval, interval_of
+from benchmarks.report.scaling import seed_slopes
+from benchmarks.report.statistics import (
+    INCONCLUSIVE,
+    Interval,
+    bootstrap_mae_difference,
+    combine_verdicts,
+    paired_difference,
+    range_verdict,
+    sign_verdict,
+    unknown,
+)
+from benchmarks.report.tables import markdown_table, transfer_runs
+
+CLAIM_COLUMNS = ("claim_id", "claim", "check", "measured", "mean", "low", "high", "n", "method", "verdict", "detail")
+# "Similar slopes": the paper's lines over training size differ by a few hundredths between
+# pre-training sizes; the report calls slopes similar when they differ by less than this.
+SIMILAR_SLOPE = 0.1
+# Fig. 5: costs balance "when there are four times as many pre-training systems" at a cost ratio of 5;
+# a break-even ratio within a factor of two of 4 counts as that balance.
+BALANCE_RATIO = 4.0
+BALANCE_RANGE = (2.0, 8.0)
+
+
+@dataclass(frozen=True)
+class Claim:
+    claim_id: str
+    text: str
+
+
+CLAIMS = (
+    Claim("full_beats_none", "Full transfer gives a lower test MAE than no transfer on each intra-property task."),
+    Claim("full_beats_head", "Full transfer gives a lower test MAE than retraining only the regression head (intra-property)."),
+    Claim("head_worse_gaps", "Retraining only the regression head is worse than no transfer for band gaps."),
+    Claim("head_helps_energies", "Retraining only the regression head gives a lower MAE than no transfer for energies (intra-property)."),
+    Claim("loglog_train", "The test MAE falls linearly in log-log with the training-set size (negative slope)."),
+    Claim("loglog_pretrain", "The test MAE of full transfer falls linearly in log-log with the pre-training-set size (negative slope)."),
+    Claim("similar_slopes", f"Lines over training size have similar slopes for different pre-training sizes (differ by < {SIMILAR_SLOPE:g})."),
+    Claim("none_worst_all_sizes", "No transfer has a larger MAE than full transfer at every pre-training size, even a 10x smaller one."),
+    Claim("inter_worse_than_intra", "Inter-property transfer gives a larger MAE than intra-property transfer to the same target."),
+    Claim("inter_head_no_gain", "Inter-property: retraining only the regression head does not improve on no transfer."),
+    Claim("inter_full_no_gain", "Inter-property: full transfer (at a 10x smaller learning rate) is no better than no transfer."),
+    Claim("budget_balance", f"At a cost ratio of 5, extra PBE and extra high-fidelity data pay off equally near N_pretrain/N_train ≈ {BALANCE_RATIO:g} (break-even in [{BALANCE_RANGE[0]:g}, {BALANCE_RANGE[1]:g}])."),
+    Claim("lr_wd_no_gain", "Inter-property: other learning rates and weight decays (the paper's grid) give no improvement over the default."),
+)
+CLAIM_TEXT = {c.claim_id: c.text for c in CLAIMS}
+
+
+def _row(claim_id: str, check: str, interval: Interval, verdict: str, measured: str, detail: str = "") -> dict[str, object]:
+    return {
+        "claim_id": claim_id,
+        "claim": CLAIM_TEXT[claim_id],
+        "check": check,
+        "measured": measured,
+        "mean": interval.mean,
+        "low": interval.low,
+        "high": interval.high,
+        "n": interval.n,
+        "method": interval.method,
+        "verdict": verdict,
+        "detail": detail,
+    }
+
+
+def _missing(claim_id: str, why: str) -> dict[str, object]:
+    return _row(claim_id, "–", unknown(), INCONCLUSIVE, "not measured", why)
+
+
+def _largest(comparisons: pd.DataFrame) -> pd.DataFrame:
+    """Comparison rows on test_mae at each experiment's largest training size."""
+    rows = comparisons[comparisons["metric"] == "test_mae"]
+    if rows.empty:
+        return rows
+    largest = rows.groupby("experiment")["train_size"].transform("max")
+    return rows[rows["train_size"] == largest]
+
+
+def _difference_checks(
+    claim_id: str,
+    comparisons: pd.DataFrame,
+    a: str,
+    b: str,
+    expected: str,
+    select: Callable[[pd.Series], bool],
+) -> list[dict[str, object]]:
+    rows = _largest(comparisons)
+    rows = rows[(rows["a"] == a) & (rows["b"] == b)]
+    rows = rows[[bool(select(r)) for _, r in rows.iterrows()]] if len(rows) else rows
+    out = []
+    for _, r in rows.iterrows():
+        interval = interval_of(r)
+        measured = f"MAE {a} − {b} = {fmt_interval(r['pct'], r['pct_low'], r['pct_high'], unit=' %')} of {b}"
+        detail = f"n={int(r['n'])} ({r['method']}); N train {int(r['train_size'])}, N pretrain {int(r['pretrain_size'])}"
+        out.append(_row(claim_id, f"{r['experiment']}: {r['source']} → {r['target']}", interval, sign_verdict(interval, expected), measured, detail))
+    return out or [_missing(claim_id, f"no task with both {a} and {b} runs")]
+
+
+def _is_intra(r: pd.Series) -> bool:
+    return r["task_type"] == "intra"
+
+
+def _slope_checks(claim_id: str, fits: pd.DataFrame, x: str, strategies: tuple[str, ...]) -> list[dict[str, object]]:
+    chosen = fits[(fits["x"] == x) & fits["strategy"].isin(strategies)]
+    out = []
+    for r in chosen.itertuples():
+        if not math.isfinite(r.slope):
+            continue
+        at = f"pre-training {int(r.pretrain_size)}" if x == "train_size" else f"training {int(r.train_size)}"
+        interval = Interval(float(r.slope), float(r.slope_low), float(r.slope_high), int(r.n_seed_fits), "t over seeds" if r.n_seed_fits >= 2 else "")
+        measured = f"slope {fmt_interval(interval.mean, interval.low, interval.high)}"
+        detail = f"{int(r.n_points)} sizes; fit SE {r.slope_se:.3g}" if math.isfinite(r.slope_se) else f"{int(r.n_points)} sizes, no fit SE"
+        if r.n_points < 3:
+            detail += "; two sizes cannot show linearity"
+        verdict = sign_verdict(interval, "negative")
+        out.append(_row(claim_id, f"{r.experiment}, {r.strategy}, {at}", interval, verdict, measured, detail))
+    return out or [_missing(claim_id, f"no fit over {x.replace('_', ' ')} with two or more sizes")]
+
+
+def _similar_slopes(runs: pd.DataFrame, fits: pd.DataFrame) -> list[dict[str, object]]:
+    lines = fits[(fits["x"] == "train_size") & (fits["strategy"] == "full") & fits["slope"].notna()]
+    out = []
+    for experiment, group in lines.groupby("experiment"):
+        if group["pretrain_size"].nunique() < 2:
+            continue
+        small, large = int(group["pretrain_size"].min()), int(group["pretrain_size"].max())
+        keys = {"experiment": experiment, "strategy": "full"}
+        by_seed_small = seed_slopes(runs, "train_size", {**keys, "pretrain_size": small})
+        by_seed_large = seed_slopes(runs, "train_size", {**keys, "pretrain_size": large})
+        interval = paired_difference(by_seed_large, by_seed_small)
+        verdict = range_verdict(interval, -SIMILAR_SLOPE, SIMILAR_SLOPE)
+        measured = f"slope at {large} − slope at {small} = {fmt_interval(interval.mean, interval.low, interval.high)}"
+        out.append(_row("similar_slopes", f"{experiment}, full", interval, verdict, measured, f"n={interval.n} seeds"))
+    return out or [_missing("similar_slopes", "no experiment has full-transfer lines at two pre-training sizes")]
+
+
+def _by_seed(runs: pd.DataFrame) -> dict[int, float]:
+    return {int(k): float(v) for k, v in runs.dropna(subset=["test_mae"]).groupby("seed")["test_mae"].mean().items()}
+
+
+def _none_worst(runs: pd.DataFrame) -> list[dict[str, object]]:
+    transfer = transfer_runs(runs)
+    full = transfer[transfer["strategy"] == "full"]
+    out = []
+    for experiment, exp_full in full.groupby("experiment"):
+        if exp_full["pretrain_size"].nunique() < 2:
+            continue
+        target, profile = exp_full["target"].iloc[0], exp_full["profile"].iloc[0]
+        none = transfer[(transfer["strategy"] == "none") & (transfer["target"] == target) & (transfer["profile"] == profile)]
+        smallest = int(exp_full["pretrain_size"].min())
+        for train_size, at_size in exp_full[exp_full["pretrain_size"] == smallest].groupby("train_size"):
+            base = none[none["train_size"] == train_size]
+            if base.empty:
+                continue
+            interval = paired_difference(_by_seed(at_size), _by_seed(base))
+            measured = f"MAE full − none = {fmt_interval(interval.mean, interval.low, interval.high)}"
+            check = f"{experiment}: smallest pre-training {smallest}, training {int(train_size)}"
+            out.append(_row("none_worst_all_sizes", check, interval, sign_verdict(interval, "negative"), measured, f"n={interval.n} seeds"))
+    return out or [_missing("none_worst_all_sizes", "no full-transfer runs at several pre-training sizes with a no-transfer baseline")]
+
+
+def _inter_vs_intra(runs: pd.DataFrame) -> list[dict[str, object]]:
+    transfer = transfer_runs(runs)
+    full = transfer[transfer["strategy"] == "full"]
+    out = []
+    for (target, profile), group in full.groupby(["target", "profile"]):
+        intra, inter = group[group["task_type"] == "intra"], group[group["task_type"] == "inter"]
+        if intra.empty or inter.empty:
+            continue
+        for source, inter_src in inter.groupby("source"):
+            common = sorted(set(intra["train_size"]) & set(inter_src["train_size"]))
+            if not common:
+                continue
+            n_train = common[-1]
+            a = inter_src[(inter_src["train_size"] == n_train)]
+            b = intra[(intra["train_size"] == n_train)]
+            a = a[a["pretrain_size"] == a["pretrain_size"].max()]
+            b = b[b["pretrain_size"] == b["pretrain_size"].max()]
+            # an intra experiment may appear twice (e.g. a pre-training-size study): one value per seed
+            interval = paired_difference(_by_seed(a), _by_seed(b))
+            measured = f"MAE inter − intra = {fmt_interval(interval.mean, interval.low, interval.high)}"
+            detail = f"n={interval.n} seeds; N train {int(n_train)}; intra source {', '.join(sorted(set(b['source'])))}"
+            out.append(_row("inter_worse_than_intra", f"{source} → {target}", interval, sign_verdict(interval, "positive"), measured, detail))
+    return out or [_missing("inter_worse_than_intra", "no target is reached by full transfer from both an intra- and an inter-property source")]
+
+
+def _budget(budget: pd.DataFrame | None) -> list[dict[str, object]]:
+    if budget is None or budget.empty:
+        return [_missing("budget_balance", "no scenario has both a training-size and a pre-training-size line")]
+    out = []
+    for r in budget.itertuples():
+        # the interval surrounds the seeds' geometric mean ratio, so that is its centre
+        interval = Interval(float(r.break_even_seed_mean), float(r.break_even_low), float(r.break_even_high), int(r.n_seeds), "t over seeds (log ratio)")
+        measured = f"break-even N_pretrain/N_train = {fmt_interval(interval.mean, interval.low, interval.high)}"
+        check = f"{r.experiment}: start {int(r.pretrain_size)} pre / {int(r.train_size)} train"
+        detail = f"n={int(r.n_seeds)} seeds; ratio from the mean lines {r.break_even:.3g}; better first step: {r.better_first_step}"
+        if int(getattr(r, "n_seeds_no_ratio", 0) or 0):
+            detail += f"; {int(r.n_seeds_no_ratio)} seed(s) without a ratio (a slope not negative)"
+        out.append(_row("budget_balance", check, interval, range_verdict(interval, *BALANCE_RANGE), measured, detail))
+    return out
+
+
+def _study(studies: pd.DataFrame | None, errors: Mapping[str, pd.Series] | None, runs: pd.DataFrame) -> list[dict[str, object]]:
+    """The best trial (by its objective, the validation MAE) of each inter-property grid study, against
+    the manifest's own run of that task and strategy: the difference of their test MAEs."""
+    if studies is None or studies.empty:
+        return [_missing("lr_wd_no_gain", "no finished study trials in the store (run `cgat-bench tune --study ...`)")]
+    out = []
+    transfer = transfer_runs(runs)
+    for study, trials in studies.groupby("study"):
+        trials = trials.dropna(subset=["objective", "test_mae"])
+        if trials.empty or trials["task_type"].iloc[0] != "inter":
+            continue
+        best = trials.loc[trials["objective"].idxmin()]
+        default = transfer[
+            (transfer["experiment"] == best["experiment"])
+            & (transfer["strategy"] == best["strategy"])
+            & (transfer["train_size"] == best["train_size"])
+            & (transfer["seed"] == best["seed"])
+        ]
+        check = f"{study}: best of {len(trials)} trials (lr {best['lr']:.3g}, wd {best['weight_decay']:.3g})"
+        if default.empty:
+            out.append(_row("lr_wd_no_gain", check, unknown(), INCONCLUSIVE, "no default run", "the manifest's run of this task is missing"))
+            continue
+        run_default = str(default.iloc[0]["run_id"])
+        if errors is not None and best["run_id"] in errors and run_default in errors:
+            ea, eb = errors[best["run_id"]].align(errors[run_default], join="inner")
+            interval = bootstrap_mae_difference(ea.to_numpy(), eb.to_numpy())
+        else:
+            interval = unknown(float(best["test_mae"]) - float(default.iloc[0]["test_mae"]), 1)
+        measured = f"MAE best trial − default = {fmt_interval(interval.mean, interval.low, interval.high)}"
+        out.append(_row("lr_wd_no_gain", check, interval, sign_verdict(interval, "positive"), measured, interval.method or "one seed, no predictions"))
+    return out or [_missing("lr_wd_no_gain", "no finished study of an inter-property task")]
+
+
+def claims_table(
+    runs: pd.DataFrame,
+    comparisons: pd.DataFrame,
+    fits: pd.DataFrame,
+    budget: pd.DataFrame | None = None,
+    studies: pd.DataFrame | None = None,
+    errors: Mapping[str, pd.Series] | None = None,
+) -> pd.DataFrame:
+    """One row per check of every claim in ``CLAIMS``, in that order."""
+    gap = lambda r: _is_intra(r) and property_kind(r["target"]) == "gap"  # noqa: E731
+    energy = lambda r: _is_intra(r) and property_kind(r["target"]) != "gap"  # noqa: E731
+    inter = lambda r: r["task_type"] == "inter"  # noqa: E731
+    rows: list[dict[str, object]] = []
+    rows += _difference_checks("full_beats_none", comparisons, "full", "none", "negative", _is_intra)
+    rows += _difference_checks("full_beats_head", comparisons, "full", "head", "negative", _is_intra)
+    rows += _difference_checks("head_worse_gaps", comparisons, "head", "none", "positive", gap)
+    rows += _difference_checks("head_helps_energies", comparisons, "head", "none", "negative", energy)
+    rows += _slope_checks("loglog_train", fits, "train_size", ("none", "head", "full"))
+    rows += _slope_checks("loglog_pretrain", fits, "pretrain_size", ("full",))
+    rows += _similar_slopes(runs, fits)
+    rows += _none_worst(runs)
+    rows += _inter_vs_intra(runs)
+    rows += _difference_checks("inter_head_no_gain", comparisons, "head", "none", "positive", inter)
+    rows += _difference_checks("inter_full_no_gain", comparisons, "full", "none", "positive", inter)
+    rows += _budget(budget)
+    rows += _study(studies, errors, runs)
+    return pd.DataFrame(rows, columns=list(CLAIM_COLUMNS))
+
+
+def claim_verdicts(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per claim: its combined verdict and how many checks gave each verdict."""
+    rows = []
+    for claim in CLAIMS:
+        checks = table[table["claim_id"] == claim.claim_id]
+        verdicts = checks["verdict"].tolist()
+        counts = {v: verdicts.count(v) for v in ("reproduced", "contradicted", "inconclusive")}
+        rows.append({"claim_id": claim.claim_id, "claim": claim.text, "verdict": combine_verdicts(verdicts), "checks": len(verdicts), **counts})
+    return pd.DataFrame(rows)
+
+
+def claims_markdown(table: pd.DataFrame) -> str:
+    """Each claim once with its combined verdict, then its checks."""
+    summary = claim_verdicts(table)
+    blocks = [
+        markdown_table(
+            ["claim", "verdict", "checks (reproduced / contradicted / inconclusive)"],
+            [[r.claim, f"**{r.verdict}**", f"{r.checks} ({r.reproduced} / {r.contradicted} / {r.inconclusive})"] for r in summary.itertuples()],
+        )
+    ]
+    detail_rows = [
+        [r.claim_id, r.check, r.measured, r.verdict, r.detail]
+        for r in table.itertuples()
+    ]
+    blocks.append(markdown_table(["claim", "check", "measured (95 % interval)", "verdict", "detail"], detail_rows))
+    return "\n".join(blocks)
+
+
+def verdict_counts(table: pd.DataFrame) -> dict[str, int]:
+    summary = claim_verdicts(table)
+    return {v: int((summary["verdict"] == v).sum()) for v in ("reproduced", "contradicted", "inconclusive")}

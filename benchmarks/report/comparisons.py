@@ -1,0 +1,143 @@
+"""Paired comparisons of strategies: the difference of test MAEs over the same seeds and split.
+
+For a pair (a, b) at one experiment, metric and training size, the difference MAE(a) - MAE(b) is
+taken seed by seed (a seed fixes the initialisation and batch order; the split is the same), and its
+95 % t-interval is over those seeds. A cell with a single common seed gets a bootstrap over the test
+materials instead (both runs were scored on the same materials). Negative differences mean a is better.
+No-transfer runs of a target are pooled over the experiments that share it: they train the same model
+on the same data, so an inter-property experiment is compared with the intra-property one's baseline.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import pandas as pd
+
+from benchmarks.report.statistics import Interval, bootstrap_mae_difference, paired_difference, relative, unknown
+from benchmarks.report.tables import subset_metrics, transfer_runs
+
+PAIRS = (("full", "none"), ("head", "none"), ("full", "head"))
+COMPARISON_COLUMNS = (
+    "experiment",
+    "task_type",
+    "source",
+    "target",
+    "metric",
+    "train_size",
+    "pretrain_size",
+    "a",
+    "b",
+    "n",
+    "mae_a",
+    "mae_b",
+    "diff",
+    "diff_low",
+    "diff_high",
+    "pct",
+    "pct_low",
+    "pct_high",
+    "method",
+)
+
+
+def _by_seed(runs: pd.DataFrame, metric: str) -> dict[int, float]:
+    values = runs.dropna(subset=[metric]).groupby("seed")[metric].mean()
+    return {int(seed): float(value) for seed, value in values.items()}
+
+
+def _run_by_seed(runs: pd.DataFrame) -> dict[int, str]:
+    return {int(r.seed): str(r.run_id) for r in runs.itertuples()}
+
+
+def _difference(
+    a_runs: pd.DataFrame, b_runs: pd.DataFrame, metric: str, errors: Mapping[str, pd.Series] | None
+) -> Interval:
+    a, b = _by_seed(a_runs, metric), _by_seed(b_runs, metric)
+    common = sorted(set(a) & set(b))
+    if len(common) != 1 or metric != "test_mae" or errors is None:
+        return paired_difference(a, b)
+    seed = common[0]
+    run_a, run_b = _run_by_seed(a_runs).get(seed), _run_by_seed(b_runs).get(seed)
+    if run_a not in errors or run_b not in errors:
+        return unknown(a[seed] - b[seed], 1)
+    ea, eb = errors[run_a].align(errors[run_b], join="inner")
+    return bootstrap_mae_difference(ea.to_numpy(), eb.to_numpy(), seed=seed)
+
+
+def comparison_table(runs: pd.DataFrame, errors: Mapping[str, pd.Series] | None = None) -> pd.DataFrame:
+    """Every pair of ``PAIRS`` present at each experiment, metric and training size; transfers at the
+    experiment's largest pre-training size."""
+    transfer = transfer_runs(runs)
+    none_pool = transfer[transfer["strategy"] == "none"]
+    rows: list[dict[str, object]] = []
+    for experiment, exp_runs in transfer.groupby("experiment", sort=True):
+        transferred = exp_runs[exp_runs["strategy"] != "none"]
+        if transferred.empty:
+            continue
+        target = str(exp_runs["target"].iloc[0])
+        first = transferred.iloc[0]
+        for train_size in sorted(exp_runs["train_size"].unique()):
+            at_size = exp_runs[exp_runs["train_size"] == train_size]
+            cells: dict[str, pd.DataFrame] = {}
+            for strategy, group in at_size[at_size["strategy"] != "none"].groupby("strategy"):
+                cells[str(strategy)] = group[group["pretrain_size"] == group["pretrain_size"].max()]
+            none = none_pool[
+                (none_pool["target"] == target)
+                & (none_pool["train_size"] == train_size)
+                & (none_pool["profile"].fillna("") == (first["profile"] or ""))
+            ]
+            if len(none):
+                cells["none"] = none
+            for metric in ["test_mae", *subset_metrics(at_size)]:
+                for a, b in PAIRS:
+                    if a not in cells or b not in cells:
+                        continue
+                    diff = _difference(cells[a], cells[b], metric, errors)
+                    by_a, by_b = _by_seed(cells[a], metric), _by_seed(cells[b], metric)
+                    common = sorted(set(by_a) & set(by_b))
+                    # means over the seeds the difference is taken on, so that they subtract to it
+                    mae_a = sum(by_a[s] for s in common) / len(common) if common else math.nan
+                    mae_b = sum(by_b[s] for s in common) / len(common) if common else math.nan
+                    pct = relative(diff, mae_b)
+                    pretrain = cells[a] if a != "none" else cells[b]
+                    rows.append(
+                        {
+                            "experiment": experiment,
+                            "task_type": first["task_type"],
+                            "source": first["source"],
+                            "target": target,
+                            "metric": metric,
+                            "train_size": int(train_size),
+                            "pretrain_size": int(pretrain["pretrain_size"].max()),
+                            "a": a,
+                            "b": b,
+                            "n": diff.n,
+                            "mae_a": mae_a,
+                            "mae_b": mae_b,
+                            "diff": diff.mean,
+                            "diff_low": diff.low,
+                            "diff_high": diff.high,
+                            "pct": pct.mean,
+                            "pct_low": pct.low,
+                            "pct_high": pct.high,
+                            "method": diff.method or ("single seed, no interval" if diff.n == 1 else "no common seed"),
+                        }
+                    )
+    return pd.DataFrame(rows, columns=list(COMPARISON_COLUMNS))
+
+
+def interval_of(row: pd.Series | object) -> Interval:
+    """The difference interval stored in a comparison row."""
+    get = row.__getitem__ if isinstance(row, pd.Series) else lambda name: getattr(row, name)
+    return Interval(float(get("diff")), float(get("diff_low")), float(get("diff_high")), int(get("n")), str(get("method")))
+
+
+def fmt_interval(mean: float, low: float, high: float, digits: int = 3, unit: str = "") -> str:
+    if not math.isfinite(mean):
+        return "n/a"
+    text = f"{mean:+.{digits}g}{unit}"
+    if math.isfinite(low) and math.isfinite(high):
+        text += f" [{low:+.{digits}g}, {high:+.{digits}g}]{unit}"
+    return text

@@ -1,0 +1,131 @@
+"""Intervals and verdicts: how sure the report can be of a mean, a difference and a claim.
+
+Every interval is two-sided at ``LEVEL`` (95 %). Over seeds it is Student's t-interval of the mean,
+over test materials a percentile bootstrap. A claim's verdict compares an interval with zero (or with a
+stated range): only an interval entirely on one side says ``reproduced`` or ``contradicted``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+
+LEVEL = 0.95
+BOOTSTRAP_SAMPLES = 2000
+REPRODUCED = "reproduced"
+CONTRADICTED = "contradicted"
+INCONCLUSIVE = "inconclusive"
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A mean (or point estimate) with its two-sided interval; ``method`` says how it was obtained."""
+
+    mean: float
+    low: float
+    high: float
+    n: int
+    method: str  # "t over seeds", "bootstrap over materials", or "" when no interval exists
+
+    @property
+    def known(self) -> bool:
+        return math.isfinite(self.low) and math.isfinite(self.high)
+
+    def excludes_zero(self) -> bool:
+        return self.known and (self.low > 0 or self.high < 0)
+
+
+def unknown(mean: float = math.nan, n: int = 0) -> Interval:
+    return Interval(mean, math.nan, math.nan, n, "")
+
+
+def t_interval(values: Sequence[float] | np.ndarray, level: float = LEVEL) -> Interval:
+    """Mean of ``values`` with Student's t-interval; no interval from fewer than two finite values."""
+    data = np.asarray(values, dtype=float)
+    data = data[np.isfinite(data)]
+    if data.size == 0:
+        return unknown()
+    mean = float(data.mean())
+    if data.size < 2:
+        return unknown(mean, 1)
+    half = float(stats.t.ppf(0.5 + level / 2, data.size - 1) * data.std(ddof=1) / math.sqrt(data.size))
+    return Interval(mean, mean - half, mean + half, int(data.size), "t over seeds")
+
+
+def paired_difference(a: dict[int, float], b: dict[int, float], level: float = LEVEL) -> Interval:
+    """Mean of a - b over the seeds both have (same seed: same split, same training subset)."""
+    seeds = sorted(set(a) & set(b))
+    return t_interval([a[s] - b[s] for s in seeds], level)
+
+
+def bootstrap_mae_difference(
+    errors_a: np.ndarray,
+    errors_b: np.ndarray,
+    seed: int = 0,
+    samples: int = BOOTSTRAP_SAMPLES,
+    level: float = LEVEL,
+) -> Interval:
+    """MAE(a) - MAE(b) over the same test materials (absolute errors aligned by material), with a
+    percentile bootstrap that resamples materials: the interval of one seed's test-set noise."""
+    ea = np.abs(np.asarray(errors_a, dtype=float))
+    eb = np.abs(np.asarray(errors_b, dtype=float))
+    if ea.shape != eb.shape or ea.ndim != 1:
+        raise ValueError(f"the two error vectors must be 1-d and aligned, got shapes {ea.shape} and {eb.shape}")
+    if ea.size == 0:
+        return unknown()
+    diff = ea - eb
+    mean = float(diff.mean())
+    if ea.size < 2:
+        return unknown(mean, int(ea.size))
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, diff.size, size=(samples, diff.size))
+    means = diff[draws].mean(axis=1)
+    tail = (1 - level) / 2
+    low, high = np.quantile(means, [tail, 1 - tail])
+    return Interval(mean, float(low), float(high), int(ea.size), "bootstrap over materials")
+
+
+def relative(interval: Interval, base: float) -> Interval:
+    """The interval as a percentage of ``base`` (for "x % lower MAE than no transfer")."""
+    if not math.isfinite(base) or base <= 0:
+        return unknown(math.nan, interval.n)
+    scale = 100.0 / base
+    return Interval(interval.mean * scale, interval.low * scale, interval.high * scale, interval.n, interval.method)
+
+
+def sign_verdict(interval: Interval, expected: str) -> str:
+    """``expected`` is "negative" or "positive": the sign the paper's finding predicts."""
+    if expected not in ("negative", "positive"):
+        raise ValueError(f"expected must be 'negative' or 'positive', got {expected!r}")
+    if not interval.excludes_zero():
+        return INCONCLUSIVE
+    observed = "negative" if interval.high < 0 else "positive"
+    return REPRODUCED if observed == expected else CONTRADICTED
+
+
+def range_verdict(interval: Interval, low: float, high: float) -> str:
+    """Reproduced when the whole interval lies in [low, high], contradicted when it lies entirely
+    outside it, inconclusive otherwise (or when no interval exists)."""
+    if not interval.known:
+        return INCONCLUSIVE
+    if low <= interval.low and interval.high <= high:
+        return REPRODUCED
+    if interval.high < low or interval.low > high:
+        return CONTRADICTED
+    return INCONCLUSIVE
+
+
+def combine_verdicts(verdicts: Sequence[str]) -> str:
+    """A claim checked on several tasks: contradicted if any task contradicts it, reproduced only if
+    every task reproduces it, inconclusive otherwise."""
+    if not verdicts:
+        return INCONCLUSIVE
+    if CONTRADICTED in verdicts:
+        return CONTRADICTED
+    if all(v == REPRODUCED for v in verdicts):
+        return REPRODUCED
+    return INCONCLUSIVE

@@ -1,0 +1,194 @@
+"""Intervals, paired comparisons and the claims table of the report."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from benchmarks.cli import parse_seeds
+from benchmarks.report.claims import claim_verdicts, claims_table
+from benchmarks.report.comparisons import comparison_table
+from benchmarks.report.scaling import fit_table, seed_slopes, size_points
+from benchmarks.report.statistics import (
+    CONTRADICTED,
+    INCONCLUSIVE,
+    REPRODUCED,
+    Interval,
+    bootstrap_mae_difference,
+    combine_verdicts,
+    paired_difference,
+    range_verdict,
+    sign_verdict,
+    t_interval,
+)
+
+
+def test_t_interval_matches_the_textbook_formula() -> None:
+    values = [1.0, 2.0, 4.0]
+    found = t_interval(values)
+    half = stats.t.ppf(0.975, 2) * np.std(values, ddof=1) / math.sqrt(3)
+    assert found.mean == pytest.approx(7 / 3)
+    assert (found.low, found.high) == pytest.approx((7 / 3 - half, 7 / 3 + half))
+    assert found.n == 3 and found.method == "t over seeds"
+    one = t_interval([5.0, math.nan])
+    assert one.mean == 5.0 and one.n == 1 and not one.known
+
+
+def test_paired_difference_uses_only_the_common_seeds() -> None:
+    a = {0: 1.0, 1: 2.0, 2: 3.0, 7: 100.0}
+    b = {0: 0.5, 1: 1.0, 2: 2.5, 9: -100.0}
+    found = paired_difference(a, b)
+    assert found.n == 3 and found.mean == pytest.approx((0.5 + 1.0 + 0.5) / 3)
+
+
+def test_bootstrap_interval_covers_the_difference_and_shrinks_with_materials() -> None:
+    rng = np.random.default_rng(1)
+    widths = []
+    for n in (50, 2000):
+        errors_b = np.abs(rng.normal(0, 1, n)) + 1.0
+        errors_a = errors_b + 0.1 + rng.normal(0, 0.3, n)  # a is worse by 0.1 on average
+        found = bootstrap_mae_difference(errors_a, errors_b, seed=0)
+        assert found.low < 0.1 < found.high
+        assert found.mean == pytest.approx(np.mean(errors_a - errors_b))
+        widths.append(found.high - found.low)
+    assert widths[1] < widths[0] / 3  # the interval narrows as 1/sqrt(n)
+    noisy = bootstrap_mae_difference(rng.normal(0, 1, 400), rng.normal(0, 1, 400), seed=3)
+    assert noisy.low < noisy.mean < noisy.high and noisy.high - noisy.low > 0
+    assert bootstrap_mae_difference(np.ones(5), np.zeros(5), seed=4) == bootstrap_mae_difference(np.ones(5), np.zeros(5), seed=4)
+    with pytest.raises(ValueError, match="aligned"):
+        bootstrap_mae_difference(np.ones(3), np.ones(4))
+
+
+def test_verdicts_follow_the_interval() -> None:
+    below, across, above = Interval(-2, -3, -1, 3, "t"), Interval(0.1, -1, 1, 3, "t"), Interval(2, 1, 3, 3, "t")
+    assert sign_verdict(below, "negative") == REPRODUCED
+    assert sign_verdict(above, "negative") == CONTRADICTED
+    assert sign_verdict(across, "negative") == INCONCLUSIVE
+    assert sign_verdict(Interval(-2, math.nan, math.nan, 1, ""), "negative") == INCONCLUSIVE
+    assert range_verdict(Interval(4, 3, 5, 3, "t"), 2, 8) == REPRODUCED
+    assert range_verdict(Interval(20, 10, 30, 3, "t"), 2, 8) == CONTRADICTED
+    assert range_verdict(Interval(6, 3, 12, 3, "t"), 2, 8) == INCONCLUSIVE
+    assert combine_verdicts([REPRODUCED, REPRODUCED]) == REPRODUCED
+    assert combine_verdicts([REPRODUCED, INCONCLUSIVE]) == INCONCLUSIVE
+    assert combine_verdicts([REPRODUCED, CONTRADICTED, INCONCLUSIVE]) == CONTRADICTED
+    assert combine_verdicts([]) == INCONCLUSIVE
+
+
+def _run(experiment: str, strategy: str, seed: int, mae: float, **extra: object) -> dict[str, object]:
+    row = {
+        "run_id": f"{experiment}-{strategy}-{seed}-{extra.get('train_size', 100)}-{extra.get('profile', 'cpu')}",
+        "kind": "transfer",
+        "experiment": experiment,
+        "profile": "cpu",
+        "strategy": strategy,
+        "source": "e_form_pbe",
+        "target": "e_form_r2scan",
+        "task_type": "intra",
+        "seed": seed,
+        "train_size": 100,
+        "pretrain_size": 0 if strategy == "none" else 1000,
+        "pretrain_run_id": None,
+        "test_mae": mae,
+    }
+    row.update(extra)
+    return row
+
+
+def test_comparisons_pair_by_seed_pool_baselines_and_bootstrap_single_seeds() -> None:
+    rows = []
+    for seed, (none, full, head) in enumerate([(1.0, 0.8, 1.1), (1.2, 0.9, 1.0), (1.1, 0.85, 1.3)]):
+        rows += [_run("intra", "none", seed, none), _run("intra", "full", seed, full), _run("intra", "head", seed, head)]
+    # an inter-property experiment without its own baseline, one seed; and another profile's baseline
+    rows.append(_run("inter", "full", 0, 1.5, source="volume_pbe", task_type="inter"))
+    rows.append(_run("intra", "none", 0, 50.0, profile="other"))
+    runs = pd.DataFrame(rows)
+    table = comparison_table(runs)
+    full_none = table[(table["experiment"] == "intra") & (table["a"] == "full") & (table["b"] == "none")].iloc[0]
+    assert full_none["n"] == 3
+    assert full_none["diff"] == pytest.approx(np.mean([-0.2, -0.3, -0.25]))
+    assert full_none["diff_high"] < 0 and full_none["method"] == "t over seeds"
+    assert full_none["pct"] == pytest.approx(100 * full_none["diff"] / 1.1)
+    head_none = table[(table["experiment"] == "intra") & (table["a"] == "head") & (table["b"] == "none")].iloc[0]
+    assert head_none["diff_low"] < 0 < head_none["diff_high"]
+    inter = table[table["experiment"] == "inter"].iloc[0]
+    # the baseline comes from the intra experiment of the same profile, not the other profile's 50.0
+    assert inter["n"] == 1 and inter["mae_b"] == pytest.approx(1.0) and inter["method"] == "single seed, no interval"
+    ids = [f"mp-{i}" for i in range(300)]
+    rng = np.random.default_rng(0)
+    base = pd.Series(np.abs(rng.normal(0, 1, 300)), index=ids)
+    errors = {"inter-full-0-100-cpu": base + 0.5, "intra-none-0-100-cpu": base}
+    inter = comparison_table(runs, errors)
+    inter = inter[inter["experiment"] == "inter"].iloc[0]
+    assert inter["method"] == "bootstrap over materials" and inter["diff_low"] == pytest.approx(0.5)
+
+
+def _scaling_runs(noise: float, seeds: range) -> pd.DataFrame:
+    rng = np.random.default_rng(7)
+    rows = []
+    for seed in seeds:
+        for n in (100, 300, 1000):
+            for n_pre in (1000, 10000):
+                mae = 2.0 * n**-0.3 * (n_pre / 1000) ** -0.1 * math.exp(noise * rng.normal())
+                rows.append(_run("size", "full", seed, mae, train_size=n, pretrain_size=n_pre))
+            rows.append(_run("size", "none", seed, 3.0 * n**-0.35 * math.exp(noise * rng.normal()), train_size=n))
+    return pd.DataFrame(rows)
+
+
+def test_slope_intervals_come_from_one_line_per_seed() -> None:
+    runs = _scaling_runs(0.05, range(5))
+    fits = fit_table(size_points(runs), runs)
+    line = fits[(fits["x"] == "train_size") & (fits["strategy"] == "full") & (fits["pretrain_size"] == 1000)].iloc[0]
+    slopes = seed_slopes(runs, "train_size", {"experiment": "size", "strategy": "full", "pretrain_size": 1000})
+    assert sorted(slopes) == [0, 1, 2, 3, 4]
+    expected = t_interval(list(slopes.values()))
+    assert (line["slope_low"], line["slope_high"]) == pytest.approx((expected.low, expected.high))
+    assert line["n_seed_fits"] == 5 and line["slope_low"] < -0.3 < line["slope_high"]
+
+
+def test_claims_table_gives_one_verdict_per_claim_from_the_intervals() -> None:
+    runs = _scaling_runs(0.02, range(4))
+    fits = fit_table(size_points(runs), runs)
+    claims = claims_table(runs, comparison_table(runs), fits)
+    verdicts = claim_verdicts(claims).set_index("claim_id")["verdict"]
+    assert verdicts["full_beats_none"] == REPRODUCED  # 2 * ... * 10**-0.1 is far below 3 * N**-0.35
+    assert verdicts["loglog_train"] == REPRODUCED
+    assert verdicts["loglog_pretrain"] == REPRODUCED
+    assert verdicts["similar_slopes"] == REPRODUCED  # the generating slopes are equal
+    assert verdicts["head_worse_gaps"] == INCONCLUSIVE  # nothing measured: said so, never reproduced
+    missing = claims[claims["claim_id"] == "head_worse_gaps"].iloc[0]
+    assert missing["measured"] == "not measured" and missing["detail"]
+    # flip the data: no transfer now wins, so the same claim is contradicted
+    flipped = runs.copy()
+    flipped.loc[flipped["strategy"] == "none", "test_mae"] *= 0.01
+    claims = claims_table(flipped, comparison_table(flipped), fit_table(size_points(flipped), flipped))
+    assert claim_verdicts(claims).set_index("claim_id").loc["full_beats_none", "verdict"] == CONTRADICTED
+
+
+def test_budget_claim_checks_the_break_even_interval() -> None:
+    runs = _scaling_runs(0.02, range(3))
+    fits = fit_table(size_points(runs), runs)
+    budget = pd.DataFrame(
+        [
+            {"experiment": "size", "train_size": 100, "pretrain_size": 1000, "ratio": 10.0, "break_even": 4.2, "break_even_seed_mean": 4.1,
+             "break_even_low": 3.0, "break_even_high": 6.0, "n_seeds": 3, "better_first_step": "low-fidelity"},
+            {"experiment": "size", "train_size": 1000, "pretrain_size": 1000, "ratio": 1.0, "break_even": 30.0, "break_even_seed_mean": 29.0,
+             "break_even_low": 20.0, "break_even_high": 45.0, "n_seeds": 3, "better_first_step": "low-fidelity"},
+        ]
+    )  # fmt: skip
+    claims = claims_table(runs, comparison_table(runs), fits, budget=budget)
+    checks = claims[claims["claim_id"] == "budget_balance"]
+    assert checks["verdict"].tolist() == [REPRODUCED, CONTRADICTED]
+
+
+def test_parse_seeds() -> None:
+    assert parse_seeds("0-2") == [0, 1, 2]
+    assert parse_seeds("3,5,4") == [3, 4, 5]
+    assert parse_seeds("0-1,4") == [0, 1, 4]
+    assert parse_seeds(None) is None
+    for bad in ("a", "3-1", "-1", ","):
+        with pytest.raises(ValueError, match="--seeds"):
+            parse_seeds(bad)
