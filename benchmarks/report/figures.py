@@ -17,7 +17,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from benchmarks.report.budget import SPEND_HIGH, SPEND_LOW  # noqa: E402
+from benchmarks.report.budget import MODEL_LINES, MODEL_PLANE, SPEND_HIGH, SPEND_LOW  # noqa: E402
 from benchmarks.report.datasets import periodic_position, property_groups  # noqa: E402
 from benchmarks.report.scaling import fit_from_row, geometric_grid  # noqa: E402
 from benchmarks.report.tables import STRATEGY_LABELS, ordered_strategies  # noqa: E402
@@ -181,22 +181,53 @@ def loglog_pretrain(points: pd.DataFrame, fits: pd.DataFrame, path: Path) -> Pat
     return _save(fig, path)
 
 
+def _budget_panel_curves(exp_curves: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The per-line curves to draw (the scenarios chosen for a wanted ratio, all when none was chosen)
+    and the plane curves of one experiment. Curves without a ``model`` column count as per-line."""
+    model = exp_curves["model"] if "model" in exp_curves else pd.Series(MODEL_LINES, index=exp_curves.index)
+    lines = exp_curves[model == MODEL_LINES]
+    plane = exp_curves[model == MODEL_PLANE]
+    chosen = lines[lines["target_ratio"].notna()] if "target_ratio" in lines else lines
+    return (chosen if len(chosen) else lines), plane
+
+
 def budget(curves: pd.DataFrame, path: Path) -> Path | None:
-    """Expected MAE against total compute, per scenario: solid = extra high-fidelity, dashed = extra low-fidelity."""
+    """Expected MAE against total compute, per scenario along its own lines (``model`` "lines"): solid =
+    extra high-fidelity, dashed = extra low-fidelity, one colour per scenario, a cross at the measured
+    start (``start_mae`` when given, else the curves' start). Plane curves (``model`` "plane") are drawn
+    faint in the colour of the same starting point. Only per-line scenarios with a ``target_ratio`` are
+    drawn when there are any."""
     if curves.empty:
         return None
     experiments = sorted(curves["experiment"].unique())
     fig, axes = _panels(len(experiments), per_row=2, height=PANEL * 1.2)
+    styles = {SPEND_HIGH: "-", SPEND_LOW: "--"}
     for ax, experiment in zip(axes, experiments):
-        exp_curves = curves[curves["experiment"] == experiment]
-        scenarios = list(dict.fromkeys(exp_curves["scenario"]))
-        colors = sns.color_palette("tab10", len(scenarios))
-        for color, scenario in zip(colors, scenarios):
-            for spend_on, style in ((SPEND_HIGH, "-"), (SPEND_LOW, "--")):
-                line = exp_curves[(exp_curves["scenario"] == scenario) & (exp_curves["spend_on"] == spend_on)]
-                ax.plot(line["total_compute"], line["mae"], style, color=color, label=f"{scenario}: more {spend_on}")
-            start = exp_curves[(exp_curves["scenario"] == scenario) & (exp_curves["extra_compute"] == 0)].iloc[0]
-            ax.plot(start["total_compute"], start["mae"], "x", color=color, markersize=9)
+        lines, plane = _budget_panel_curves(curves[curves["experiment"] == experiment])
+        drawn = pd.concat([lines, plane])
+        starts = drawn[["start_train_size", "start_pretrain_size"]].drop_duplicates()
+        keys = sorted(
+            (tuple(int(v) for v in k) for k in starts.itertuples(index=False)), key=lambda k: (k[1] / k[0], k)
+        )
+        colors = dict(zip(keys, itertools.cycle(sns.color_palette("tab10", 10))))
+        for model_curves, width, alpha in ((lines, 1.8, 1.0), (plane, 1.0, 0.35)):
+            for (n_train, n_pretrain, spend_on), line in model_curves.groupby(
+                ["start_train_size", "start_pretrain_size", "spend_on"], sort=False
+            ):
+                line = line.sort_values("total_compute")
+                color = colors[(int(n_train), int(n_pretrain))]
+                style = styles.get(spend_on, ":")
+                ax.plot(line["total_compute"], line["mae"], style, color=color, lw=width, alpha=alpha)
+        for key in keys:
+            at = drawn[(drawn["start_train_size"] == key[0]) & (drawn["start_pretrain_size"] == key[1])]
+            start = at[at["extra_compute"] == 0].iloc[0]
+            measured = start["start_mae"] if "start_mae" in at and np.isfinite(start["start_mae"]) else start["mae"]
+            ax.plot(start["total_compute"], measured, "x", color=colors[key], markersize=9)
+            ax.plot([], [], "-", color=colors[key], label=f"{key[1]} pre / {key[0]} train")
+        ax.plot([], [], "-", color="black", label=f"more {SPEND_HIGH}")
+        ax.plot([], [], "--", color="black", label=f"more {SPEND_LOW}")
+        if len(plane):
+            ax.plot([], [], "-", color="black", lw=1.0, alpha=0.35, label="plane fit (one slope for all sizes)")
         _log_axes(ax, xlabel="compute (low-fidelity calculation = 1)", ylabel="expected test MAE", title=experiment)
         ax.legend(fontsize=6.5)
     return _save(fig, path)

@@ -10,15 +10,11 @@ from typing import Any
 import pandas as pd
 
 from benchmarks.report import figures
-from benchmarks.report.budget import (
-    BUDGET_COLUMNS,
-    DEFAULT_RATIOS,
-    budget_curves,
-    better_option,
-    choose_scenarios,
-    plane_fit,
-)
+from benchmarks.report.budget import DEFAULT_RATIOS
+from benchmarks.report.budget_section import budget_section
+from benchmarks.report.claims import claims_markdown, claims_table
 from benchmarks.report.collect import RUN_COLUMNS
+from benchmarks.report.comparisons import comparison_table, fmt_interval
 from benchmarks.report.datasets import dataset_members, element_counts, target_stats
 from benchmarks.report.markdown import MarkdownReport, fmt_range, fmt_size
 from benchmarks.report.scaling import extrapolations, fit_table, size_points
@@ -33,21 +29,16 @@ from benchmarks.report.tables import (
     fmt,
 )
 
-BUDGET_FIT_COLUMNS = (
-    "experiment",
-    "alpha",
-    "alpha_se",
-    "beta",
-    "beta_se",
-    "gamma",
-    "gamma_se",
-    "n_points",
-    "break_even_ratio",
-)
-
-
 def _check_runs(runs: pd.DataFrame) -> pd.DataFrame:
-    optional = {"pretrain_run_id": None, "software": "unrecorded"}
+    optional = {
+        "pretrain_run_id": None,
+        "software": "unrecorded",
+        "machine": "unrecorded",
+        "threads": "unrecorded",
+        "duration_s": math.nan,
+        "start_time": math.nan,
+        "end_time": math.nan,
+    }
     missing = [c for c in RUN_COLUMNS if c not in runs.columns and c not in optional]
     if missing:
         raise ValueError(f"runs frame lacks columns {missing}; build it with collect_runs")
@@ -96,9 +87,10 @@ def _table1_section(runs: pd.DataFrame, report: MarkdownReport, out_dir: Path) -
     markdown = table1_markdown(table) if len(table) else "(no finished transfer runs)\n"
     (out_dir / "table1.md").write_text(markdown, encoding="utf-8")
     report.text(
-        "Mean ± standard deviation over seeds of the test MAE, at each experiment's largest training size "
-        "and, for transfers, largest pre-training size; in parentheses the reduction of the MAE relative to "
-        "no transfer; [n] the number of seeds; bold the best strategy. The pre-training column is the "
+        "Mean over seeds of the test MAE with its 95 % t-interval in brackets (none with one seed), at each "
+        "experiment's largest training size and, for transfers, largest pre-training size; in parentheses the "
+        "reduction of the mean MAE relative to no transfer (its interval is in the paired comparisons below); "
+        "[n=] the number of seeds; bold the best strategy. The pre-training column is the "
         "pre-trained model's own test MAE on the source property (the paper's PBE column). Rows with a "
         "`test_mae_<subset>` metric are evaluated on that subset of the test set only."
     )
@@ -108,6 +100,72 @@ def _table1_section(runs: pd.DataFrame, report: MarkdownReport, out_dir: Path) -
     report.text("The same table alone: [table1.md](table1.md).")
     if len(table) and not (table["strategy"] == "pretrain").any():
         report.note("no pre-training run could be linked to any experiment: the pre-training column is empty")
+
+
+def _comparison_section(comparisons: pd.DataFrame, report: MarkdownReport, out_dir: Path) -> None:
+    report.section("Paired comparisons of the strategies")
+    csv = _write_csv(comparisons, out_dir / "comparisons.csv")
+    report.text(
+        "MAE(a) − MAE(b) seed by seed (same split, same training subset, same seed), its mean and 95 % "
+        "t-interval over the seeds both strategies ran; a cell with one common seed gets a percentile "
+        "bootstrap over its test materials instead. Negative: a is better. In percent of b's mean MAE. "
+        "No-transfer baselines are shared by the experiments with the same target."
+    )
+    if comparisons.empty:
+        report.note("no experiment has two strategies to compare")
+        report.table("(none)\n", csv)
+        return
+    rows = [
+        [
+            r.experiment,
+            r.metric,
+            r.train_size,
+            f"{r.a} − {r.b}",
+            fmt_interval(r.diff, r.diff_low, r.diff_high),
+            fmt_interval(r.pct, r.pct_low, r.pct_high, digits=2, unit=" %"),
+            r.n,
+            r.method,
+        ]
+        for r in comparisons.itertuples()
+    ]
+    header = ["experiment", "metric", "N train", "a − b", "Δ MAE [95 %]", "Δ % of b [95 %]", "n", "interval"]
+    report.table(markdown_table(header, rows), csv)
+
+
+def _claims_section(claims: pd.DataFrame, report: MarkdownReport, out_dir: Path) -> None:
+    report.section("Claims of the paper: verdicts")
+    csv = _write_csv(claims, out_dir / "claims.csv")
+    markdown = claims_markdown(claims)
+    (out_dir / "claims.md").write_text("# Claims of the paper: verdicts\n\n" + markdown, encoding="utf-8")
+    report.text(
+        "Each finding of the paper, checked on every task it applies to. `reproduced`: the 95 % interval "
+        "lies entirely on the paper's side; `contradicted`: entirely on the other; `inconclusive`: it crosses "
+        "the boundary, or no interval exists. A claim is reproduced only if all its checks are, and "
+        "contradicted if any is. The same table alone: [claims.md](claims.md)."
+    )
+    report.table(markdown, csv)
+
+
+def _provenance_section(runs: pd.DataFrame, report: MarkdownReport) -> None:
+    """What the report knows about how its runs were made: seeds, machines, threads, software, time."""
+    report.section("About these runs")
+    transfer = runs[runs["kind"] == "transfer"]
+    seeds = sorted(int(s) for s in transfer["seed"].dropna().unique())
+    report.text(f"Transfer seeds: {', '.join(map(str, seeds)) or 'none'}.")
+    for column, what in (("machine", "Machines"), ("threads", "Torch threads per run")):
+        counts = runs[column].fillna("unrecorded").astype(str).value_counts()
+        report.text(f"{what}: " + "; ".join(f"{name} ({n} runs)" for name, n in counts.items()) + ".")
+    _software_note(runs, report)
+    durations = pd.to_numeric(runs["duration_s"], errors="coerce")
+    start, end = pd.to_numeric(runs["start_time"], errors="coerce"), pd.to_numeric(runs["end_time"], errors="coerce")
+    if durations.notna().any():
+        span = (end.max() - start.min()) / 1000.0
+        report.text(
+            f"Training time: {durations.sum() / 60:.1f} min summed over the runs; {span / 60:.1f} min from the "
+            "first run's start to the last run's end (with parallel workers the sum exceeds the span)."
+        )
+    else:
+        report.text("Training time: not recorded for these runs.")
 
 
 def _learning_curve_section(
@@ -130,9 +188,28 @@ def _scaling_section(points: pd.DataFrame, fits: pd.DataFrame, report: MarkdownR
     csv = _write_csv(fits, out_dir / "fits.csv")
     report.text(
         "Least-squares lines through (log10 N, log10 MAE) of the seed means, log10 MAE = slope · log10 N + "
-        "intercept, with standard errors from the residuals (none with fewer than three sizes). "
-        f"All fits: [{csv.name}]({csv.name})."
+        "intercept, with standard errors from the residuals (none with fewer than three sizes). The slope's "
+        "95 % interval comes from one line fitted per seed (t over the seeds' slopes): the spread a rerun "
+        f"would show. All fits: [{csv.name}]({csv.name})."
     )
+    fitted = fits[fits["slope"].notna()]
+    if len(fitted):
+        rows = [
+            [
+                r.experiment,
+                r.strategy,
+                "training" if r.x == "train_size" else "pre-training",
+                fmt_size(r.pretrain_size) if r.x == "train_size" else fmt_size(r.train_size),
+                fmt_interval(r.slope, r.slope_low, r.slope_high),
+                f"{r.intercept:.3f}",
+                r.n_points,
+                r.n_seed_fits,
+            ]
+            for r in fitted.itertuples()
+        ]
+        header = ["experiment", "strategy", "MAE against", "at fixed other size", "slope [95 % over seeds]",
+                  "intercept", "sizes", "seeds"]  # fmt: skip
+        report.table(markdown_table(header, rows))
     path = figures.loglog_train(points, fits, out_dir / "loglog_train_size.png")
     report.figure(
         path,
@@ -198,98 +275,6 @@ def _crossing_cell(row: Any) -> str:
     if math.isfinite(row.crossing_train_size):
         return fmt_range(row.crossing_train_size, row.crossing_low, row.crossing_high)
     return "n/a" if str(row.crossing_note).startswith("not computed") else "no crossing"
-
-
-def _budget_section(
-    points: pd.DataFrame, report: MarkdownReport, out_dir: Path, cost_ratio: float, ratios: Sequence[float]
-) -> None:
-    report.section("Compute budget (Fig. 5)")
-    report.text(
-        "Plane fit over the full-transfer runs of an experiment, log10 MAE = α·log10 N_train + β·log10 "
-        f"N_pretrain + γ; a high-fidelity calculation costs {cost_ratio:g} units, a low-fidelity one 1 unit. "
-        f"Scenarios start at the measured (N_train, N_pretrain) closest to N_pretrain/N_train = "
-        f"{', '.join(f'{r:g}' for r in ratios)} and spend extra compute on either side. Extra low-fidelity "
-        "data pays off more while N_pretrain/N_train is below the break-even ratio cost_ratio·β/α."
-    )
-    curve_frames, fit_rows, summary = [], [], []
-    full = points[points["strategy"] == "full"]
-    for experiment in sorted(points["experiment"].unique()):
-        exp_full = full[full["experiment"] == experiment]
-        n_train, n_pre = exp_full["train_size"].nunique(), exp_full["pretrain_size"].nunique()
-        if n_train < 2 or n_pre < 2:
-            report.note(
-                f"{experiment}: budget analysis skipped, the full-transfer runs have {n_train} training and "
-                f"{n_pre} pre-training size(s); two of each are needed"
-            )
-            continue
-        try:
-            plane = plane_fit(exp_full["train_size"], exp_full["pretrain_size"], exp_full["mae_mean"])
-        except ValueError as err:
-            report.note(f"{experiment}: budget analysis skipped: {err}")
-            continue
-        scenarios = choose_scenarios(exp_full, ratios)
-        curves = budget_curves(plane, scenarios, cost_ratio)
-        curve_frames.append(curves.assign(experiment=experiment))
-        break_even = plane.break_even_ratio(cost_ratio)
-        fit_rows.append(
-            {
-                "experiment": experiment,
-                "alpha": plane.alpha,
-                "alpha_se": plane.alpha_se,
-                "beta": plane.beta,
-                "beta_se": plane.beta_se,
-                "gamma": plane.gamma,
-                "gamma_se": plane.gamma_se,
-                "n_points": plane.n,
-                "break_even_ratio": break_even,
-            }
-        )
-        if plane.n <= 3:
-            report.note(f"{experiment}: the plane fit has {plane.n} points, so no uncertainty")
-        for scenario in scenarios:
-            # the starting compute spent once more, all on one side
-            extra = scenario.pretrain_size + cost_ratio * scenario.train_size
-            doubled_high = plane.predict(scenario.train_size + extra / cost_ratio, scenario.pretrain_size)
-            doubled_low = plane.predict(scenario.train_size, scenario.pretrain_size + extra)
-            summary.append(
-                [
-                    experiment,
-                    f"{fmt_size(scenario.pretrain_size)} / {fmt_size(scenario.train_size)} "
-                    f"(wanted {scenario.target_ratio:g})",
-                    fmt(plane.predict(scenario.train_size, scenario.pretrain_size)),
-                    fmt(float(doubled_high)),
-                    fmt(float(doubled_low)),
-                    better_option(plane, scenario, cost_ratio),
-                    f"{break_even:.2f}",
-                ]
-            )
-    if curve_frames:
-        curves_all = pd.concat(curve_frames, ignore_index=True)
-    else:
-        curves_all = pd.DataFrame(columns=list(BUDGET_COLUMNS))
-    csv = _write_csv(curves_all[list(BUDGET_COLUMNS)], out_dir / "budget.csv")
-    fit_csv = _write_csv(pd.DataFrame(fit_rows, columns=list(BUDGET_FIT_COLUMNS)), out_dir / "budget_fit.csv")
-    if fit_rows:
-        header = [
-            "experiment",
-            "scenario N_pretrain / N_train",
-            "MAE at start",
-            "MAE, compute doubled on high-fidelity",
-            "… on low-fidelity",
-            "better first step",
-            "break-even ratio",
-        ]
-        report.table(markdown_table(header, summary), csv)
-        report.text(f"Plane coefficients: [{fit_csv.name}]({fit_csv.name}).")
-    else:
-        report.text(f"Empty tables: [{csv.name}]({csv.name}), [{fit_csv.name}]({fit_csv.name}).")
-    path = figures.budget(curves_all, out_dir / "budget.png")
-    report.figure(
-        path,
-        "expected test MAE against total compute; solid: extra compute on high-fidelity calculations, "
-        "dashed: on low-fidelity ones; crosses: measured starting points",
-        "budget figure: no experiment has full-transfer runs at two or more training and pre-training sizes",
-    )
 
 
 def _intra_inter_section(
@@ -373,8 +358,13 @@ def write_report(
     elements: dict[str, list[str]] | None = None,
     cost_ratio: float = 5.0,
     budget_ratios: Sequence[float] = DEFAULT_RATIOS,
+    errors: Mapping[str, pd.Series] | None = None,
+    studies: pd.DataFrame | None = None,
 ) -> Path:
-    """Write every table, figure and report.md under ``out_dir``; returns the path of report.md."""
+    """Write every table, figure and report.md under ``out_dir``; returns the path of report.md.
+
+    ``errors`` (run id -> absolute test error per material, ``collect_test_errors``) gives single-seed
+    comparisons a bootstrap interval; ``studies`` (``collect_study_trials``) checks the tuning claim."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     report = MarkdownReport("Transfer-learning benchmark report", out_dir)
@@ -389,14 +379,21 @@ def write_report(
         "every number below is read from these runs ([runs.csv](runs.csv)). Strategies: none = no transfer, "
         "head = only regression head, full = full transfer."
     )
-    _software_note(runs, report)
     points = size_points(runs)
-    fits = fit_table(points)
+    fits = fit_table(points, runs)
+    comparisons = comparison_table(runs, errors)
+    # the budget section is computed first (the claims need it) and placed later in the report
+    budget_report = MarkdownReport(report.title, out_dir)
+    budget = budget_section(runs, points, fits, budget_report, out_dir, cost_ratio, budget_ratios)
+    claims = claims_table(runs, comparisons, fits, budget=budget, studies=studies, errors=errors)
+    _claims_section(claims, report, out_dir)
+    _provenance_section(runs, report)
     _table1_section(runs, report, out_dir)
+    _comparison_section(comparisons, report, out_dir)
     _learning_curve_section(runs, histories, report, out_dir)
     _scaling_section(points, fits, report, out_dir)
     _extrapolation_section(points, fits, report, out_dir)
-    _budget_section(points, report, out_dir, cost_ratio, budget_ratios)
+    report.blocks.extend(budget_report.blocks)
     _intra_inter_section(runs, points, fits, report, out_dir)
     _dataset_section(runs, targets, elements, report, out_dir)
     return report.write()
