@@ -101,7 +101,8 @@ def add_run_command(commands: argparse._SubParsersAction) -> None:
     run.add_argument("--work-dir", type=Path, default=DEFAULT_WORK_DIR, help="checkpoints and run locks")
     run.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: sqlite store in mlflow/)")
     run.add_argument("--only", default=None, help="comma list of experiment names")
-    run.add_argument("--workers", type=int, default=1, help="processes sharing the store (default 1)")
+    run.add_argument("--workers", type=int, default=None,
+                     help="processes sharing the store (default: the profile's workers)")
     run.add_argument("--dry-run", action="store_true", help="list the runs and which already exist")
     run.add_argument("--no-report", action="store_true", help="skip the report at the end")
     run.add_argument("--report-dir", type=Path, default=DEFAULT_REPORT_DIR)
@@ -110,13 +111,42 @@ def add_run_command(commands: argparse._SubParsersAction) -> None:
 
 
 # --- report ------------------------------------------------------------------------------------
-def _write_report(tracking_uri: str, profile: str | None, report_dir: Path, loaded=None) -> Path:
+def parse_seeds(text: str | None) -> list[int] | None:
+    """"0,1,2" or "0-2" (or a mix, "0-2,5") as a sorted list of seeds."""
+    if not text:
+        return None
+    seeds: set[int] = set()
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        low, _, high = part.partition("-")
+        if not low.isdigit() or (high and not high.isdigit()) or (high and int(high) < int(low)):
+            raise ValueError(f"--seeds: {part!r} is not a seed or a range like 0-2")
+        seeds.update(range(int(low), int(high or low) + 1))
+    if not seeds:
+        raise ValueError(f"--seeds: no seed in {text!r}")
+    return sorted(seeds)
+
+
+def _write_report(
+    tracking_uri: str, profile: str | None, report_dir: Path, loaded=None, seeds: list[int] | None = None
+) -> Path:
+    import pandas as pd
+
     from benchmarks.report import collect_runs, write_report
+    from benchmarks.report.claims import verdict_counts
+    from benchmarks.report.collect import collect_study_trials, collect_test_errors
     from benchmarks.store import EXPERIMENT
     from cgat_dgl.training.tracking import Tracker
 
     runs, histories = collect_runs(tracking_uri, profile=profile, experiment_name=EXPERIMENT)
-    out_dir = Path(report_dir) / (profile or "all")
+    studies = collect_study_trials(tracking_uri, profile=profile, experiment_name=EXPERIMENT)
+    name = profile or "all"
+    if seeds is not None:
+        # pre-training runs are shared by every seed's transfers; only transfers are filtered
+        runs = runs[(runs["kind"] != "transfer") | runs["seed"].isin(seeds)].reset_index(drop=True)
+        studies = studies[studies["seed"].isin(seeds)]
+        name += "-seeds-" + "-".join(map(str, seeds))
+    errors = collect_test_errors(tracking_uri, [*runs["run_id"], *studies["run_id"]])
+    out_dir = Path(report_dir) / name
     targets = elements = None
     if loaded is not None:
         targets = loaded.targets
@@ -124,11 +154,14 @@ def _write_report(tracking_uri: str, profile: str | None, report_dir: Path, load
             material: sorted({_symbol(int(z)) for z in graph.comp_elements})
             for material, graph in loaded.graphs.items()
         }
-    path = write_report(runs, histories, out_dir, targets=targets, elements=elements)
-    with Tracker(f"report [{profile or 'all'}]", experiment=EXPERIMENT, tracking_uri=tracking_uri,
-                 tags={"cgat.kind": "report", "cgat.profile": profile or "all"}) as tracker:
+    path = write_report(runs, histories, out_dir, targets=targets, elements=elements, errors=errors, studies=studies)
+    claims = pd.read_csv(out_dir / "claims.csv")
+    tags = {"cgat.kind": "report", "cgat.profile": profile or "all", "cgat.seeds": ",".join(map(str, seeds or [])) or "all"}
+    with Tracker(f"report [{name}]", experiment=EXPERIMENT, tracking_uri=tracking_uri, tags=tags) as tracker:
         tracker.log_artifacts(sorted(p for p in out_dir.iterdir() if p.is_file()), "report")
+        tracker.log_metrics({f"claims_{verdict}": float(n) for verdict, n in verdict_counts(claims).items()})
     print(f"report: {path}")
+    print(f"claims: {out_dir / 'claims.md'}")
     return path
 
 
@@ -146,7 +179,12 @@ def _report(args: argparse.Namespace) -> int:
         manifest = load_manifest(args.experiments)
         data_path = data_path_for(args.data, manifest.resolve(manifest.data.path))
         loaded = TaskData.load(manifest, data_path, args.cache_dir, progress=False).loaded
-    _write_report(resolve_tracking_uri(args.tracking_uri), args.profile, args.report_dir, loaded)
+    try:
+        seeds = parse_seeds(args.seeds)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    _write_report(resolve_tracking_uri(args.tracking_uri), args.profile, args.report_dir, loaded, seeds)
     return 0
 
 
@@ -159,6 +197,8 @@ def add_report_command(commands: argparse._SubParsersAction) -> None:
     report.add_argument("--data", type=Path, default=None)
     report.add_argument("--cache-dir", type=Path, default=None)
     report.add_argument("--report-dir", type=Path, default=DEFAULT_REPORT_DIR)
+    report.add_argument("--seeds", default=None,
+                        help="only transfer runs of these seeds, e.g. 0-2 or 0,1,2 (written to <profile>-seeds-0-1-2/)")
     report.set_defaults(handler=_report)
 
 

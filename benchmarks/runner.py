@@ -39,7 +39,7 @@ class RunnerOptions:
     tracking_uri: str | None = None
     cache_dir: Path | None = None  # default: the manifest's data.cache_dir
     only: list[str] | None = None
-    workers: int = 1
+    workers: int | None = None  # None: the profile's workers
     progress: bool = True
     poll_s: float = 5.0
 
@@ -132,16 +132,19 @@ class Runner:
         return [(spec, states[spec.key].status if spec.key in states else "NEW") for spec in self.specs]
 
     # --- execution -----------------------------------------------------------------------------
+    @property
+    def workers(self) -> int:
+        return self.options.workers if self.options.workers is not None else self.profile.workers
+
     def run(self) -> Outcome:
-        if self.options.workers <= 1:
+        workers = self.workers
+        if workers <= 1:
             return self.work()
         self.task_data  # build the graph cache once before the workers read it
         context = mp.get_context("spawn")
-        threads = max(1, (os.cpu_count() or 1) // self.options.workers)
-        with context.Pool(self.options.workers) as pool:
-            parts = pool.starmap(
-                _worker, [(self.manifest, self.options, threads, index) for index in range(self.options.workers)]
-            )
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        with context.Pool(workers) as pool:
+            parts = pool.starmap(_worker, [(self.manifest, self.options, threads, index) for index in range(workers)])
         outcome = Outcome()
         for part in parts:
             outcome.done += part.done
@@ -223,7 +226,7 @@ class Runner:
         if isinstance(spec, PretrainRun):
             sets = data.pretrain_sets(spec.prop, spec.size, spec.cap, self.profile.max_eval_size)
         else:
-            sets = data.transfer_sets(spec.target, spec.train_size, spec.cap, spec.eval_cap)
+            sets = data.transfer_sets(spec.target, spec.train_size, spec.cap, spec.eval_cap, subset_seed=spec.seed)
             if spec.pretrain is not None:
                 pre = self.store.runs_by_key()[spec.pretrain.key]
                 init_checkpoint = self.options.work_dir / "checkpoints" / spec.pretrain.key / "best.pt"
