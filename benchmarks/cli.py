@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from benchmarks.manifest import ManifestError, load_manifest
+from benchmarks.manifest import Manifest, ManifestError, load_manifest
 from benchmarks.summary import REPO_ROOT, SHARED_DATA_ENV, DatasetSummary
 from benchmarks.tuning import add_tune_parser
 from cgat_dgl.training.tracking import resolve_tracking_uri
@@ -39,6 +39,15 @@ def data_path_for(argument: Path | None, manifest_data_path: Path) -> Path:
     return path
 
 
+def with_split_seed(manifest: Manifest, split_seed: int | None) -> Manifest:
+    """The manifest with another 80/10/10 split (a replication over splits), or unchanged."""
+    if split_seed is None:
+        return manifest
+    changed = manifest.model_copy(update={"data": manifest.data.model_copy(update={"split_seed": split_seed})})
+    changed._base_dir = manifest._base_dir
+    return changed
+
+
 def _split_names(text: str | None) -> list[str] | None:
     return [name.strip() for name in text.split(",") if name.strip()] if text else None
 
@@ -48,7 +57,7 @@ def _run(args: argparse.Namespace) -> int:
     from benchmarks.runner import Runner, RunnerOptions
 
     try:
-        manifest = load_manifest(args.experiments)
+        manifest = with_split_seed(load_manifest(args.experiments), args.split_seed)
         manifest.profile(args.profile)
         data_path = data_path_for(args.data, manifest.resolve(manifest.data.path))
         options = RunnerOptions(
@@ -103,6 +112,8 @@ def add_run_command(commands: argparse._SubParsersAction) -> None:
     run.add_argument("--only", default=None, help="comma list of experiment names")
     run.add_argument("--workers", type=int, default=None,
                      help="processes sharing the store (default: the profile's workers)")
+    run.add_argument("--split-seed", type=int, default=None,
+                     help="another 80/10/10 split (default: the manifest's data.split_seed): new pre-trainings and runs")
     run.add_argument("--dry-run", action="store_true", help="list the runs and which already exist")
     run.add_argument("--no-report", action="store_true", help="skip the report at the end")
     run.add_argument("--report-dir", type=Path, default=DEFAULT_REPORT_DIR)

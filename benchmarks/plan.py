@@ -50,6 +50,7 @@ class PretrainRun:
     protected: tuple[str, ...] = ()
     data_key: str = ""
     cap: int | None = None
+    split_seed: int = 0  # the 80/10/10 split (data.split_seed, or cgat-bench run --split-seed)
 
     kind: Literal["pretrain"] = "pretrain"
 
@@ -81,6 +82,7 @@ class TransferRun:
     data_key: str = ""
     cap: int | None = None
     eval_cap: int | None = None
+    split_seed: int = 0
 
     kind: Literal["transfer"] = "transfer"
 
@@ -156,6 +158,7 @@ def expand(
                         protected=pretrain_protected(manifest, experiment.source, targets),
                         data_key=data_key,
                         cap=profile.max_pretrain_size,
+                        split_seed=manifest.data.split_seed,
                     )
                     pretrain = pretrains.setdefault(pretrain.key, pretrain)
                 for train_size in experiment.train_sizes:
@@ -177,6 +180,7 @@ def expand(
                                 data_key=data_key,
                                 cap=profile.max_train_size,
                                 eval_cap=profile.max_eval_size,
+                                split_seed=manifest.data.split_seed,
                             )
                         )
     return list(pretrains.values()), transfers

@@ -88,6 +88,7 @@ def spec_tags(spec: Spec) -> dict[str, str]:
             "cgat.target": spec.prop,
             "cgat.task_type": "pretrain",
             "cgat.seed": str(spec.seed),
+            "cgat.split_seed": str(spec.split_seed),
         }
     return {
         "cgat.kind": "transfer",
@@ -98,6 +99,7 @@ def spec_tags(spec: Spec) -> dict[str, str]:
         "cgat.target": spec.target,
         "cgat.task_type": spec.task_type,
         "cgat.seed": str(spec.seed),
+        "cgat.split_seed": str(spec.split_seed),
     }
 
 
@@ -148,8 +150,10 @@ class Runner:
         outcome = Outcome()
         for part in parts:
             outcome.done += part.done
-            outcome.skipped += part.skipped
             outcome.failed.update(part.failed)
+        # a worker "skips" what another worker finished meanwhile: only runs no worker trained count
+        trained = set(outcome.done)
+        outcome.skipped = sorted({key for part in parts for key in part.skipped} - trained)
         return outcome
 
     def work(self) -> Outcome:

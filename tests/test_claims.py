@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -192,3 +193,26 @@ def test_parse_seeds() -> None:
     for bad in ("a", "3-1", "-1", ","):
         with pytest.raises(ValueError, match="--seeds"):
             parse_seeds(bad)
+
+
+def test_runs_of_two_splits_pair_by_split_and_seed() -> None:
+    from benchmarks.report.writer import SPLIT_STRIDE, _replicates
+    from benchmarks.report.markdown import MarkdownReport
+
+    rows = []
+    for split in (0, 1):
+        for seed in (0, 1):
+            rows += [
+                _run("intra", "none", seed, 1.0 + 0.1 * split + 0.01 * seed, split_seed=split),
+                _run("intra", "full", seed, 0.8 + 0.1 * split + 0.01 * seed, split_seed=split),
+            ]
+    for row in rows:
+        row["run_id"] += f"-split{row['split_seed']}"
+    report = MarkdownReport("t", Path("."))
+    runs = _replicates(pd.DataFrame(rows), report)
+    assert sorted(runs["seed"].unique()) == [0, 1, SPLIT_STRIDE, SPLIT_STRIDE + 1]
+    assert any("2 splits" in block for block in report.blocks)
+    row = comparison_table(runs).query("a == 'full' and b == 'none'").iloc[0]
+    assert row["n"] == 4 and row["diff"] == pytest.approx(-0.2)
+    single = _replicates(pd.DataFrame(rows[:4]), MarkdownReport("t", Path(".")))
+    assert sorted(single["seed"].unique()) == [0, 1]  # one split: seeds unchanged

@@ -176,3 +176,18 @@ def test_profile_threads_reach_every_runs_train_config(tmp_path: Path) -> None:
     unpinned, _ = expand(load_manifest(path), "smoke")
     assert "threads" not in unpinned[0].stage  # keys of runs from before the option are unchanged
     assert train_config_for(unpinned[0]).threads is None
+
+
+def test_another_split_gives_other_runs_and_keeps_the_manifest_folder(tmp_path: Path) -> None:
+    from benchmarks.cli import with_split_seed
+
+    manifest = load_manifest(write(tmp_path, MANIFEST))
+    other = with_split_seed(manifest, 7)
+    assert other.data.split_seed == 7 and manifest.data.split_seed == 0
+    assert other.resolve("cache") == manifest.resolve("cache")  # relative paths still from the manifest
+    assert with_split_seed(manifest, None) is manifest
+    pretrains, transfers = expand(manifest, "smoke", data_key="d")
+    pretrains7, transfers7 = expand(other, "smoke", data_key="d")
+    assert {t.split_seed for t in transfers7} == {7}
+    assert {p.key for p in pretrains}.isdisjoint(p.key for p in pretrains7)
+    assert {t.key for t in transfers}.isdisjoint(t.key for t in transfers7)

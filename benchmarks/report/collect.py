@@ -22,6 +22,7 @@ RUN_COLUMNS = (
     "train_size",
     "pretrain_size",
     "pretrain_run_id",
+    "split_seed",
     "software",  # the code and package versions that produced the run (cgat_dgl.versions)
     "machine",
     "threads",
@@ -66,6 +67,10 @@ def _row(run: Run) -> dict[str, Any]:
     row["train_size"] = _int_param(run, "train_size")
     row["pretrain_size"] = _int_param(run, "pretrain_size", default=0)
     row["pretrain_run_id"] = tags.get(TAG_PREFIX + "pretrain_run_id")
+    try:
+        row["split_seed"] = int(tags.get(TAG_PREFIX + "split_seed", 0))  # runs from before the tag: split 0
+    except ValueError:
+        raise ValueError(f"run {run.info.run_id}: tag cgat.split_seed = {tags[TAG_PREFIX + 'split_seed']!r} is not an integer") from None
     row["software"] = software_label(dict(tags))
     row["machine"] = tags.get(TAG_PREFIX + "machine", "unrecorded")
     row["threads"] = tags.get(TAG_PREFIX + "torch_threads", "unrecorded")
@@ -150,8 +155,11 @@ PREDICTIONS_ARTIFACT = "predictions/test_predictions.csv"
 def collect_test_errors(tracking_uri: str, run_ids: list[str]) -> dict[str, pd.Series]:
     """Per run, the absolute test error of each material (indexed by material id), read from the run's
     ``predictions/test_predictions.csv`` artifact; runs without that artifact are left out."""
+    import os
     import tempfile
 
+    # one small file per run: MLflow's per-download progress bars would only fill the log
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     client = MlflowClient(tracking_uri=tracking_uri)
     errors: dict[str, pd.Series] = {}
     with tempfile.TemporaryDirectory(prefix="cgat-report-") as folder:

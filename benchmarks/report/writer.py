@@ -32,6 +32,7 @@ from benchmarks.report.tables import (
 def _check_runs(runs: pd.DataFrame) -> pd.DataFrame:
     optional = {
         "pretrain_run_id": None,
+        "split_seed": 0,
         "software": "unrecorded",
         "machine": "unrecorded",
         "threads": "unrecorded",
@@ -60,6 +61,23 @@ def _separate_profiles(runs: pd.DataFrame, report: MarkdownReport) -> pd.DataFra
     if len(profiles) > 1:
         runs["experiment"] = runs["experiment"].astype(str) + " [" + runs["profile"].astype(str) + "]"
         report.note(f"runs of several profiles ({', '.join(profiles)}) are reported as separate experiments")
+    return runs
+
+
+# With several splits, a replicate is a (split seed, seed) pair, numbered split_seed * SPLIT_STRIDE + seed.
+SPLIT_STRIDE = 1000
+
+
+def _replicates(runs: pd.DataFrame, report: MarkdownReport) -> pd.DataFrame:
+    """Seeds pair runs on one split; runs of several splits pair by (split seed, seed)."""
+    splits = sorted(int(s) for s in runs.loc[runs["kind"] == "transfer", "split_seed"].dropna().unique())
+    if len(splits) > 1:
+        runs["seed"] = runs["split_seed"].astype(int) * SPLIT_STRIDE + runs["seed"].astype(int)
+        report.note(
+            f"runs of {len(splits)} splits (split seeds {', '.join(map(str, splits))}): a replicate is a "
+            f"(split seed, seed) pair, numbered split_seed × {SPLIT_STRIDE} + seed, so intervals include the "
+            "variation between splits"
+        )
     return runs
 
 
@@ -368,7 +386,7 @@ def write_report(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     report = MarkdownReport("Transfer-learning benchmark report", out_dir)
-    runs = _separate_profiles(_check_runs(runs), report)
+    runs = _replicates(_separate_profiles(_check_runs(runs), report), report)
     _write_csv(runs, out_dir / "runs.csv")
     n_transfer = int((runs["kind"] == "transfer").sum())
     n_pretrain = int((runs["kind"] == "pretrain").sum())
