@@ -85,3 +85,11 @@ def software_label(tags: dict[str, str]) -> str:
         label += f" ({commit[:12]}{'-dirty' if commit.endswith('-dirty') else ''})"
     packages = ", ".join(f"{name} {tags.get(f'cgat.version.{name}', '?')}" for name in ("torch", "dgl", "pymatgen"))
     return f"{label}, {packages}"
+
+
+def results_label(tags: dict[str, str]) -> str:
+    """The versions that decide whether results are comparable (those a run key holds): "cgat_dgl
+    0.2.0, torch 2.2.1, dgl 2.1.0", or "unrecorded"."""
+    if "cgat.version.cgat_dgl" not in tags:
+        return "unrecorded"
+    return ", ".join(f"{name} {tags.get(f'cgat.version.{name}', '?')}" for name in ("cgat_dgl", "torch", "dgl"))

@@ -355,6 +355,17 @@ def test_report_names_the_software_of_its_runs_and_warns_when_mixed(tmp_path: Pa
     mixed = write_report(runs, histories, tmp_path / "mixed").read_text()
     assert "the runs come from 2 different versions" in mixed
     assert "unrecorded (3 runs)" in mixed
+    # another results version (cgat_dgl, torch or dgl): its runs become experiments of their own
+    runs["software"] = one
+    runs["results_version"] = "cgat_dgl 0.2.0, torch 2.2.1, dgl 2.1.0"
+    older = runs["experiment"] == "gap_intra"
+    runs.loc[older, "results_version"] = "cgat_dgl 0.1.0, torch 2.2.1, dgl 2.1.0"
+    split = write_report(runs, histories, tmp_path / "versions")
+    text = split.read_text()
+    assert "2 results versions" in text
+    table = pd.read_csv(split.parent / "table1.csv")
+    assert "gap_intra [smoke / cgat_dgl 0.1.0, torch 2.2.1, dgl 2.1.0]" in set(table["experiment"])
+    assert not any(name.startswith("gap_intra [smoke / cgat_dgl 0.2.0") for name in table["experiment"])
 
 
 def test_software_label_of_recorded_and_older_runs() -> None:

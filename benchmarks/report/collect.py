@@ -9,7 +9,7 @@ import pandas as pd
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
-from cgat_dgl.versions import software_label
+from cgat_dgl.versions import results_label, software_label
 
 TAG_PREFIX = "cgat."
 TAG_COLUMNS = ("kind", "experiment", "profile", "strategy", "source", "target", "task_type", "seed")
@@ -23,7 +23,8 @@ RUN_COLUMNS = (
     "pretrain_size",
     "pretrain_run_id",
     "split_seed",
-    "software",  # the code and package versions that produced the run (cgat_dgl.versions)
+    "software",
+    "results_version",  # the part of the software that run keys hold: cgat_dgl, torch, dgl  # the code and package versions that produced the run (cgat_dgl.versions)
     "machine",
     "threads",
     "duration_s",
@@ -72,6 +73,7 @@ def _row(run: Run) -> dict[str, Any]:
     except ValueError:
         raise ValueError(f"run {run.info.run_id}: tag cgat.split_seed = {tags[TAG_PREFIX + 'split_seed']!r} is not an integer") from None
     row["software"] = software_label(dict(tags))
+    row["results_version"] = results_label(dict(tags))
     row["machine"] = tags.get(TAG_PREFIX + "machine", "unrecorded")
     row["threads"] = tags.get(TAG_PREFIX + "torch_threads", "unrecorded")
     start, end = run.info.start_time, run.info.end_time

@@ -34,6 +34,7 @@ def _check_runs(runs: pd.DataFrame) -> pd.DataFrame:
         "pretrain_run_id": None,
         "split_seed": 0,
         "software": "unrecorded",
+        "results_version": "unrecorded",
         "machine": "unrecorded",
         "threads": "unrecorded",
         "duration_s": math.nan,
@@ -52,6 +53,19 @@ def _check_runs(runs: pd.DataFrame) -> pd.DataFrame:
         if bad:
             raise ValueError(f"runs frame: {column} is missing or not a number for runs {bad[:5]}")
         runs[column] = runs[column].astype(int)
+    return runs
+
+
+def _separate_versions(runs: pd.DataFrame, report: MarkdownReport) -> pd.DataFrame:
+    """Runs of different code or package versions are not compared with each other: each version's
+    runs are reported as experiments of their own (as profiles are)."""
+    versions = sorted(runs["results_version"].fillna("unrecorded").unique())
+    if len(versions) > 1:
+        runs["profile"] = runs["profile"].astype(str) + " / " + runs["results_version"].fillna("unrecorded").astype(str)
+        report.note(
+            f"the runs come from {len(versions)} results versions ({'; '.join(versions)}): each version's runs are "
+            "separate experiments, never paired or pooled with another's"
+        )
     return runs
 
 
@@ -386,7 +400,7 @@ def write_report(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     report = MarkdownReport("Transfer-learning benchmark report", out_dir)
-    runs = _replicates(_separate_profiles(_check_runs(runs), report), report)
+    runs = _replicates(_separate_profiles(_separate_versions(_check_runs(runs), report), report), report)
     _write_csv(runs, out_dir / "runs.csv")
     n_transfer = int((runs["kind"] == "transfer").sum())
     n_pretrain = int((runs["kind"] == "pretrain").sum())
