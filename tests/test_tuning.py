@@ -485,8 +485,10 @@ def test_the_report_reads_each_trial_and_its_per_material_errors(finished) -> No
     study = optuna.load_study(study_name="lrwd", storage=opts.storage)
     trials = collect_study_trials(opts.tracking_uri)
     trials = trials[trials["study"] == "lrwd"].sort_values("objective").reset_index(drop=True)
-    assert len(trials) == 3
-    assert sorted(trials["objective"]) == pytest.approx(sorted(t.value for t in study.trials))
+    # every completed trial of the study so far (another test of this module continues the study)
+    completed = [t.value for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(trials) == len(completed) >= 3
+    assert sorted(trials["objective"]) == pytest.approx(sorted(completed))
     assert set(trials["train_size"]) == {40}
     errors = collect_test_errors(opts.tracking_uri, list(trials["run_id"]))
     assert set(errors) == set(trials["run_id"])
