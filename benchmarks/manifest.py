@@ -75,6 +75,10 @@ class Experiment(Strict):
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     # Learning-rate factor of transfer runs (the paper needed 10x smaller for inter-property transfer).
     transfer_lr_factor: float = Field(1.0, gt=0)
+    # The target normalisation of transfer runs, replacing the profile's: "keep" loads the pre-training
+    # mean/std with the weights (the reference), "refit" uses the new data's, which matters when the
+    # source is another property in other units (a volume model transferred to formation energies).
+    transfer_normalization: Literal["keep", "refit"] | None = None
     # Extra test metrics on subsets of the test set, e.g. band gaps above 0.1 eV: {gap_above_0.1: 0.1}.
     subsets_above: dict[str, float] = Field(default_factory=dict)
     description: str = ""

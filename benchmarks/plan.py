@@ -142,6 +142,8 @@ def expand(
         seeds = profile.seeds or experiment.seeds
         pretrain_stage = stage_settings(profile.pretrain, profile)
         transfer_stage = stage_settings(profile.transfer, profile, experiment.transfer_lr_factor)
+        if experiment.transfer_normalization is not None:
+            transfer_stage["normalization"] = experiment.transfer_normalization
         scratch_stage = stage_settings(profile.transfer, profile)
         for strategy in experiment.strategies:
             pretrain_sizes: list[Size | None] = [None] if strategy == "none" else list(experiment.pretrain_sizes)

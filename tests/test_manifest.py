@@ -191,3 +191,19 @@ def test_another_split_gives_other_runs_and_keeps_the_manifest_folder(tmp_path: 
     assert {t.split_seed for t in transfers7} == {7}
     assert {p.key for p in pretrains}.isdisjoint(p.key for p in pretrains7)
     assert {t.key for t in transfers}.isdisjoint(t.key for t in transfers7)
+
+
+def test_an_experiment_can_refit_the_normalisation_of_its_transfers(tmp_path: Path) -> None:
+    text = MANIFEST.replace("    transfer_lr_factor: 0.1\n", "    transfer_lr_factor: 0.1\n    transfer_normalization: refit\n")
+    manifest = load_manifest(write(tmp_path, text))
+    _, transfers = expand(manifest, "smoke", data_key="d")
+    by_experiment = {t.experiment: t for t in transfers if t.strategy == "full"}
+    assert by_experiment["eform_to_gap"].stage["normalization"] == "refit"
+    assert by_experiment["gap"].stage["normalization"] == "keep"  # the profile's default elsewhere
+    # experiments without the field keep their keys
+    _, plain = expand(load_manifest(write(tmp_path, MANIFEST)), "smoke", data_key="d")
+    keys = {t.key for t in plain}
+    assert {t.key for t in transfers if t.experiment != "eform_to_gap"} <= keys
+    assert {t.key for t in transfers if t.experiment == "eform_to_gap"}.isdisjoint(keys)
+    with pytest.raises(ManifestError, match="transfer_normalization"):
+        load_manifest(write(tmp_path, text.replace("transfer_normalization: refit", "transfer_normalization: relearn")))
