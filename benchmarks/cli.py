@@ -156,7 +156,9 @@ def _write_report(
         runs = runs[(runs["kind"] != "transfer") | runs["seed"].isin(seeds)].reset_index(drop=True)
         studies = studies[studies["seed"].isin(seeds)]
         name += "-seeds-" + "-".join(map(str, seeds))
-    errors = collect_test_errors(tracking_uri, [*runs["run_id"], *studies["run_id"]])
+    # per-material errors serve the comparisons of transfers and trials; pre-training runs need none
+    transfers = runs.loc[runs["kind"] == "transfer", "run_id"]
+    errors = collect_test_errors(tracking_uri, [*transfers, *studies["run_id"]])
     out_dir = Path(report_dir) / name
     targets = elements = None
     if loaded is not None:

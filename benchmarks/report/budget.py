@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from benchmarks.report.fits import Fit, loglog_fit
+from benchmarks.report.scaling import fit_from_row
 from benchmarks.report.statistics import Interval, t_interval
 
 DEFAULT_RATIOS = (16.0, 4.0, 1.0)
@@ -306,6 +307,12 @@ def first_step(
     return SPEND_HIGH if gain_high > gain_low else SPEND_LOW
 
 
+def _line_fit(row: pd.Series) -> Fit:
+    fit = fit_from_row(row)
+    assert fit is not None, "_line_row returns fitted rows only"
+    return fit
+
+
 def _line_row(fits: pd.DataFrame, experiment: str, strategy: str, x: str, at: str, size: int) -> pd.Series | None:
     found = fits[
         (fits["x"] == x)
@@ -315,17 +322,6 @@ def _line_row(fits: pd.DataFrame, experiment: str, strategy: str, x: str, at: st
     ]
     found = found[np.isfinite(pd.to_numeric(found["slope"], errors="coerce").to_numpy(float))]
     return found.iloc[0] if len(found) else None
-
-
-def _fit(row: pd.Series) -> Fit:
-    return Fit(
-        slope=float(row["slope"]),
-        slope_se=float(row["slope_se"]),
-        intercept=float(row["intercept"]),
-        intercept_se=float(row["intercept_se"]),
-        n=int(row["n_points"]),
-        cov_slope_intercept=float(row["cov_slope_intercept"]),
-    )
 
 
 @dataclass(frozen=True)
@@ -373,8 +369,8 @@ def line_scenarios(
                 train_size=n_train,
                 pretrain_size=n_pretrain,
                 start_mae=float(start["mae_mean"].iloc[0]),
-                train_fit=_fit(train_row),
-                pretrain_fit=_fit(pretrain_row),
+                train_fit=_line_fit(train_row),
+                pretrain_fit=_line_fit(pretrain_row),
                 train_sizes=tuple(
                     int(t) for t in sorted(exp_points.loc[exp_points["pretrain_size"] == n_pretrain, "train_size"])
                 ),

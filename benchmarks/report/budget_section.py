@@ -25,7 +25,7 @@ from benchmarks.report.budget import (
     plane_fit,
     seed_break_even,
 )
-from benchmarks.report.markdown import MarkdownReport, fmt_size
+from benchmarks.report.markdown import MarkdownReport, fmt_size, write_csv
 from benchmarks.report.tables import fmt, markdown_table
 
 BUDGET_FIT_COLUMNS = (
@@ -40,11 +40,6 @@ BUDGET_FIT_COLUMNS = (
     "break_even_ratio",
 )
 SEED_TABLE_COLUMNS = ("experiment", "scenario", "train_size", "pretrain_size", *SEED_COLUMNS)
-
-
-def _write_csv(frame: pd.DataFrame, path: Path) -> Path:
-    frame.to_csv(path, index=False)
-    return path
 
 
 def _seeds_text(seeds: Sequence[int]) -> str:
@@ -228,10 +223,10 @@ def budget_section(
     curves = curves[list(CURVE_COLUMNS)]
     seeds = pd.concat(seed_frames, ignore_index=True) if seed_frames else pd.DataFrame()
     seeds = seeds.reindex(columns=list(SEED_TABLE_COLUMNS))
-    lines_csv = _write_csv(summary, out_dir / "budget_lines.csv")
-    seeds_csv = _write_csv(seeds, out_dir / "budget_seeds.csv")
-    curves_csv = _write_csv(curves, out_dir / "budget.csv")
-    fit_csv = _write_csv(pd.DataFrame(fit_rows, columns=list(BUDGET_FIT_COLUMNS)), out_dir / "budget_fit.csv")
+    lines_csv = write_csv(summary, out_dir / "budget_lines.csv")
+    seeds_csv = write_csv(seeds, out_dir / "budget_seeds.csv")
+    curves_csv = write_csv(curves, out_dir / "budget.csv")
+    fit_csv = write_csv(pd.DataFrame(fit_rows, columns=list(BUDGET_FIT_COLUMNS)), out_dir / "budget_fit.csv")
 
     if rows:
         header = [

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from benchmarks.manifest import property_kind
-from benchmarks.report.comparisons import fmt_interval, interval_of
+from benchmarks.report.comparisons import by_seed, fmt_interval, interval_of
 from benchmarks.report.scaling import seed_slopes
 from benchmarks.report.statistics import (
     INCONCLUSIVE,
@@ -151,10 +151,6 @@ def _similar_slopes(runs: pd.DataFrame, fits: pd.DataFrame) -> list[dict[str, ob
     return out or [_missing("similar_slopes", "no experiment has full-transfer lines at two pre-training sizes")]
 
 
-def _by_seed(runs: pd.DataFrame) -> dict[int, float]:
-    return {int(k): float(v) for k, v in runs.dropna(subset=["test_mae"]).groupby("seed")["test_mae"].mean().items()}
-
-
 def _none_worst(runs: pd.DataFrame) -> list[dict[str, object]]:
     transfer = transfer_runs(runs)
     full = transfer[transfer["strategy"] == "full"]
@@ -169,7 +165,7 @@ def _none_worst(runs: pd.DataFrame) -> list[dict[str, object]]:
             base = none[none["train_size"] == train_size]
             if base.empty:
                 continue
-            interval = paired_difference(_by_seed(at_size), _by_seed(base))
+            interval = paired_difference(by_seed(at_size), by_seed(base))
             measured = f"MAE full − none = {fmt_interval(interval.mean, interval.low, interval.high)}"
             check = f"{experiment}: smallest pre-training {smallest}, training {int(train_size)}"
             out.append(_row("none_worst_all_sizes", check, interval, sign_verdict(interval, "negative"), measured, f"n={interval.n} seeds"))
@@ -194,7 +190,7 @@ def _inter_vs_intra(runs: pd.DataFrame) -> list[dict[str, object]]:
             a = a[a["pretrain_size"] == a["pretrain_size"].max()]
             b = b[b["pretrain_size"] == b["pretrain_size"].max()]
             # an intra experiment may appear twice (e.g. a pre-training-size study): one value per seed
-            interval = paired_difference(_by_seed(a), _by_seed(b))
+            interval = paired_difference(by_seed(a), by_seed(b))
             measured = f"MAE inter − intra = {fmt_interval(interval.mean, interval.low, interval.high)}"
             detail = f"n={interval.n} seeds; N train {int(n_train)}; intra source {', '.join(sorted(set(b['source'])))}"
             out.append(_row("inter_worse_than_intra", f"{source} → {target}", interval, sign_verdict(interval, "positive"), measured, detail))

@@ -42,7 +42,8 @@ COMPARISON_COLUMNS = (
 )
 
 
-def _by_seed(runs: pd.DataFrame, metric: str) -> dict[int, float]:
+def by_seed(runs: pd.DataFrame, metric: str = "test_mae") -> dict[int, float]:
+    """{seed: mean of ``metric``} over the runs (several runs of one seed are averaged)."""
     values = runs.dropna(subset=[metric]).groupby("seed")[metric].mean()
     return {int(seed): float(value) for seed, value in values.items()}
 
@@ -52,9 +53,13 @@ def _run_by_seed(runs: pd.DataFrame) -> dict[int, str]:
 
 
 def _difference(
-    a_runs: pd.DataFrame, b_runs: pd.DataFrame, metric: str, errors: Mapping[str, pd.Series] | None
+    a_runs: pd.DataFrame,
+    b_runs: pd.DataFrame,
+    a: dict[int, float],
+    b: dict[int, float],
+    metric: str,
+    errors: Mapping[str, pd.Series] | None,
 ) -> Interval:
-    a, b = _by_seed(a_runs, metric), _by_seed(b_runs, metric)
     common = sorted(set(a) & set(b))
     if len(common) != 1 or metric != "test_mae" or errors is None:
         return paired_difference(a, b)
@@ -94,8 +99,8 @@ def comparison_table(runs: pd.DataFrame, errors: Mapping[str, pd.Series] | None 
                 for a, b in PAIRS:
                     if a not in cells or b not in cells:
                         continue
-                    diff = _difference(cells[a], cells[b], metric, errors)
-                    by_a, by_b = _by_seed(cells[a], metric), _by_seed(cells[b], metric)
+                    by_a, by_b = by_seed(cells[a], metric), by_seed(cells[b], metric)
+                    diff = _difference(cells[a], cells[b], by_a, by_b, metric, errors)
                     common = sorted(set(by_a) & set(by_b))
                     # means over the seeds the difference is taken on, so that they subtract to it
                     mae_a = sum(by_a[s] for s in common) / len(common) if common else math.nan

@@ -5,6 +5,16 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+def write_csv(frame: "pd.DataFrame", path: Path) -> Path:
+    """A table of the report as CSV beside report.md."""
+    frame.to_csv(path, index=False)
+    return path
 
 
 def fmt_size(value: float) -> str:

@@ -16,7 +16,7 @@ from benchmarks.report.claims import claims_markdown, claims_table
 from benchmarks.report.collect import RUN_COLUMNS
 from benchmarks.report.comparisons import comparison_table, fmt_interval
 from benchmarks.report.datasets import dataset_members, element_counts, target_stats
-from benchmarks.report.markdown import MarkdownReport, fmt_range, fmt_size
+from benchmarks.report.markdown import MarkdownReport, fmt_range, fmt_size, write_csv
 from benchmarks.report.scaling import extrapolations, fit_table, size_points
 from benchmarks.report.tables import (
     intra_inter,
@@ -107,15 +107,10 @@ def _software_note(runs: pd.DataFrame, report: MarkdownReport) -> None:
         )
 
 
-def _write_csv(frame: pd.DataFrame, path: Path) -> Path:
-    frame.to_csv(path, index=False)
-    return path
-
-
 def _table1_section(runs: pd.DataFrame, report: MarkdownReport, out_dir: Path) -> None:
     report.section("Table 1: test MAE per strategy (largest training and pre-training sizes)")
     table = table1(runs)
-    csv = _write_csv(table, out_dir / "table1.csv")
+    csv = write_csv(table, out_dir / "table1.csv")
     markdown = table1_markdown(table) if len(table) else "(no finished transfer runs)\n"
     (out_dir / "table1.md").write_text(markdown, encoding="utf-8")
     report.text(
@@ -136,7 +131,7 @@ def _table1_section(runs: pd.DataFrame, report: MarkdownReport, out_dir: Path) -
 
 def _comparison_section(comparisons: pd.DataFrame, report: MarkdownReport, out_dir: Path) -> None:
     report.section("Paired comparisons of the strategies")
-    csv = _write_csv(comparisons, out_dir / "comparisons.csv")
+    csv = write_csv(comparisons, out_dir / "comparisons.csv")
     report.text(
         "MAE(a) − MAE(b) seed by seed (same split, same training subset, same seed), its mean and 95 % "
         "t-interval over the seeds both strategies ran; a cell with one common seed gets a percentile "
@@ -166,7 +161,7 @@ def _comparison_section(comparisons: pd.DataFrame, report: MarkdownReport, out_d
 
 def _claims_section(claims: pd.DataFrame, report: MarkdownReport, out_dir: Path) -> None:
     report.section("Claims of the paper: verdicts")
-    csv = _write_csv(claims, out_dir / "claims.csv")
+    csv = write_csv(claims, out_dir / "claims.csv")
     markdown = claims_markdown(claims)
     (out_dir / "claims.md").write_text("# Claims of the paper: verdicts\n\n" + markdown, encoding="utf-8")
     report.text(
@@ -217,7 +212,7 @@ def _learning_curve_section(
 
 def _scaling_section(points: pd.DataFrame, fits: pd.DataFrame, report: MarkdownReport, out_dir: Path) -> None:
     report.section("MAE against dataset size (Fig. 3, 4, 8)")
-    csv = _write_csv(fits, out_dir / "fits.csv")
+    csv = write_csv(fits, out_dir / "fits.csv")
     report.text(
         "Least-squares lines through (log10 N, log10 MAE) of the seed means, log10 MAE = slope · log10 N + "
         "intercept, with standard errors from the residuals (none with fewer than three sizes). The slope's "
@@ -266,7 +261,7 @@ def _scaling_section(points: pd.DataFrame, fits: pd.DataFrame, report: MarkdownR
 def _extrapolation_section(points: pd.DataFrame, fits: pd.DataFrame, report: MarkdownReport, out_dir: Path) -> None:
     report.section("Extrapolations")
     table = extrapolations(points, fits)
-    csv = _write_csv(table, out_dir / "extrapolations.csv")
+    csv = write_csv(table, out_dir / "extrapolations.csv")
     report.text(
         "(a) Training size at which the no-transfer and transfer lines meet: beyond it transfer stops "
         "helping (the paper finds 1.6 M for SCAN E_hull). (b) Training size no transfer would need to match "
@@ -314,7 +309,7 @@ def _intra_inter_section(
 ) -> None:
     report.section("Intra- against inter-property transfer (Fig. 6-8)")
     table = intra_inter(runs)
-    csv = _write_csv(table, out_dir / "intra_inter.csv")
+    csv = write_csv(table, out_dir / "intra_inter.csv")
     if table.empty:
         report.note("no target is reached from two different source properties: no intra/inter comparison")
         report.text(f"Empty table: [{csv.name}]({csv.name}).")
@@ -353,7 +348,7 @@ def _dataset_section(
         report.note("no targets table was given: no target distributions")
     else:
         stats = target_stats(targets)
-        csv = _write_csv(stats, out_dir / "target_stats.csv")
+        csv = write_csv(stats, out_dir / "target_stats.csv")
         header = ["property", "count", "mean", "median", "std", "fraction zero"]
         rows = [
             [r.property, r.count, fmt(r.mean), fmt(r.median), fmt(r.std), fmt(r.fraction_zero, 3)]
@@ -371,7 +366,7 @@ def _dataset_section(
         return
     low, high = _fidelity_columns(runs, targets)
     counts = element_counts(elements, dataset_members(targets, elements, low, high))
-    csv = _write_csv(counts, out_dir / "element_counts.csv")
+    csv = write_csv(counts, out_dir / "element_counts.csv")
     report.text(f"Element counts per dataset: [{csv.name}]({csv.name}).")
     path = figures.element_counts(counts, out_dir / "element_counts.png")
     report.figure(
@@ -401,7 +396,7 @@ def write_report(
     out_dir.mkdir(parents=True, exist_ok=True)
     report = MarkdownReport("Transfer-learning benchmark report", out_dir)
     runs = _replicates(_separate_profiles(_separate_versions(_check_runs(runs), report), report), report)
-    _write_csv(runs, out_dir / "runs.csv")
+    write_csv(runs, out_dir / "runs.csv")
     n_transfer = int((runs["kind"] == "transfer").sum())
     n_pretrain = int((runs["kind"] == "pretrain").sum())
     report.text(
