@@ -12,11 +12,13 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
 from benchmarks import runner as runner_module
 from benchmarks.manifest import load_manifest
+from benchmarks.report.collect import PREDICTIONS_ARTIFACT, collect_test_errors
 from benchmarks.runner import Runner, RunnerOptions
 from benchmarks.store import KEY_TAG
 
@@ -129,7 +131,15 @@ def test_run_rerun_and_failures(tmp_path: Path, small_data: Path, monkeypatch: p
         assert int(run.data.params["train_size"]) == (20 if spec.train_size == 20 else 48)
         if spec.pretrain is not None and run.info.status == "FINISHED" and spec.experiment == "gap":
             assert run.data.tags["cgat.pretrain_run_id"] == by_key[spec.pretrain.key].info.run_id
-            assert "test_mae_gap_above_0.1" in run.data.metrics
+            # the subset MAE is over the same per-material predictions as the run's test MAE
+            errors = collect_test_errors(uri, [run.info.run_id])[run.info.run_id]
+            frame = pd.read_csv(
+                MlflowClient(uri).download_artifacts(run.info.run_id, PREDICTIONS_ARTIFACT, str(tmp_path)),
+                dtype={"id": str},
+            ).set_index("id")
+            above = frame.index[frame["target"] > 0.1]
+            assert run.data.metrics["test_mae_gap_above_0.1"] == pytest.approx(errors[above].mean(), rel=1e-5)
+            assert run.data.metrics["test_mae"] == pytest.approx(errors.mean(), rel=1e-5)
         assert run.data.tags["mlflow.parentRunId"]
 
     # A rerun retries the failed runs in their own MLflow runs and skips the finished ones.
@@ -150,6 +160,7 @@ KILL_SCRIPT = """
 import sys
 from pathlib import Path
 from benchmarks.manifest import load_manifest
+from benchmarks.report.collect import PREDICTIONS_ARTIFACT, collect_test_errors
 from benchmarks.runner import Runner, RunnerOptions
 tmp = Path(sys.argv[1])
 options = RunnerOptions(profile="smoke", data_path=Path(sys.argv[2]), work_dir=tmp / "work",

@@ -64,6 +64,8 @@ class TrainResult:
     frozen_groups: list[str] = field(default_factory=list)
     last_checkpoint: Path | None = None
     run_id: str | None = None
+    # the best checkpoint's test predictions in target units, by material id (empty without a test set)
+    test_predictions: dict[str, float] = field(default_factory=dict)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -392,10 +394,12 @@ def train(
     best = read_checkpoint(best_path, map_location=run.device)
     load_model_state(run.model, best["model_state"], best_path)
     test: dict[str, float] = {}
+    test_predictions: dict[str, float] = {}
     predictions_path: Path | None = None
     if test_set is not None and len(test_set) > 0:
         predicted, actual, ids = run.predict(run.loader(test_set, train=False))
         test = regression_metrics(predicted, actual)
+        test_predictions = dict(zip(ids, np.asarray(predicted, float).tolist()))
         predictions_path = write_predictions(out_dir / TEST_PREDICTIONS_NAME, ids, actual, predicted)
     if tracker is not None:
         tracker.log_metrics({"best_val_mae": run.best_val_mae, "best_epoch": run.best_epoch, **counts})
@@ -416,4 +420,5 @@ def train(
         frozen_groups=list(run.plan.frozen),
         last_checkpoint=last_path,
         run_id=tracker.run_id if tracker is not None else None,
+        test_predictions=test_predictions,
     )
