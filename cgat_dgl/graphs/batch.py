@@ -28,6 +28,7 @@ class Batch:
     comp_crystal: torch.Tensor  # (M,) long
     elements_per_crystal: torch.Tensor  # (C,) long
     targets: torch.Tensor | None = None  # (C,) float, raw (not normalised)
+    fidelity: torch.Tensor | None = None  # (C,) long, the fidelity of each target (multi-fidelity models)
     # Prebuilt DGL graphs (``dgl.batch`` of per-crystal graphs) when the DGL backend is used.
     atom_graph: Any = None
     comp_graph: Any = None

@@ -67,13 +67,17 @@ def attach_dgl_graphs(batch: Batch) -> Batch:
     return batch
 
 
-def collate(items: Sequence[tuple[CrystalGraph, float]], backend: Backend = "dgl") -> Batch:
-    """One ``Batch`` from (graph, raw target) pairs; indices are made global to the batch."""
+def collate(items: Sequence[tuple[CrystalGraph, float] | tuple[CrystalGraph, float, int]], backend: Backend = "dgl") -> Batch:
+    """One ``Batch`` from (graph, raw target) pairs, or (graph, raw target, fidelity) triples of a
+    multi-fidelity dataset; indices are made global to the batch."""
     if len(items) == 0:
         raise ValueError("cannot collate an empty list of crystal graphs")
     if backend not in ("dgl", "torch"):
         raise ValueError(f"unknown backend {backend!r}; expected 'dgl' or 'torch'")
-    graphs = [graph for graph, _ in items]
+    widths = {len(item) for item in items}
+    if len(widths) != 1 or not widths <= {2, 3}:
+        raise ValueError(f"items must all be (graph, target) or all (graph, target, fidelity); got lengths {sorted(widths)}")
+    graphs = [item[0] for item in items]
     num_crystals = len(graphs)
 
     atoms = _counts([g.atomic_numbers for g in graphs])
@@ -98,7 +102,8 @@ def collate(items: Sequence[tuple[CrystalGraph, float]], backend: Backend = "dgl
         comp_dst=_concat_offset([g.comp_dst for g in graphs], comp_edges, element_offsets),
         comp_crystal=torch.from_numpy(np.repeat(crystal_index, elements)),
         elements_per_crystal=torch.from_numpy(elements),
-        targets=torch.tensor([float(target) for _, target in items], dtype=torch.float32),
+        targets=torch.tensor([float(item[1]) for item in items], dtype=torch.float32),
+        fidelity=torch.tensor([int(item[2]) for item in items], dtype=torch.long) if widths == {3} else None,
     )
     return attach_dgl_graphs(batch) if backend == "dgl" else batch
 

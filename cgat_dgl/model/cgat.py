@@ -56,16 +56,23 @@ class CGAT(nn.Module):
         self.roost = Roost(config, self.elements)
         self.pooling = CrystalPooling(config)
         self.head = ResidualHead(config.pooled_width, config.head_widths)
+        # Multi-fidelity: c <- c + v_fidelity. Zero at the start, so both fidelities begin as one model.
+        self.fidelity = nn.Embedding(config.n_fidelities, f) if config.n_fidelities else None
+        if self.fidelity is not None:
+            nn.init.zeros_(self.fidelity.weight)
 
     def module_groups(self) -> dict[str, nn.Module]:
         """Disjoint parts that together hold every trainable parameter (for freezing and logging)."""
-        return {
+        groups: dict[str, nn.Module] = {
             "embedding": self.embedding,
             "message_passing": self.message_passing,
             "roost": self.roost,
             "pooling": self.pooling,
             "head": self.head,
         }
+        if self.fidelity is not None:
+            groups["fidelity"] = self.fidelity
+        return groups
 
     def forward(self, batch: Batch) -> torch.Tensor:
         if batch.edge_rank.numel() and int(batch.edge_rank.max()) > self.config.max_nbr:
@@ -96,7 +103,21 @@ class CGAT(nn.Module):
             h = fast_message_passing(self.message_passing, initial, ranks, atom_ops)
 
         context = self.roost(batch.comp_elements, batch.comp_fractions, comp_ops)
+        if self.fidelity is not None:
+            context = context + self.fidelity(self._fidelity_index(batch))
         return self.head(self.pooling(h, context, atom_ops))
+
+    def _fidelity_index(self, batch: Batch) -> torch.Tensor:
+        if batch.fidelity is None:
+            raise ValueError(
+                f"a multi-fidelity model (n_fidelities={self.config.n_fidelities}) needs the fidelity of each "
+                "crystal: batch a cgat_dgl.training.multifidelity.FidelityDataset"
+            )
+        if batch.fidelity.numel() and int(batch.fidelity.max()) >= self.config.n_fidelities:
+            raise ValueError(
+                f"batch holds fidelity {int(batch.fidelity.max())} but the model has {self.config.n_fidelities}"
+            )
+        return batch.fidelity
 
     def count_parameters(self) -> dict[str, int]:
         """Trainable parameters per module group and in total."""

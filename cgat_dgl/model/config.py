@@ -22,6 +22,7 @@ class ModelConfig(BaseModel):
     DGL only); "fast" runs the same computation reordered (``cgat_dgl.model.fast``) on either
     ``backend`` of message-passing primitives ("dgl" or plain "torch"). All choices give the same
     model and share weights.
+    ``n_fidelities``: with 2 or more, the model is a multi-fidelity model (``cgat_dgl.training.multifidelity``).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -40,6 +41,9 @@ class ModelConfig(BaseModel):
     edge_update: EdgeUpdate = "paper"
     backend: Literal["dgl", "torch"] = "dgl"
     implementation: Implementation = "plain"
+    # Fidelities of a multi-fidelity model: a learned vector per fidelity is added to the Roost
+    # context, and every batch says which fidelity each crystal's target is (0: single-fidelity model).
+    n_fidelities: int = Field(0, ge=0)
 
     @model_validator(mode="after")
     def _check(self) -> "ModelConfig":

@@ -6,7 +6,12 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-Strategy = Literal["none", "head", "full"]
+# none: from scratch; head / full: from pre-trained weights, training the head only / every weight;
+# delta / delta_known: full fine-tuning of a correction to a baseline (cgat_dgl.training.delta);
+# multifidelity: from scratch on source and target at once; multifidelity_ft: that model, then the
+# target alone (cgat_dgl.training.multifidelity).
+Strategy = Literal["none", "head", "full", "delta", "delta_known", "multifidelity", "multifidelity_ft"]
+FROM_SCRATCH: tuple[str, ...] = ("none", "multifidelity")
 Normalization = Literal["keep", "refit"]
 
 

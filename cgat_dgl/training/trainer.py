@@ -31,7 +31,7 @@ from ..model import CGAT, ModelConfig
 from ..versions import machine_label, version_tags
 from .allocator import keep_freed_memory
 from .checkpoint import capture_rng_state, load_model_state, read_checkpoint, restore_rng_state, save_checkpoint
-from .config import TrainConfig
+from .config import FROM_SCRATCH, TrainConfig
 from .inference import predict_loader
 from .metrics import regression_metrics
 from .normalization import Normalizer
@@ -66,6 +66,8 @@ class TrainResult:
     run_id: str | None = None
     # the best checkpoint's test predictions in target units, by material id (empty without a test set)
     test_predictions: dict[str, float] = field(default_factory=dict)
+    trained_structures: int = 0  # structures seen in training, summed over the epochs
+
 
 
 def resolve_device(name: str) -> torch.device:
@@ -229,8 +231,12 @@ class _Run:
     def epoch_loader(self, train_set: Sequence[Any]) -> DataLoader:
         """The training loader of this epoch, its shuffle seeded by ``seed + epoch`` so that a resumed
         run sees the same batches. Without workers one loader is reseeded (the same order as a new
-        one); worker processes copy the loader's state, so they get a new loader each epoch."""
+        one); worker processes copy the loader's state, so they get a new loader each epoch. A set
+        with ``epoch_view(seed)`` (a multi-fidelity draw) gives each epoch its own items."""
         seed = self.config.seed + self.epoch
+        epoch_view = getattr(train_set, "epoch_view", None)
+        if epoch_view is not None:
+            return self.loader(epoch_view(seed), train=True, seed=seed)
         if self.config.num_workers > 0:
             return self.loader(train_set, train=True, seed=seed)
         if self._train_loader is None:
@@ -240,7 +246,8 @@ class _Run:
         self._train_loader.generator.manual_seed(seed)
         return self._train_loader
 
-    def train_epoch(self, train_set: Sequence[Any], progress: bool) -> float:
+    def train_epoch(self, train_set: Sequence[Any], progress: bool) -> tuple[float, int]:
+        """The epoch's training MAE in target units, and the number of structures it trained on."""
         config = self.config
         self.plan.set_train_mode(self.model)
         loader = self.epoch_loader(train_set)
@@ -266,7 +273,7 @@ class _Run:
             count += batch.num_crystals
         if count == 0:
             raise ValueError("the training set gave no batch (empty, or smaller than a batch with drop_last)")
-        return abs_error_sum / count
+        return abs_error_sum / count, count
 
     def loader(self, dataset: Sequence[Any], train: bool, seed: int | None = None) -> DataLoader:
         config = self.config
@@ -312,8 +319,12 @@ def train(
     epoch_callback: Callable[[int, dict[str, float]], None] | None = None,
     metadata: dict[str, Any] | None = None,
     progress: bool = False,
+    baseline: dict[str, float] | None = None,
 ) -> TrainResult:
     """Train (or transfer, with ``init_checkpoint``) and return the best epoch's test metrics.
+
+    ``baseline`` (delta learning): the datasets' targets are corrections to these per-material
+    values, and the test metrics and predictions are of ``baseline + correction``, in target units.
 
     ``metadata`` (plain values) is stored in the checkpoints, e.g. the property name and graph
     parameters, so that ``cgat predict`` can rebuild inputs. ``epoch_callback(epoch, metrics)``
@@ -322,9 +333,9 @@ def train(
     """
     out_dir = Path(out_dir)
     keep_freed_memory()
-    if train_config.strategy == "none" and init_checkpoint is not None:
-        raise ValueError("strategy 'none' trains from scratch; use 'full' or 'head' with an init checkpoint")
-    if train_config.strategy != "none" and init_checkpoint is None:
+    if train_config.strategy in FROM_SCRATCH and init_checkpoint is not None:
+        raise ValueError(f"strategy {train_config.strategy!r} trains from scratch; use 'full' or 'head' with an init checkpoint")
+    if train_config.strategy not in FROM_SCRATCH and init_checkpoint is None:
         raise ValueError(f"strategy {train_config.strategy!r} needs an init checkpoint to transfer from")
     if len(train_set) == 0:
         raise ValueError("the training set is empty")
@@ -365,11 +376,11 @@ def train(
     for epoch in epochs:
         started = time.perf_counter()
         lr = run.current_lr()
-        train_mae = run.train_epoch(train_set, progress)
+        train_mae, structures = run.train_epoch(train_set, progress)
         run.scheduler.step()
         val_mae = run.evaluate(val_loader)["mae"]
         run.epoch = epoch + 1
-        row = {"epoch": epoch, "train_mae": train_mae, "val_mae": val_mae, "lr": lr}
+        row = {"epoch": epoch, "train_mae": train_mae, "val_mae": val_mae, "lr": lr, "structures": structures}
         run.history.append(row)
         if val_mae < run.best_val_mae:
             run.best_val_mae, run.best_epoch = val_mae, epoch
@@ -398,6 +409,9 @@ def train(
     predictions_path: Path | None = None
     if test_set is not None and len(test_set) > 0:
         predicted, actual, ids = run.predict(run.loader(test_set, train=False))
+        if baseline is not None:
+            offsets = np.asarray([baseline[graph_id] for graph_id in ids], dtype=np.float64)
+            predicted, actual = predicted + offsets, actual + offsets
         test = regression_metrics(predicted, actual)
         test_predictions = dict(zip(ids, np.asarray(predicted, float).tolist()))
         predictions_path = write_predictions(out_dir / TEST_PREDICTIONS_NAME, ids, actual, predicted)
@@ -421,4 +435,5 @@ def train(
         last_checkpoint=last_path,
         run_id=tracker.run_id if tracker is not None else None,
         test_predictions=test_predictions,
+        trained_structures=int(sum(row.get("structures", 0) for row in run.history)),
     )

@@ -3,7 +3,8 @@
 The strategies are sugar over a freeze list of the model's module groups
 (``embedding``, ``message_passing``, ``roost``, ``pooling``, ``head``):
 ``none`` trains every weight from scratch, ``head`` loads a checkpoint and trains only the residual
-output network, ``full`` loads a checkpoint and continues every weight. Frozen parameters get
+output network, ``full`` loads a checkpoint and continues every weight; the delta and multi-fidelity strategies
+train like ``none`` or ``full`` on other data (``cgat_dgl.training.delta``, ``.multifidelity``). Frozen parameters get
 ``requires_grad=False``, stay out of the optimiser, and their modules stay in eval mode.
 """
 
@@ -22,6 +23,8 @@ HEAD_GROUP = "head"
 OTHER_GROUP = "other"  # parameters outside every named group (none in a well-grouped model)
 # Fields that change how the model computes, not which weights it has.
 _COMPUTE_ONLY_FIELDS = {"backend"}
+# Model fields added after checkpoints were first written, with the value an older checkpoint means.
+_ADDED_FIELDS = {"n_fidelities": 0}
 
 
 def named_groups(model: nn.Module) -> dict[str, nn.Module]:
@@ -97,6 +100,7 @@ def param_groups(plan: FreezePlan, train_config: TrainConfig) -> list[dict[str, 
 
 
 def config_differences(saved: dict[str, Any], requested: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    saved = {**_ADDED_FIELDS, **saved}
     keys = (set(saved) | set(requested)) - _COMPUTE_ONLY_FIELDS
     return {k: (saved.get(k), requested.get(k)) for k in sorted(keys) if saved.get(k) != requested.get(k)}
 
