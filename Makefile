@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 SHARED_DATA ?= ../shared/data/mp_multifidelity.jsonl.gz
 export DGLBACKEND := pytorch
 
-.PHONY: install test bench clean-cache
+.PHONY: install test bench bench-strategies clean-cache
 
 $(STAMP): setup.cfg setup.py requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,14 +23,20 @@ test: $(STAMP)
 BENCH := $(VENV)/bin/cgat-bench
 STUDY := volume_to_e_form_grid
 
-# The cpu profile's runs, then the paper's lr x weight-decay grid for inter-property transfer (two
-# single-threaded study workers sharing the Optuna storage), then the report over all of them.
+# The cpu profile's runs of the paper's experiments, then the paper's lr x weight-decay grid for
+# inter-property transfer (two single-threaded study workers sharing the Optuna storage), then the
+# report over all of them.
 bench: $(STAMP)
-	$(BENCH) run experiments.yaml --profile cpu --data $(SHARED_DATA) --no-report
+	$(BENCH) run experiments.yaml --profile cpu --suite paper --data $(SHARED_DATA) --no-report
 	$(BENCH) tune experiments.yaml --study $(STUDY) --profile cpu --data $(SHARED_DATA) --no-progress & first=$$!; \
 	$(BENCH) tune experiments.yaml --study $(STUDY) --profile cpu --data $(SHARED_DATA) ; second=$$?; \
 	wait $$first && test $$second -eq 0
 	$(BENCH) report experiments.yaml --profile cpu --data $(SHARED_DATA)
+
+# Delta learning and multi-fidelity training beside transfer (suite `strategies`), and its report.
+bench-strategies: $(STAMP)
+	$(BENCH) run experiments.yaml --profile cpu --suite strategies --data $(SHARED_DATA) --no-report
+	$(BENCH) report experiments.yaml --profile cpu --suite strategies --data $(SHARED_DATA)
 
 clean-cache:
 	rm -rf cache

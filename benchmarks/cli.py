@@ -1,7 +1,7 @@
 """``cgat-bench``: the benchmark's command line. Each subcommand is a parser plus a handler.
 
-    cgat-bench run experiments.yaml --profile cpu [--dry-run] [--only A,B] [--workers N]
-    cgat-bench report [--profile cpu]
+    cgat-bench run experiments.yaml --profile cpu [--dry-run] [--only A,B] [--suite S] [--workers N]
+    cgat-bench report [--profile cpu] [--seeds 0-2] [--suite S]
     cgat-bench tune experiments.yaml --study NAME
     cgat-bench ui
 """
@@ -67,6 +67,7 @@ def _run(args: argparse.Namespace) -> int:
             tracking_uri=args.tracking_uri,
             cache_dir=args.cache_dir,
             only=_split_names(args.only),
+            suites=_split_names(args.suite),
             workers=args.workers,
             progress=not args.no_progress,
         )
@@ -97,7 +98,7 @@ def _run(args: argparse.Namespace) -> int:
     for key, error in outcome.failed.items():
         print(f"  FAILED {key}: {error}")
     if not args.no_report:
-        _write_report(runner.store.tracking_uri, args.profile, args.report_dir, data.loaded)
+        _write_report(runner.store.tracking_uri, args.profile, args.report_dir, data.loaded, suites=_split_names(args.suite))
     return 1 if outcome.failed else 0
 
 
@@ -110,6 +111,7 @@ def add_run_command(commands: argparse._SubParsersAction) -> None:
     run.add_argument("--work-dir", type=Path, default=DEFAULT_WORK_DIR, help="checkpoints and run locks")
     run.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: sqlite store in mlflow/)")
     run.add_argument("--only", default=None, help="comma list of experiment names")
+    run.add_argument("--suite", default=None, help="comma list of suites (experiments' suite field; default: all)")
     run.add_argument("--workers", type=int, default=None,
                      help="processes sharing the store (default: the profile's workers)")
     run.add_argument("--split-seed", type=int, default=None,
@@ -138,7 +140,12 @@ def parse_seeds(text: str | None) -> list[int] | None:
 
 
 def _write_report(
-    tracking_uri: str, profile: str | None, report_dir: Path, loaded=None, seeds: list[int] | None = None
+    tracking_uri: str,
+    profile: str | None,
+    report_dir: Path,
+    loaded=None,
+    seeds: list[int] | None = None,
+    suites: list[str] | None = None,
 ) -> Path:
     import pandas as pd
 
@@ -156,6 +163,9 @@ def _write_report(
         runs = runs[(runs["kind"] != "transfer") | runs["seed"].isin(seeds)].reset_index(drop=True)
         studies = studies[studies["seed"].isin(seeds)]
         name += "-seeds-" + "-".join(map(str, seeds))
+    if suites:
+        runs, studies = _in_suites(runs, studies, suites)
+        name += "-" + "-".join(suites)
     # per-material errors serve the comparisons of transfers and trials; pre-training runs need none
     transfers = runs.loc[runs["kind"] == "transfer", "run_id"]
     errors = collect_test_errors(tracking_uri, [*transfers, *studies["run_id"]])
@@ -169,13 +179,27 @@ def _write_report(
         }
     path = write_report(runs, histories, out_dir, targets=targets, elements=elements, errors=errors, studies=studies)
     claims = pd.read_csv(out_dir / "claims.csv")
-    tags = {"cgat.kind": "report", "cgat.profile": profile or "all", "cgat.seeds": ",".join(map(str, seeds or [])) or "all"}
+    tags = {
+        "cgat.kind": "report",
+        "cgat.profile": profile or "all",
+        "cgat.seeds": ",".join(map(str, seeds or [])) or "all",
+        "cgat.suites": ",".join(suites or []) or "all",
+    }
     with Tracker(f"report [{name}]", experiment=EXPERIMENT, tracking_uri=tracking_uri, tags=tags) as tracker:
         tracker.log_artifacts(sorted(p for p in out_dir.iterdir() if p.is_file()), "report")
         tracker.log_metrics({f"claims_{verdict}": float(n) for verdict, n in verdict_counts(claims).items()})
     print(f"report: {path}")
     print(f"claims: {out_dir / 'claims.md'}")
     return path
+
+
+def _in_suites(runs, studies, suites: list[str]):
+    """The transfer runs of these suites (pre-training runs serve every suite), and the studies of
+    their experiments."""
+    transfer = runs["kind"] == "transfer"
+    runs = runs[~transfer | runs["suite"].isin(suites)].reset_index(drop=True)
+    experiments = set(runs.loc[runs["kind"] == "transfer", "experiment"])
+    return runs, studies[studies["experiment"].isin(experiments)]
 
 
 def _symbol(z: int) -> str:
@@ -197,7 +221,9 @@ def _report(args: argparse.Namespace) -> int:
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    _write_report(resolve_tracking_uri(args.tracking_uri), args.profile, args.report_dir, loaded, seeds)
+    _write_report(
+        resolve_tracking_uri(args.tracking_uri), args.profile, args.report_dir, loaded, seeds, _split_names(args.suite)
+    )
     return 0
 
 
@@ -212,6 +238,8 @@ def add_report_command(commands: argparse._SubParsersAction) -> None:
     report.add_argument("--report-dir", type=Path, default=DEFAULT_REPORT_DIR)
     report.add_argument("--seeds", default=None,
                         help="only transfer runs of these seeds, e.g. 0-2 or 0,1,2 (written to <profile>-seeds-0-1-2/)")
+    report.add_argument("--suite", default=None,
+                        help="only transfer runs of these suites, e.g. strategies (written to <profile>-strategies/)")
     report.set_defaults(handler=_report)
 
 

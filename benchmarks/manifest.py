@@ -11,8 +11,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from benchmarks.yaml_lines import line_of, load_yaml_with_lines
+from cgat_dgl.training.config import Strategy
 
-Strategy = Literal["none", "head", "full"]
+# Strategies beyond the paper's: a correction or a second fidelity of the same quantity, so they need
+# a source and target of one kind (a gap and a gap, not a volume and an energy).
+SAME_QUANTITY_STRATEGIES = ("delta", "delta_known", "multifidelity", "multifidelity_ft")
 Size = int | float  # an int is a count of structures, a float in (0, 1] a fraction of the available set
 
 
@@ -81,6 +84,11 @@ class Experiment(Strict):
     transfer_normalization: Literal["keep", "refit"] | None = None
     # Extra test metrics on subsets of the test set, e.g. band gaps above 0.1 eV: {gap_above_0.1: 0.1}.
     subsets_above: dict[str, float] = Field(default_factory=dict)
+    # Multi-fidelity strategies: source structures per target structure in each epoch (drawn anew
+    # from the source pool every epoch), so that the small target fidelity is not drowned.
+    source_ratio: float = Field(2.0, gt=0)
+    # A group of experiments run and reported together (`cgat-bench run --suite`, `report --suite`).
+    suite: str = Field("paper", pattern=r"^[A-Za-z0-9_.-]+$")
     description: str = ""
 
     @field_validator("train_sizes", "pretrain_sizes")
@@ -93,6 +101,18 @@ class Experiment(Strict):
                 raise ValueError(f"a size must be at least 1, got {size}")
         return sizes
 
+    @model_validator(mode="after")
+    def _same_quantity(self) -> "Experiment":
+        needing = [s for s in self.strategies if s in SAME_QUANTITY_STRATEGIES]
+        if needing and self.task_type != "intra":
+            raise ValueError(
+                f"strategies {needing} learn a correction or a second fidelity of one quantity; "
+                f"{self.source} -> {self.target} changes the quantity"
+            )
+        if "multifidelity_ft" in self.strategies and "multifidelity" not in self.strategies:
+            raise ValueError("multifidelity_ft fine-tunes the multifidelity model: list multifidelity too")
+        return self
+
     @property
     def task_type(self) -> Literal["intra", "inter"]:
         return "intra" if property_kind(self.source) == property_kind(self.target) else "inter"
@@ -103,7 +123,7 @@ class StudySpec(Strict):
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     experiment: str  # the experiment whose task (source, target, largest sizes) is tuned
-    strategy: Strategy
+    strategy: Literal["none", "head", "full"]
     n_trials: int = Field(ge=1)
     sampler: Literal["tpe", "grid", "random"] = "tpe"
     lr: tuple[float, float] | list[float] = (1.25e-6, 1.25e-4)  # a range (log-uniform) or, for grid, values

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from benchmarks.manifest import Experiment, Manifest, Profile, Size, StageSpec, Strategy
 from cgat_dgl.data.leakage import protected_candidates
+from cgat_dgl.training.multifidelity import N_FIDELITIES
 
 KEY_VERSION = 1
 # What decides whether a stored result is still this code's: the package version (bumped whenever a
@@ -83,6 +84,13 @@ class TransferRun:
     cap: int | None = None
     eval_cap: int | None = None
     split_seed: int = 0
+    # multifidelity: the pre-training run whose training set is the source pool (its weights are not
+    # used), and the source structures per target structure in an epoch
+    source_pool: PretrainRun | None = None
+    source_ratio: float | None = None
+    # multifidelity_ft: the joint run whose weights it fine-tunes
+    joint: "TransferRun | None" = None
+    suite: str = field(default="paper", hash=False, compare=False)  # a grouping, not part of the key
 
     kind: Literal["transfer"] = "transfer"
 
@@ -90,16 +98,39 @@ class TransferRun:
     def key(self) -> str:
         payload = asdict(self)
         payload.pop("profile")
+        payload.pop("suite")
         payload["pretrain"] = self.pretrain.key if self.pretrain else None
+        # fields of the newer strategies stay out of the keys of the others, which keep their keys
+        for name, spec in (("source_pool", self.source_pool), ("joint", self.joint)):
+            if spec is None:
+                payload.pop(name)
+            else:
+                payload[name] = spec.key
+        if self.source_ratio is None:
+            payload.pop("source_ratio")
         return "tr-" + _digest(payload)
 
     @property
+    def dependencies(self) -> tuple["PretrainRun | TransferRun", ...]:
+        """The runs whose checkpoints this one starts from."""
+        return tuple(spec for spec in (self.pretrain, self.joint) if spec is not None)
+
+    @property
+    def source_data(self) -> PretrainRun | None:
+        """The run whose training set holds the source structures this run learned from, if any."""
+        if self.joint is not None:
+            return self.joint.source_data
+        return self.pretrain or self.source_pool
+
+    @property
     def pretrain_size(self) -> Size | None:
-        return self.pretrain.size if self.pretrain else None
+        source = self.source_data
+        return source.size if source else None
 
     @property
     def label(self) -> str:
-        pre = f" pretrain={_size_text(self.pretrain.size, self.pretrain.cap)}" if self.pretrain else ""
+        source = self.source_data
+        pre = f" pretrain={_size_text(source.size, source.cap)}" if source else ""
         return (
             f"{self.experiment}: {self.strategy} {self.source}->{self.target} "
             f"train={_size_text(self.train_size, self.cap)}{pre} seed={self.seed}"
@@ -122,20 +153,33 @@ def stage_settings(stage: StageSpec, profile: Profile, lr_factor: float = 1.0) -
     return settings
 
 
-def model_settings(profile: Profile) -> dict[str, Any]:
-    return {"preset": profile.model, **profile.model_overrides}
+def model_settings(profile: Profile, strategy: Strategy | None = None) -> dict[str, Any]:
+    settings = {"preset": profile.model, **profile.model_overrides}
+    if strategy in MULTIFIDELITY:
+        settings["n_fidelities"] = N_FIDELITIES
+    return settings
+
+
+MULTIFIDELITY = ("multifidelity", "multifidelity_ft")
+# Strategies that start from the pre-trained source model's weights.
+FROM_PRETRAINED = ("head", "full", "delta", "delta_known")
 
 
 def expand(
-    manifest: Manifest, profile_name: str, only: list[str] | None = None, data_key: str = ""
+    manifest: Manifest,
+    profile_name: str,
+    only: list[str] | None = None,
+    data_key: str = "",
+    suites: list[str] | None = None,
 ) -> tuple[list[PretrainRun], list[TransferRun]]:
-    """All runs of the selected experiments: shared pre-training runs first, then transfer runs."""
+    """All runs of the selected experiments (by name, and by suite): shared pre-training runs first,
+    then transfer runs."""
     profile = manifest.profile(profile_name)
-    experiments = _select(manifest.experiments, only)
+    experiments = select_suites(_select(manifest.experiments, only), suites, manifest)
     # One pre-training run serves every task of the manifest that starts from its property, so it is
     # protected from all their targets (and the defaults and the manifest's protected_targets).
     targets = task_targets(manifest)
-    model = model_settings(profile)
+    model = model_settings(profile)  # of the pre-training runs
     pretrains: dict[str, PretrainRun] = {}
     transfers: list[TransferRun] = []
     for experiment in experiments:
@@ -145,12 +189,17 @@ def expand(
         if experiment.transfer_normalization is not None:
             transfer_stage["normalization"] = experiment.transfer_normalization
         scratch_stage = stage_settings(profile.transfer, profile)
-        for strategy in experiment.strategies:
+        # a correction has its own mean and spread, not those of the source property
+        delta_stage = {**transfer_stage, "normalization": "refit"}
+        stages = {"none": scratch_stage, "multifidelity": scratch_stage, "delta": delta_stage, "delta_known": delta_stage}
+        joints: dict[tuple[Size, Size, int], TransferRun] = {}
+        # multifidelity before multifidelity_ft, which starts from its runs
+        for strategy in sorted(experiment.strategies, key=lambda s: s == "multifidelity_ft"):
             pretrain_sizes: list[Size | None] = [None] if strategy == "none" else list(experiment.pretrain_sizes)
             for pretrain_size in pretrain_sizes:
-                pretrain = None
+                source = None
                 if pretrain_size is not None:
-                    pretrain = PretrainRun(
+                    source = PretrainRun(
                         profile=profile_name,
                         prop=experiment.source,
                         size=pretrain_size,
@@ -162,29 +211,35 @@ def expand(
                         cap=profile.max_pretrain_size,
                         split_seed=manifest.data.split_seed,
                     )
-                    pretrain = pretrains.setdefault(pretrain.key, pretrain)
+                    if strategy in FROM_PRETRAINED:
+                        source = pretrains.setdefault(source.key, source)
                 for train_size in experiment.train_sizes:
                     for seed in seeds:
-                        transfers.append(
-                            TransferRun(
-                                profile=profile_name,
-                                experiment=experiment.name,
-                                source=experiment.source,
-                                target=experiment.target,
-                                task_type=experiment.task_type,
-                                strategy=strategy,
-                                train_size=train_size,
-                                seed=seed,
-                                model=model,
-                                stage=scratch_stage if strategy == "none" else transfer_stage,
-                                pretrain=pretrain,
-                                subsets_above=dict(experiment.subsets_above),
-                                data_key=data_key,
-                                cap=profile.max_train_size,
-                                eval_cap=profile.max_eval_size,
-                                split_seed=manifest.data.split_seed,
-                            )
+                        run = TransferRun(
+                            profile=profile_name,
+                            experiment=experiment.name,
+                            source=experiment.source,
+                            target=experiment.target,
+                            task_type=experiment.task_type,
+                            strategy=strategy,
+                            train_size=train_size,
+                            seed=seed,
+                            model=model_settings(profile, strategy),
+                            stage=stages.get(strategy, transfer_stage),
+                            pretrain=source if strategy in FROM_PRETRAINED else None,
+                            subsets_above=dict(experiment.subsets_above),
+                            data_key=data_key,
+                            cap=profile.max_train_size,
+                            eval_cap=profile.max_eval_size,
+                            split_seed=manifest.data.split_seed,
+                            source_pool=source if strategy == "multifidelity" else None,
+                            source_ratio=experiment.source_ratio if strategy == "multifidelity" else None,
+                            joint=joints[(pretrain_size, train_size, seed)] if strategy == "multifidelity_ft" else None,  # type: ignore[index]
+                            suite=experiment.suite,
                         )
+                        if strategy == "multifidelity":
+                            joints[(pretrain_size, train_size, seed)] = run  # type: ignore[index]
+                        transfers.append(run)
     return list(pretrains.values()), transfers
 
 
@@ -212,6 +267,16 @@ def _select(experiments: list[Experiment], only: list[str] | None) -> list[Exper
     if unknown:
         raise KeyError(f"--only names unknown experiments {unknown}; known: {sorted(known)}")
     return [e for e in experiments if e.name in only]
+
+
+def select_suites(experiments: list[Experiment], suites: list[str] | None, manifest: Manifest) -> list[Experiment]:
+    if not suites:
+        return experiments
+    known = {e.suite for e in manifest.experiments}
+    unknown = [name for name in suites if name not in known]
+    if unknown:
+        raise KeyError(f"--suite names unknown suites {unknown}; the manifest has {sorted(known)}")
+    return [e for e in experiments if e.suite in suites]
 
 
 def resolve_size(size: Size, available: int, cap: int | None = None) -> int:

@@ -22,6 +22,7 @@ from benchmarks.datasets import TaskData
 from benchmarks.manifest import Manifest
 from benchmarks.plan import PretrainRun, TransferRun, expand
 from benchmarks.store import Store
+from benchmarks.strategies import pretrain_inputs, transfer_inputs, trained_structures
 from cgat_dgl.model.config import ModelConfig
 from cgat_dgl.training.config import TrainConfig
 from cgat_dgl.training.metrics import regression_metrics
@@ -38,6 +39,7 @@ class RunnerOptions:
     tracking_uri: str | None = None
     cache_dir: Path | None = None  # default: the manifest's data.cache_dir
     only: list[str] | None = None
+    suites: list[str] | None = None
     workers: int | None = None  # None: the profile's workers
     progress: bool = True
     poll_s: float = 5.0
@@ -99,6 +101,7 @@ def spec_tags(spec: Spec) -> dict[str, str]:
         "cgat.task_type": spec.task_type,
         "cgat.seed": str(spec.seed),
         "cgat.split_seed": str(spec.split_seed),
+        "cgat.suite": spec.suite,
     }
 
 
@@ -109,7 +112,9 @@ class Runner:
         self.profile = manifest.profile(options.profile)
         self.store = Store(options.tracking_uri, options.work_dir)
         self._task_data = task_data
-        self.pretrains, self.transfers = expand(manifest, options.profile, options.only, data_key=self.data_key)
+        self.pretrains, self.transfers = expand(
+            manifest, options.profile, options.only, data_key=self.data_key, suites=options.suites
+        )
 
     @property
     def data_key(self) -> str:
@@ -169,17 +174,17 @@ class Runner:
                     outcome.skipped.append(spec.key)
                     progressed = True
                     continue
-                if isinstance(spec, TransferRun) and spec.pretrain is not None:
-                    if spec.pretrain.key in outcome.failed:
-                        outcome.failed[spec.key] = f"its pre-training run {spec.pretrain.label} failed"
-                        progressed = True
-                        continue
-                    # This pass's snapshot, plus what this process finished since; the next pass
-                    # sees what other workers finished.
-                    pre = states.get(spec.pretrain.key)
-                    if spec.pretrain.key not in outcome.done and (pre is None or not pre.finished):
-                        waiting.append(spec)
-                        continue
+                dependencies = spec.dependencies if isinstance(spec, TransferRun) else ()
+                failed = [d for d in dependencies if d.key in outcome.failed]
+                if failed:
+                    outcome.failed[spec.key] = f"the run it starts from, {failed[0].label}, failed"
+                    progressed = True
+                    continue
+                # This pass's snapshot, plus what this process finished since; the next pass sees
+                # what other workers finished.
+                if any(d.key not in outcome.done and not (d.key in states and states[d.key].finished) for d in dependencies):
+                    waiting.append(spec)
+                    continue
                 with self.store.claim(spec.key) as claimed:
                     if not claimed:
                         waiting.append(spec)
@@ -224,48 +229,51 @@ class Runner:
         data = self.task_data
         model_config = model_config_for(spec.model, spec.stage["backend"])
         train_config = train_config_for(spec)
-        out_dir = self.options.work_dir / "checkpoints" / spec.key
-        init_checkpoint = None
+        work_dir = self.options.work_dir
         if isinstance(spec, PretrainRun):
-            sets = data.pretrain_sets(spec.prop, spec.size, spec.cap, self.profile.max_eval_size)
+            inputs = pretrain_inputs(spec, data, self.profile.max_eval_size)
         else:
-            sets = data.transfer_sets(spec.target, spec.train_size, spec.cap, spec.eval_cap, subset_seed=spec.seed)
-            if spec.pretrain is not None:
-                pre = self.store.runs_by_key()[spec.pretrain.key]
-                init_checkpoint = self.options.work_dir / "checkpoints" / spec.pretrain.key / "best.pt"
-                if not init_checkpoint.is_file():
-                    raise FileNotFoundError(f"pre-training checkpoint missing: {init_checkpoint}")
-                tracker.set_pretrain_run(pre.run_id)
-        train_set, val_set, test_set = sets
-        if isinstance(spec, PretrainRun):
-            pretrain_size = len(train_set)
-        else:
-            pretrain_size = data.resolved_pretrain_size(spec.pretrain) if spec.pretrain else 0
+            inputs = transfer_inputs(spec, data, work_dir)
+        states = self.store.runs_by_key()
+        if isinstance(inputs.init_run, PretrainRun):
+            tracker.set_pretrain_run(states[inputs.init_run.key].run_id)
+        elif inputs.init_run is not None:
+            tracker.set_tags({"cgat.joint_run_id": states[inputs.init_run.key].run_id})
         tracker.log_params(
             {
-                "train_size": len(train_set),
-                "pretrain_size": pretrain_size,
-                "val_size": len(val_set),
-                "test_size": len(test_set),
+                "train_size": len(_target_part(inputs.train_set)),
+                "pretrain_size": inputs.source_structures,
+                "val_size": len(inputs.val_set),
+                "test_size": len(inputs.test_set),
                 "data.path": str(self.options.data_path),
+                **inputs.params,
             }
         )
         tracker.log_config(model=model_config.model_dump(), train=train_config.model_dump())
         result = train(
             model_config,
             train_config,
-            train_set,
-            val_set,
-            test_set,
-            out_dir=out_dir,
-            init_checkpoint=init_checkpoint,
+            inputs.train_set,
+            inputs.val_set,
+            inputs.test_set,
+            out_dir=work_dir / "checkpoints" / spec.key,
+            init_checkpoint=inputs.init_checkpoint,
             tracker=tracker,
             resume=True,
-            metadata={"property": spec.prop if isinstance(spec, PretrainRun) else spec.target},
+            metadata={"property": spec.prop if isinstance(spec, PretrainRun) else spec.target, **inputs.metadata},
             progress=self.options.progress,
+            baseline=inputs.baseline,
+        )
+        inherited = trained_structures(work_dir, inputs.init_run) if inputs.init_run is not None else 0
+        tracker.log_metrics(
+            {
+                "trained_structures": float(result.trained_structures),
+                "total_trained_structures": float(result.trained_structures + inherited),
+            }
         )
         if isinstance(spec, TransferRun) and spec.subsets_above:
-            # the same predictions as the run's test MAE, in the test set's order
+            # the same predictions as the run's test MAE, in the test set's order, in target units
+            test_set = inputs.target_test
             predicted = np.asarray([result.test_predictions[i] for i in test_set.ids], dtype=np.float64)
             actual = np.asarray(test_set.targets, dtype=np.float64)
             for name, threshold in spec.subsets_above.items():
@@ -273,6 +281,11 @@ class Runner:
                 if mask.any():
                     metrics = regression_metrics(predicted[mask], actual[mask])
                     tracker.log_metrics({f"test_mae_{name}": metrics["mae"], f"test_rmse_{name}": metrics["rmse"]})
+
+
+def _target_part(train_set: Any) -> Any:
+    """The target-fidelity training set of a joint run's set, else the set itself."""
+    return getattr(train_set, "target", train_set)
 
 
 def _worker(manifest: Manifest, options: RunnerOptions, threads: int, index: int) -> Outcome:
