@@ -14,6 +14,10 @@ from cgat_dgl.versions import results_label, software_label
 TAG_PREFIX = "cgat."
 TAG_COLUMNS = ("kind", "experiment", "profile", "strategy", "source", "target", "task_type", "seed")
 CORE_METRICS = ("test_mae", "test_rmse", "test_r2", "best_val_mae")
+# Structure passes: this run's own, and with what its starting weights were trained on (NaN on runs
+# from before the runner logged them).
+COST_METRICS = ("trained_structures", "total_trained_structures")
+DEFAULT_SUITE = "paper"  # runs from before the cgat.suite tag belong to the paper's suite
 SUBSET_PREFIX = "test_mae_"
 HISTORY_METRICS = ("train_mae", "val_mae", "lr")
 RUN_COLUMNS = (
@@ -22,6 +26,9 @@ RUN_COLUMNS = (
     "train_size",
     "pretrain_size",
     "pretrain_run_id",
+    "joint_run_id",  # multifidelity_ft: the joint run it fine-tunes
+    "source_ratio",  # multifidelity: source structures drawn per target structure and epoch
+    "suite",
     "split_seed",
     "software",
     "results_version",  # the part of the software that run keys hold: cgat_dgl, torch, dgl  # the code and package versions that produced the run (cgat_dgl.versions)
@@ -31,6 +38,7 @@ RUN_COLUMNS = (
     "start_time",  # epoch milliseconds, as MLflow stores them
     "end_time",
     *CORE_METRICS,
+    *COST_METRICS,
 )
 HISTORY_COLUMNS = ("epoch", *HISTORY_METRICS)
 _PAGE = 1000
@@ -51,6 +59,17 @@ def _int_param(run: Run, name: str, default: int | None = None) -> int:
     return int(value)
 
 
+def _float_param(run: Run, name: str) -> float:
+    """A numeric param, NaN when the run did not log it."""
+    raw = run.data.params.get(name)
+    if raw is None:
+        return math.nan
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(f"run {run.info.run_id}: param {name!r} = {raw!r} is not a number") from None
+
+
 TRAINING_KINDS = ("pretrain", "transfer")
 
 
@@ -68,6 +87,9 @@ def _row(run: Run) -> dict[str, Any]:
     row["train_size"] = _int_param(run, "train_size")
     row["pretrain_size"] = _int_param(run, "pretrain_size", default=0)
     row["pretrain_run_id"] = tags.get(TAG_PREFIX + "pretrain_run_id")
+    row["joint_run_id"] = tags.get(TAG_PREFIX + "joint_run_id")
+    row["source_ratio"] = _float_param(run, "source_ratio")
+    row["suite"] = tags.get(TAG_PREFIX + "suite", DEFAULT_SUITE)
     try:
         row["split_seed"] = int(tags.get(TAG_PREFIX + "split_seed", 0))  # runs from before the tag: split 0
     except ValueError:
@@ -80,7 +102,7 @@ def _row(run: Run) -> dict[str, Any]:
     row["start_time"], row["end_time"] = start, end
     row["duration_s"] = (end - start) / 1000.0 if start and end else math.nan
     metrics = run.data.metrics
-    for name in CORE_METRICS:
+    for name in (*CORE_METRICS, *COST_METRICS):
         row[name] = metrics.get(name, math.nan)
     for name, value in metrics.items():
         if name.startswith(SUBSET_PREFIX):

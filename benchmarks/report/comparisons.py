@@ -18,7 +18,16 @@ import pandas as pd
 from benchmarks.report.statistics import Interval, bootstrap_mae_difference, paired_difference, relative, unknown
 from benchmarks.report.tables import subset_metrics, transfer_runs
 
-PAIRS = (("full", "none"), ("head", "none"), ("full", "head"))
+PAIRS = (
+    ("full", "none"),
+    ("head", "none"),
+    ("full", "head"),
+    # the added strategies against the paper's best, full transfer, on the same replicates
+    ("delta", "full"),
+    ("delta_known", "full"),
+    ("multifidelity", "full"),
+    ("multifidelity_ft", "full"),
+)
 COMPARISON_COLUMNS = (
     "experiment",
     "task_type",
@@ -27,6 +36,7 @@ COMPARISON_COLUMNS = (
     "metric",
     "train_size",
     "pretrain_size",
+    "pretrain_size_b",  # b's: a joint strategy's source pool need not equal full transfer's pre-training size
     "a",
     "b",
     "n",
@@ -116,6 +126,7 @@ def comparison_table(runs: pd.DataFrame, errors: Mapping[str, pd.Series] | None 
                             "metric": metric,
                             "train_size": int(train_size),
                             "pretrain_size": int(pretrain["pretrain_size"].max()),
+                            "pretrain_size_b": int(cells[b]["pretrain_size"].max()) if b != "none" else 0,
                             "a": a,
                             "b": b,
                             "n": diff.n,

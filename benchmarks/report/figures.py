@@ -25,9 +25,26 @@ from benchmarks.report.tables import STRATEGY_LABELS, ordered_strategies  # noqa
 DPI = 110
 PANEL = 4.2
 NONE_COLOR = "tab:orange"
-PALETTES = {"full": "Blues", "head": "Greens"}
+# per strategy, shades for its pre-training sizes; hues kept apart from no transfer's orange
+PALETTES = {
+    "full": "Blues",
+    "head": "Greens",
+    "delta": "Purples",
+    "delta_known": "RdPu",
+    "multifidelity": "Reds",
+    "multifidelity_ft": "YlOrBr",
+}
 # one colour per strategy wherever a figure has a single line per strategy
-STRATEGY_COLORS = {"none": NONE_COLOR, "head": "tab:green", "full": "tab:blue", "pretrain": "tab:gray"}
+STRATEGY_COLORS = {
+    "none": NONE_COLOR,
+    "head": "tab:green",
+    "full": "tab:blue",
+    "delta": "tab:purple",
+    "delta_known": "tab:pink",
+    "multifidelity": "tab:red",
+    "multifidelity_ft": "tab:brown",
+    "pretrain": "tab:gray",
+}
 
 
 def _panels(n: int, per_row: int = 3, height: float = PANEL) -> tuple[plt.Figure, list[plt.Axes]]:
@@ -87,7 +104,7 @@ def learning_curves(selected: pd.DataFrame, histories: Mapping[str, pd.DataFrame
     for ax, experiment in zip(axes, experiments):
         panel = data[data["experiment"] == experiment]
         strategies = ordered_strategies(panel["strategy"].unique())
-        palette = {STRATEGY_LABELS.get(s, s): STRATEGY_COLORS.get(s, "tab:purple") for s in strategies}
+        palette = {STRATEGY_LABELS.get(s, s): STRATEGY_COLORS.get(s, "tab:olive") for s in strategies}
         panel = panel.assign(strategy=panel["strategy"].map(lambda s: STRATEGY_LABELS.get(s, s)))
         sns.lineplot(
             data=panel,

@@ -11,13 +11,33 @@ import pandas as pd
 from benchmarks.report.collect import SUBSET_PREFIX
 from benchmarks.report.statistics import t_interval
 
-STRATEGIES = ("none", "head", "full")
+STRATEGIES = ("none", "head", "full", "delta", "delta_known", "multifidelity", "multifidelity_ft")
 STRATEGY_LABELS = {
     "pretrain": "pre-training (source)",
     "none": "no transfer",
     "head": "only regression head",
     "full": "full transfer",
+    "delta": "delta learning (source model)",
+    "delta_known": "delta learning (known source value)",
+    "multifidelity": "multi-fidelity joint",
+    "multifidelity_ft": "multi-fidelity + fine-tuning",
 }
+# Strategies that start from a pre-training run's weights: their pretrain_size is that run's size.
+PRETRAINED_STRATEGIES = ("head", "full", "delta", "delta_known")
+# Strategies trained jointly on source and target data: their pretrain_size is the source pool they
+# draw from, which need not be any pre-training run's size, so they are taken at their own largest.
+JOINT_STRATEGIES = ("multifidelity", "multifidelity_ft")
+# delta_known adds the material's known source value (e.g. its PBE gap) to its prediction: it cannot
+# predict a material whose source value has not been computed, unlike every other strategy.
+DELTA_KNOWN_NOTE = (
+    "delta learning (known source value) predicts target − source value and adds the material's known "
+    "source value back: it needs the source (e.g. PBE) value of every material it predicts, so it only "
+    "applies where that calculation has been done"
+)
+JOINT_NOTE = (
+    "multi-fidelity: N pretrain is the source pool the joint model draws from; each epoch sees every "
+    "target training structure and source_ratio times as many source structures drawn from that pool"
+)
 TABLE1_COLUMNS = (
     "experiment",
     "task_type",
@@ -80,18 +100,30 @@ def improvement(mean: float, std: float, base_mean: float, base_std: float) -> t
 
 
 def largest_sizes(experiment_runs: pd.DataFrame) -> tuple[int, int]:
-    """The largest training size of an experiment and the largest pre-training size of its transfers."""
+    """The largest training size of an experiment and the largest pre-training size of its transfers
+    that start from pre-trained weights (of any transfer when none of those ran)."""
     transferred = experiment_runs[experiment_runs["strategy"] != "none"]
+    pretrained = transferred[transferred["strategy"].isin(PRETRAINED_STRATEGIES)]
+    # a joint strategy's source pool may exceed every pre-training size: it must not hide full transfer
+    sized = pretrained if len(pretrained) else transferred
     n_train = int(experiment_runs["train_size"].max())
-    n_pretrain = int(transferred["pretrain_size"].max()) if len(transferred) else 0
+    n_pretrain = int(sized["pretrain_size"].max()) if len(sized) else 0
     return n_train, n_pretrain
 
 
 def select_largest(experiment_runs: pd.DataFrame) -> pd.DataFrame:
-    """Runs at the experiment's largest training size (and largest pre-training size for transfers)."""
+    """Runs at the experiment's largest training size and, for transfers, largest pre-training size
+    (joint strategies: the largest source pool each of them ran with)."""
     n_train, n_pretrain = largest_sizes(experiment_runs)
     at_train = experiment_runs["train_size"] == n_train
-    at_pretrain = (experiment_runs["strategy"] == "none") | (experiment_runs["pretrain_size"] == n_pretrain)
+    strategy = experiment_runs["strategy"]
+    joint = strategy.isin(JOINT_STRATEGIES)
+    own_largest = experiment_runs.groupby("strategy")["pretrain_size"].transform("max")
+    at_pretrain = (
+        (strategy == "none")
+        | (~joint & (experiment_runs["pretrain_size"] == n_pretrain))
+        | (joint & (experiment_runs["pretrain_size"] == own_largest))
+    )
     return experiment_runs[at_train & at_pretrain]
 
 
@@ -155,7 +187,8 @@ def table1(runs: pd.DataFrame) -> pd.DataFrame:
                     }
                 )
             for strategy in ordered_strategies(selected["strategy"]):
-                mean, std, n = _stats(selected.loc[selected["strategy"] == strategy, metric])
+                chosen = selected[selected["strategy"] == strategy]
+                mean, std, n = _stats(chosen[metric])
                 if n == 0:
                     continue
                 pct, pct_std = (math.nan, math.nan)
@@ -168,10 +201,10 @@ def table1(runs: pd.DataFrame) -> pd.DataFrame:
                         "strategy": strategy,
                         "property": target,
                         "train_size": n_train,
-                        "pretrain_size": 0 if strategy == "none" else n_pretrain,
+                        "pretrain_size": 0 if strategy == "none" else int(chosen["pretrain_size"].max()),
                         "mae_mean": mean,
                         "mae_std": std,
-                        **_interval(selected.loc[selected["strategy"] == strategy, metric]),
+                        **_interval(chosen[metric]),
                         "n_seeds": n,
                         "improvement_pct": pct,
                         "improvement_std_pct": pct_std,
@@ -246,17 +279,42 @@ def _cell(row: pd.Series, bold: bool) -> str:
     return text + f" [n={row['n_seeds']}]"
 
 
+def table1_footnotes(strategies: Iterable[str]) -> list[str]:
+    """The caveats of the strategies in a table, each marked in its column header."""
+    present = set(strategies)
+    notes = []
+    if "delta_known" in present:
+        notes.append(f"† {DELTA_KNOWN_NOTE}.")
+    if present & set(JOINT_STRATEGIES):
+        notes.append(f"‡ {JOINT_NOTE}.")
+    return notes
+
+
+def strategy_header(strategy: str) -> str:
+    """A strategy's column label with the mark of its footnote (``table1_footnotes``)."""
+    label = STRATEGY_LABELS.get(strategy, strategy)
+    if strategy == "delta_known":
+        return label + " †"
+    if strategy in JOINT_STRATEGIES:
+        return label + " ‡"
+    return label
+
+
 def table1_markdown(table: pd.DataFrame) -> str:
-    """Wide layout as in the paper: one row per experiment and metric, one column per strategy."""
+    """Wide layout as in the paper: one row per experiment and metric, one column per strategy; the
+    footnotes of the strategies that need them below it."""
     strategies = ordered_strategies(table["strategy"].unique()) if len(table) else []
     columns = ["pretrain"] + [s for s in strategies if s != "pretrain"]
-    header = ["experiment", "task", "metric", "N train / N pretrain"] + [STRATEGY_LABELS.get(s, s) for s in columns]
+    header = ["experiment", "task", "metric", "N train / N pretrain"] + [strategy_header(s) for s in columns]
     rows = []
     for (experiment, metric), group in table.groupby(["experiment", "metric"], sort=False):
         first = group.iloc[0]
         on_target = group[group["strategy"] != "pretrain"]
         best = on_target["mae_mean"].min() if len(on_target) else math.nan
-        n_pretrain = int(on_target["pretrain_size"].max()) if len(on_target) else 0
+        # the pre-training size in the row's label is that of the pre-trained weights, as in largest_sizes
+        pretrained = on_target[on_target["strategy"].isin(PRETRAINED_STRATEGIES)]
+        sized = pretrained if len(pretrained) else on_target
+        n_pretrain = int(sized["pretrain_size"].max()) if len(sized) else 0
         n_train = int(on_target["train_size"].max()) if len(on_target) else 0
         task = f"{first['source']} → {first['target']} ({first['task_type']})"
         row = [experiment, task, metric, f"{n_train} / {n_pretrain}"]
@@ -266,9 +324,13 @@ def table1_markdown(table: pd.DataFrame) -> str:
                 row.append("–")
                 continue
             entry = found.iloc[0]
-            row.append(_cell(entry, strategy != "pretrain" and entry["mae_mean"] == best))
+            text = _cell(entry, strategy != "pretrain" and entry["mae_mean"] == best)
+            if strategy in JOINT_STRATEGIES and int(entry["pretrain_size"]) != n_pretrain:
+                text += f" [pool {int(entry['pretrain_size'])}]"  # its own source pool, not the row's N pretrain
+            row.append(text)
         rows.append(row)
-    return markdown_table(header, rows)
+    notes = table1_footnotes(columns)
+    return markdown_table(header, rows) + ("\n" + "\n\n".join(notes) + "\n" if notes else "")
 
 
 def intra_inter_markdown(table: pd.DataFrame) -> str:

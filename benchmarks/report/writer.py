@@ -18,10 +18,13 @@ from benchmarks.report.comparisons import comparison_table, fmt_interval
 from benchmarks.report.datasets import dataset_members, element_counts, target_stats
 from benchmarks.report.markdown import MarkdownReport, fmt_range, fmt_size, write_csv
 from benchmarks.report.scaling import extrapolations, fit_table, size_points
+from benchmarks.report.strategy_costs import strategy_cost_section
 from benchmarks.report.tables import (
+    STRATEGY_LABELS,
     intra_inter,
     intra_inter_markdown,
     markdown_table,
+    ordered_strategies,
     select_largest,
     table1,
     table1_markdown,
@@ -32,6 +35,11 @@ from benchmarks.report.tables import (
 def _check_runs(runs: pd.DataFrame) -> pd.DataFrame:
     optional = {
         "pretrain_run_id": None,
+        "joint_run_id": None,
+        "source_ratio": math.nan,
+        "suite": "paper",
+        "trained_structures": math.nan,
+        "total_trained_structures": math.nan,
         "split_seed": 0,
         "software": "unrecorded",
         "results_version": "unrecorded",
@@ -48,6 +56,7 @@ def _check_runs(runs: pd.DataFrame) -> pd.DataFrame:
     for column, default in optional.items():
         if column not in runs:
             runs[column] = default
+    runs["suite"] = runs["suite"].fillna("paper")  # transfer runs from before the tag belong to the paper's suite
     for column in ("train_size", "pretrain_size"):
         bad = runs.loc[pd.to_numeric(runs[column], errors="coerce").isna(), "run_id"].tolist()
         if bad:
@@ -129,6 +138,20 @@ def _table1_section(runs: pd.DataFrame, report: MarkdownReport, out_dir: Path) -
         report.note("no pre-training run could be linked to any experiment: the pre-training column is empty")
 
 
+def _delta_known_note(strategies: object, report: MarkdownReport) -> None:
+    """Wherever delta_known numbers appear, say that it needs the source value of what it predicts."""
+    if "delta_known" in set(pd.Series(strategies, dtype=object).dropna()):
+        report.note(
+            f"delta_known ({STRATEGY_LABELS['delta_known']}) needs the source (e.g. PBE) value of every material "
+            "it predicts: its rows use a calculation the other strategies do without (Table 1, †)"
+        )
+
+
+def _strategies_text(runs: pd.DataFrame) -> str:
+    present = ordered_strategies(transfer_runs(runs)["strategy"].dropna().unique())
+    return "Strategies: " + ", ".join(f"{s} = {STRATEGY_LABELS.get(s, s)}" for s in present) + "." if present else ""
+
+
 def _comparison_section(comparisons: pd.DataFrame, report: MarkdownReport, out_dir: Path) -> None:
     report.section("Paired comparisons of the strategies")
     csv = write_csv(comparisons, out_dir / "comparisons.csv")
@@ -157,6 +180,7 @@ def _comparison_section(comparisons: pd.DataFrame, report: MarkdownReport, out_d
     ]
     header = ["experiment", "metric", "N train", "a − b", "Δ MAE [95 %]", "Δ % of b [95 %]", "n", "interval"]
     report.table(markdown_table(header, rows), csv)
+    _delta_known_note(comparisons["a"], report)
 
 
 def _claims_section(claims: pd.DataFrame, report: MarkdownReport, out_dir: Path) -> None:
@@ -208,6 +232,8 @@ def _learning_curve_section(
         "(mean over seeds, band: ± one std), at the largest sizes",
         "learning curves: no per-epoch validation MAE was logged for the selected runs",
     )
+    if path is not None:
+        _delta_known_note(selected["strategy"], report)
 
 
 def _scaling_section(points: pd.DataFrame, fits: pd.DataFrame, report: MarkdownReport, out_dir: Path) -> None:
@@ -237,6 +263,7 @@ def _scaling_section(points: pd.DataFrame, fits: pd.DataFrame, report: MarkdownR
         header = ["experiment", "strategy", "MAE against", "at fixed other size", "slope [95 % over seeds]",
                   "intercept", "sizes", "seeds"]  # fmt: skip
         report.table(markdown_table(header, rows))
+    _delta_known_note(points["strategy"], report)
     path = figures.loglog_train(points, fits, out_dir / "loglog_train_size.png")
     report.figure(
         path,
@@ -296,6 +323,7 @@ def _extrapolation_section(points: pd.DataFrame, fits: pd.DataFrame, report: Mar
         "notes",
     ]
     report.table(markdown_table(header, rows), csv)
+    _delta_known_note(table["strategy"], report)
 
 
 def _crossing_cell(row: Any) -> str:
@@ -316,6 +344,7 @@ def _intra_inter_section(
     else:
         caption = "Improvement over no transfer, per source property, at the largest pre-training size."
         report.table(intra_inter_markdown(table), csv, caption)
+        _delta_known_note(table["strategy"], report)
     path = figures.intra_inter(points, fits, sorted(table["target"].unique()), out_dir / "intra_inter.png")
     report.figure(
         path,
@@ -403,8 +432,7 @@ def write_report(
         f"{n_transfer} finished transfer runs and {n_pretrain} pre-training runs in "
         f"{runs.loc[runs['kind'] == 'transfer', 'experiment'].nunique()} experiments "
         f"(profiles: {', '.join(sorted(runs['profile'].dropna().astype(str).unique())) or 'none'}); "
-        "every number below is read from these runs ([runs.csv](runs.csv)). Strategies: none = no transfer, "
-        "head = only regression head, full = full transfer."
+        "every number below is read from these runs ([runs.csv](runs.csv)). " + _strategies_text(runs)
     )
     points = size_points(runs)
     fits = fit_table(points, runs)
@@ -416,6 +444,7 @@ def write_report(
     _claims_section(claims, report, out_dir)
     _provenance_section(runs, report)
     _table1_section(runs, report, out_dir)
+    strategy_cost_section(runs, report, out_dir)
     _comparison_section(comparisons, report, out_dir)
     _learning_curve_section(runs, histories, report, out_dir)
     _scaling_section(points, fits, report, out_dir)
