@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 SHARED_DATA ?= ../shared/data/mp_multifidelity.jsonl.gz
 export DGLBACKEND := pytorch
 
-.PHONY: install test bench bench-strategies clean-cache
+.PHONY: install test bench bench-strategies clean-cache postgres-install server server-stop
 
 $(STAMP): setup.cfg setup.py requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,8 +17,24 @@ $(STAMP): setup.cfg setup.py requirements.lock
 
 install: $(STAMP)
 
-test: $(STAMP)
+# The tests start throwaway PostgreSQL clusters (initdb, pg_ctl): install Debian's package once, when
+# no initdb is found (as root, else through sudo); a no-op, and instant, once it is there.
+SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
+postgres-install:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || { \
+	  echo "installing PostgreSQL (apt-get install postgresql)"; \
+	  $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q postgresql; }
+
+test: $(STAMP) postgres-install
 	$(PY) -m pytest
+
+# A local PostgreSQL (data in mlflow/postgres/) and an MLflow tracking server over it; prints the
+# tracking URI and the database URLs. `make server-stop` stops both.
+server: $(STAMP) postgres-install
+	$(PY) -m benchmarks.server
+
+server-stop: $(STAMP)
+	$(PY) -m benchmarks.server --stop
 
 BENCH := $(VENV)/bin/cgat-bench
 STUDY := volume_to_e_form_grid

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -13,6 +11,8 @@ from typing import Any
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
+from benchmarks.server import export_password_env
+from benchmarks.work_claims import Claims, claims_for
 from cgat_dgl.training.tracking import PARENT_TAG, Tracker, resolve_tracking_uri
 
 EXPERIMENT = "cgat-bench"
@@ -30,12 +30,32 @@ class RunState:
 
 
 class Store:
-    def __init__(self, tracking_uri: str | None, work_dir: Path, experiment: str = EXPERIMENT) -> None:
+    """The MLflow experiment of the benchmark, and the claims that keep workers from training a run twice.
+
+    Where the claims live follows from the tracking URI (``benchmarks.work_claims.claims_database``):
+
+    * a SQLite file (the default ``mlflow/mlflow.db``): file locks in ``<work_dir>/locks``, enough for
+      workers on one machine;
+    * a database URL (``postgresql://user@host:5433/cgat_mlflow``): rows of a ``cgat_claims`` table in
+      that same database, with heartbeats, so workers on several machines can share it;
+    * an MLflow server (``http://host:5000``): the server's database, named by ``claims_db``, else
+      ``$CGAT_CLAIMS_DB``, else ``$CGAT_DB_URL`` (``cgat-bench server`` prints the URL to export);
+      without one, file locks, with a warning that they only hold on this machine.
+
+    ``claims_db`` / ``$CGAT_CLAIMS_DB`` always win; ``CGAT_CLAIMS_DB=file`` forces file locks. A database
+    password belongs in the URL from the environment, in ``$PGPASSWORD`` or ``$CGAT_DB_PASSWORD``
+    (copied to ``$PGPASSWORD`` for libpq), never on a command line; URLs are redacted before logging.
+    """
+
+    def __init__(
+        self, tracking_uri: str | None, work_dir: Path, experiment: str = EXPERIMENT, claims_db: str | None = None
+    ) -> None:
+        export_password_env()
         self.tracking_uri = resolve_tracking_uri(tracking_uri)
         self.experiment = experiment
         self.work_dir = Path(work_dir)
         self.lock_dir = self.work_dir / "locks"
-        self.lock_dir.mkdir(parents=True, exist_ok=True)
+        self.claims: Claims = claims_for(self.tracking_uri, self.lock_dir, claims_db)
         # Creating the experiment through a Tracker-free path keeps it beside the SQLite store.
         self._bootstrap = Tracker.experiment_id_for(experiment, self.tracking_uri)
         self.client = MlflowClient(tracking_uri=self.tracking_uri)
@@ -101,23 +121,11 @@ class Store:
 
     @contextmanager
     def claim(self, key: str, wait: bool = False) -> Iterator[bool]:
-        """An exclusive claim on ``key`` between processes (released when the holder exits or dies)."""
-        path = self.lock_dir / f"{key}.lock"
-        with open(path, "a+") as handle:
-            flags = fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB
-            try:
-                fcntl.flock(handle, flags)
-            except BlockingIOError:
-                yield False
-                return
-            try:
-                handle.seek(0)
-                handle.truncate()
-                handle.write(f"{os.getpid()}\n")
-                handle.flush()
-                yield True
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        """An exclusive claim on ``key`` between workers (released when the holder exits, or, for
+        database claims, taken over once a dead holder's heartbeat is stale). Yields whether it is held;
+        ``wait`` blocks until it is."""
+        with self.claims.claim(key, wait=wait) as held:
+            yield held
 
 
 def run_status_counts(states: dict[str, RunState], keys: list[str]) -> dict[str, Any]:
