@@ -1,29 +1,100 @@
 """``cgat-bench``: the benchmark's command line. Each subcommand is a parser plus a handler.
 
     cgat-bench run experiments.yaml --profile cpu [--dry-run] [--only A,B] [--suite S] [--workers N]
-    cgat-bench report [--profile cpu] [--seeds 0-2] [--suite S]
+    cgat-bench report [experiments.yaml] [--profile cpu] [--seeds 0-2] [--suite S] [--out DIR]
     cgat-bench tune experiments.yaml --study NAME
     cgat-bench ui
+
+Default paths follow the user, not the install: the store (``mlflow/mlflow.db``), ``runs/`` and the
+reports lie beside the command's manifest, or in the working directory for a command without one
+(``command_paths``); a report goes beside the store it reads (``report_root``) with a ``sources.md``
+naming that store and the manifest.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
+import hashlib
 import os
+import re
 import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks.manifest import Manifest, ManifestError, load_manifest
-from benchmarks.summary import REPO_ROOT, SHARED_DATA_ENV, DatasetSummary
+from benchmarks.summary import SHARED_DATA_ENV, DatasetSummary
+from benchmarks.server import add_server_parser
 from benchmarks.tuning import add_tune_parser
-from cgat_dgl.training.tracking import resolve_tracking_uri
+from cgat_dgl.training.tracking import STORE_DIR, default_base, redact_uri, resolve_tracking_uri, sqlite_path
 
 Handler = Callable[[argparse.Namespace], int]
-DEFAULT_WORK_DIR = REPO_ROOT / "runs"
-DEFAULT_REPORT_DIR = REPO_ROOT / "mlflow" / "reports"
+DEFAULT_STORE_NAME = "mlflow.db"
+SOURCES_FILE = "sources.md"
+_SLUG_MAX = 80
+
+
+# --- default paths -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CommandPaths:
+    base: Path  # the manifest's folder, else the working directory
+    tracking_uri: str
+    work_dir: Path  # checkpoints and run locks
+    report_root: Path  # reports go to <report_root>/<name>/
+
+
+def command_paths(
+    manifest: Path | None,
+    tracking_uri: str | None = None,
+    work_dir: Path | None = None,
+    report_dir: Path | None = None,
+) -> CommandPaths:
+    """The paths of a command: explicit options win (and MLFLOW_TRACKING_URI for the store); the rest
+    lie beside the manifest (else in the cwd), so two projects never share a store, runs or reports."""
+    base = default_base(manifest)
+    uri = resolve_tracking_uri(tracking_uri, base)
+    return CommandPaths(
+        base=base,
+        tracking_uri=uri,
+        work_dir=work_dir if work_dir is not None else base / "runs",
+        report_root=report_dir if report_dir is not None else report_root(uri, base),
+    )
+
+
+def report_root(tracking_uri: str, base: Path) -> Path:
+    """Beside a SQLite store (``reports/``, or ``<stem>-reports/`` for a file not named mlflow.db, so
+    two stores in one folder keep apart); for a server store, ``<base>/mlflow/reports/<store slug>/``."""
+    database = sqlite_path(tracking_uri)
+    if database is not None:
+        folder = "reports" if database.name == DEFAULT_STORE_NAME else f"{database.stem}-reports"
+        return database.parent / folder
+    return base / STORE_DIR / "reports" / store_slug(tracking_uri)
+
+
+def store_slug(tracking_uri: str) -> str:
+    """A folder name for a store: scheme, host and path of its URI, never its user or password
+    (``postgresql://u:pw@db:5432/cgat`` -> ``postgresql-db-5432-cgat``); a long one ends in a hash."""
+    redacted = redact_uri(tracking_uri)
+    scheme, _, rest = redacted.partition("://")
+    authority, _, path = rest.partition("/")
+    text = f"{scheme}-{authority.rpartition('@')[2]}-{path.partition('?')[0]}"
+    slug = re.sub(r"[^A-Za-z0-9_.]+", "-", text).strip("-.") or "store"
+    if len(slug) > _SLUG_MAX:
+        slug = slug[: _SLUG_MAX - 9].rstrip("-.") + "-" + hashlib.sha1(redacted.encode()).hexdigest()[:8]
+    return slug
+
+
+def report_name(profile: str | None, seeds: list[int] | None = None, suites: list[str] | None = None) -> str:
+    """``cpu``, ``cpu-seeds-0-1-2``, ``cpu-strategies``: two selections of one store never share a folder."""
+    name = profile or "all"
+    if seeds is not None:
+        name += "-seeds-" + "-".join(map(str, seeds))
+    if suites:
+        name += "-" + "-".join(suites)
+    return name
 
 
 def data_path_for(argument: Path | None, manifest_data_path: Path) -> Path:
@@ -56,6 +127,7 @@ def _split_names(text: str | None) -> list[str] | None:
 def _run(args: argparse.Namespace) -> int:
     from benchmarks.runner import Runner, RunnerOptions
 
+    paths = command_paths(args.experiments, args.tracking_uri, args.work_dir, args.report_dir)
     try:
         manifest = with_split_seed(load_manifest(args.experiments), args.split_seed)
         manifest.profile(args.profile)
@@ -63,8 +135,8 @@ def _run(args: argparse.Namespace) -> int:
         options = RunnerOptions(
             profile=args.profile,
             data_path=data_path,
-            work_dir=args.work_dir,
-            tracking_uri=args.tracking_uri,
+            work_dir=paths.work_dir,
+            tracking_uri=paths.tracking_uri,
             cache_dir=args.cache_dir,
             only=_split_names(args.only),
             suites=_split_names(args.suite),
@@ -77,6 +149,7 @@ def _run(args: argparse.Namespace) -> int:
         return 2
     statuses = runner.status()
     if args.dry_run:
+        print(f"store {redact_uri(paths.tracking_uri)}, work dir {paths.work_dir}")
         for spec, status in statuses:
             print(f"{status:<9} {spec.key}  {spec.label}")
         counts: dict[str, int] = {}
@@ -98,7 +171,8 @@ def _run(args: argparse.Namespace) -> int:
     for key, error in outcome.failed.items():
         print(f"  FAILED {key}: {error}")
     if not args.no_report:
-        _write_report(runner.store.tracking_uri, args.profile, args.report_dir, data.loaded, suites=_split_names(args.suite))
+        sources = ReportSources(runner.store.tracking_uri, args.experiments, args.profile, None, _split_names(args.suite))
+        _write_report(sources, paths.report_root, data.loaded)
     return 1 if outcome.failed else 0
 
 
@@ -108,8 +182,10 @@ def add_run_command(commands: argparse._SubParsersAction) -> None:
     run.add_argument("--profile", default="cpu", help="manifest profile (default: cpu)")
     run.add_argument("--data", type=Path, default=None, help=f"data file (default: ${SHARED_DATA_ENV} or the manifest's)")
     run.add_argument("--cache-dir", type=Path, default=None, help="graph cache (default: the manifest's data.cache_dir)")
-    run.add_argument("--work-dir", type=Path, default=DEFAULT_WORK_DIR, help="checkpoints and run locks")
-    run.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: sqlite store in mlflow/)")
+    run.add_argument("--work-dir", type=Path, default=None,
+                     help="checkpoints and run locks (default: runs/ beside the manifest)")
+    run.add_argument("--tracking-uri", default=None,
+                     help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else mlflow/mlflow.db beside the manifest)")
     run.add_argument("--only", default=None, help="comma list of experiment names")
     run.add_argument("--suite", default=None, help="comma list of suites (experiments' suite field; default: all)")
     run.add_argument("--workers", type=int, default=None,
@@ -118,7 +194,7 @@ def add_run_command(commands: argparse._SubParsersAction) -> None:
                      help="another 80/10/10 split (default: the manifest's data.split_seed): new pre-trainings and runs")
     run.add_argument("--dry-run", action="store_true", help="list the runs and which already exist")
     run.add_argument("--no-report", action="store_true", help="skip the report at the end")
-    run.add_argument("--report-dir", type=Path, default=DEFAULT_REPORT_DIR)
+    _add_report_dir_option(run)
     run.add_argument("--no-progress", action="store_true")
     run.set_defaults(handler=_run)
 
@@ -139,14 +215,47 @@ def parse_seeds(text: str | None) -> list[int] | None:
     return sorted(seeds)
 
 
-def _write_report(
-    tracking_uri: str,
-    profile: str | None,
-    report_dir: Path,
-    loaded=None,
-    seeds: list[int] | None = None,
-    suites: list[str] | None = None,
-) -> Path:
+@dataclass(frozen=True)
+class ReportSources:
+    """What a report is computed from. Written beside it (``sources.md``) and logged with it, so a
+    report found on disk names the store and manifest it came from (URI without its password)."""
+
+    tracking_uri: str
+    manifest: Path | None = None
+    profile: str | None = None
+    seeds: list[int] | None = None
+    suites: list[str] | None = None
+
+    @property
+    def name(self) -> str:
+        return report_name(self.profile, self.seeds, self.suites)
+
+    def markdown(self, written: datetime.datetime) -> str:
+        manifest = f"`{Path(self.manifest).resolve()}`" if self.manifest is not None else "none given"
+        lines = [
+            "# Sources of this report",
+            "",
+            f"- Store: `{redact_uri(self.tracking_uri)}`",
+            f"- Manifest: {manifest}",
+            f"- Profile: {self.profile or 'all'}",
+            f"- Seeds (transfer runs): {', '.join(map(str, self.seeds)) if self.seeds is not None else 'all'}",
+            f"- Suites: {', '.join(self.suites) if self.suites else 'all'}",
+            f"- Written: {written.isoformat(timespec='seconds')}",
+        ]
+        return "\n".join(lines) + "\n"
+
+
+def write_sources(sources: ReportSources, out_dir: Path) -> Path:
+    """``sources.md`` in the report's folder (the report writer itself knows only the runs)."""
+    path = Path(out_dir) / SOURCES_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(sources.markdown(datetime.datetime.now(datetime.timezone.utc)))
+    return path
+
+
+def _write_report(sources: ReportSources, report_root: Path, loaded=None) -> Path:
+    """Write the report of ``sources`` to ``<report_root>/<name>/`` with its ``sources.md``, and log
+    both as artifacts of a ``report`` run in the same store."""
     import pandas as pd
 
     from benchmarks.report import collect_runs, write_report
@@ -155,21 +264,20 @@ def _write_report(
     from benchmarks.store import EXPERIMENT
     from cgat_dgl.training.tracking import Tracker
 
+    tracking_uri, profile, seeds, suites = sources.tracking_uri, sources.profile, sources.seeds, sources.suites
     runs, histories = collect_runs(tracking_uri, profile=profile, experiment_name=EXPERIMENT)
     studies = collect_study_trials(tracking_uri, profile=profile, experiment_name=EXPERIMENT)
-    name = profile or "all"
+    name = sources.name
     if seeds is not None:
         # pre-training runs are shared by every seed's transfers; only transfers are filtered
         runs = runs[(runs["kind"] != "transfer") | runs["seed"].isin(seeds)].reset_index(drop=True)
         studies = studies[studies["seed"].isin(seeds)]
-        name += "-seeds-" + "-".join(map(str, seeds))
     if suites:
         runs, studies = _in_suites(runs, studies, suites)
-        name += "-" + "-".join(suites)
     # per-material errors serve the comparisons of transfers and trials; pre-training runs need none
     transfers = runs.loc[runs["kind"] == "transfer", "run_id"]
     errors = collect_test_errors(tracking_uri, [*transfers, *studies["run_id"]])
-    out_dir = Path(report_dir) / name
+    out_dir = Path(report_root) / name
     targets = elements = None
     if loaded is not None:
         targets = loaded.targets
@@ -177,7 +285,11 @@ def _write_report(
             material: sorted({_symbol(int(z)) for z in graph.comp_elements})
             for material, graph in loaded.graphs.items()
         }
-    path = write_report(runs, histories, out_dir, targets=targets, elements=elements, errors=errors, studies=studies)
+    named = {"store": redact_uri(tracking_uri), "manifest": str(sources.manifest or "none given")}
+    path = write_report(
+        runs, histories, out_dir, targets=targets, elements=elements, errors=errors, studies=studies, sources=named
+    )
+    sources_path = write_sources(sources, out_dir)
     claims = pd.read_csv(out_dir / "claims.csv")
     tags = {
         "cgat.kind": "report",
@@ -190,6 +302,7 @@ def _write_report(
         tracker.log_metrics({f"claims_{verdict}": float(n) for verdict, n in verdict_counts(claims).items()})
     print(f"report: {path}")
     print(f"claims: {out_dir / 'claims.md'}")
+    print(f"sources: {sources_path}")
     return path
 
 
@@ -209,6 +322,12 @@ def _symbol(z: int) -> str:
 
 
 def _report(args: argparse.Namespace) -> int:
+    try:
+        seeds = parse_seeds(args.seeds)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    paths = command_paths(args.experiments, args.tracking_uri, report_dir=args.report_dir)
     loaded = None
     if args.experiments is not None:
         from benchmarks.datasets import TaskData
@@ -216,15 +335,18 @@ def _report(args: argparse.Namespace) -> int:
         manifest = load_manifest(args.experiments)
         data_path = data_path_for(args.data, manifest.resolve(manifest.data.path))
         loaded = TaskData.load(manifest, data_path, args.cache_dir, progress=False).loaded
-    try:
-        seeds = parse_seeds(args.seeds)
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    _write_report(
-        resolve_tracking_uri(args.tracking_uri), args.profile, args.report_dir, loaded, seeds, _split_names(args.suite)
-    )
+    sources = ReportSources(paths.tracking_uri, args.experiments, args.profile, seeds, _split_names(args.suite))
+    _write_report(sources, paths.report_root, loaded)
     return 0
+
+
+def _add_report_dir_option(parser: argparse.ArgumentParser) -> None:
+    """``--out`` and its old name ``--report-dir``, so earlier commands still write where they did."""
+    parser.add_argument(
+        "--out", "--report-dir", dest="report_dir", type=Path, default=None, metavar="DIR",
+        help="folder of the reports, each in DIR/<name>/ (default: reports/ beside a SQLite store, "
+        "else mlflow/reports/<store>/ beside the manifest or in the working directory)",
+    )
 
 
 def add_report_command(commands: argparse._SubParsersAction) -> None:
@@ -232,10 +354,12 @@ def add_report_command(commands: argparse._SubParsersAction) -> None:
     report.add_argument("experiments", type=Path, nargs="?", default=None,
                         help="experiments.yaml, for the dataset figures (optional)")
     report.add_argument("--profile", default="cpu", help="profile whose runs to report (default: cpu)")
-    report.add_argument("--tracking-uri", default=None)
+    report.add_argument("--tracking-uri", default=None,
+                        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else mlflow/mlflow.db beside "
+                        "the manifest, or in the working directory without one)")
     report.add_argument("--data", type=Path, default=None)
     report.add_argument("--cache-dir", type=Path, default=None)
-    report.add_argument("--report-dir", type=Path, default=DEFAULT_REPORT_DIR)
+    _add_report_dir_option(report)
     report.add_argument("--seeds", default=None,
                         help="only transfer runs of these seeds, e.g. 0-2 or 0,1,2 (written to <profile>-seeds-0-1-2/)")
     report.add_argument("--suite", default=None,
@@ -245,16 +369,17 @@ def add_report_command(commands: argparse._SubParsersAction) -> None:
 
 # --- ui ----------------------------------------------------------------------------------------
 def _ui(args: argparse.Namespace) -> int:
-    uri = resolve_tracking_uri(args.tracking_uri)
+    uri = resolve_tracking_uri(args.tracking_uri, default_base())  # no manifest: the working directory's store
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1",
                "--port", str(args.port)]
-    print(f"MLflow UI on http://127.0.0.1:{args.port} over {uri}")
+    print(f"MLflow UI on http://127.0.0.1:{args.port} over {redact_uri(uri)}")
     return subprocess.call(command)
 
 
 def add_ui_command(commands: argparse._SubParsersAction) -> None:
     ui = commands.add_parser("ui", help="open the MLflow UI on 127.0.0.1 over the project's store")
-    ui.add_argument("--tracking-uri", default=None)
+    ui.add_argument("--tracking-uri", default=None,
+                    help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else ./mlflow/mlflow.db)")
     ui.add_argument("--port", type=int, default=5000)
     ui.set_defaults(handler=_ui)
 
@@ -266,6 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_report_command(commands)
     add_tune_parser(commands)
     add_ui_command(commands)
+    add_server_parser(commands)
     return parser
 
 

@@ -31,7 +31,8 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data", type=Path, default=None, help=f"data file (default: ${SHARED_DATA_ENV} or {default_data_path()})"
     )
-    parser.add_argument("--cache-dir", type=Path, default=REPO_ROOT / "cache", help="graph cache folder")
+    # relative to the working directory (as `cgat train`'s), not the package: an install is read-only
+    parser.add_argument("--cache-dir", type=Path, default=Path("cache"), help="graph cache folder (default: ./cache)")
     parser.add_argument("--workers", type=int, default=None, help="graph build processes (default: all cores)")
 
 

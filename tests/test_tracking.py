@@ -111,11 +111,13 @@ def test_artifacts_live_beside_the_sqlite_file(store: str, runs) -> None:
     assert experiment.artifact_location == (database.parent / "artifacts").as_uri()
 
 
-def test_tracking_uri_resolution(monkeypatch) -> None:
+def test_tracking_uri_resolution(monkeypatch, tmp_path: Path) -> None:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    default = resolve_tracking_uri()
-    assert default == f"sqlite:///{tracking.REPO_ROOT / 'mlflow' / 'mlflow.db'}"
-    assert (tracking.REPO_ROOT / "cgat_dgl").is_dir()
+    monkeypatch.chdir(tmp_path)
+    # the user's folder, not the package's: an installed package must not write into site-packages
+    assert resolve_tracking_uri() == f"sqlite:///{tmp_path.resolve() / 'mlflow' / 'mlflow.db'}"
+    assert resolve_tracking_uri(base=tmp_path / "project") == f"sqlite:///{tmp_path / 'project' / 'mlflow' / 'mlflow.db'}"
+    assert not hasattr(tracking, "REPO_ROOT")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////elsewhere/x.db")
     assert resolve_tracking_uri() == "sqlite:////elsewhere/x.db"
     assert resolve_tracking_uri("http://server:5000") == "http://server:5000"

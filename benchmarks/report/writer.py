@@ -197,9 +197,11 @@ def _claims_section(claims: pd.DataFrame, report: MarkdownReport, out_dir: Path)
     report.table(markdown, csv)
 
 
-def _provenance_section(runs: pd.DataFrame, report: MarkdownReport) -> None:
+def _provenance_section(runs: pd.DataFrame, report: MarkdownReport, sources: Mapping[str, str] | None = None) -> None:
     """What the report knows about how its runs were made: seeds, machines, threads, software, time."""
     report.section("About these runs")
+    if sources:
+        report.text("Computed from " + "; ".join(f"{k}: `{v}`" for k, v in sources.items()) + " ([sources.md](sources.md)).")
     transfer = runs[runs["kind"] == "transfer"]
     seeds = sorted(int(s) for s in transfer["seed"].dropna().unique())
     report.text(f"Transfer seeds: {', '.join(map(str, seeds)) or 'none'}.")
@@ -416,8 +418,12 @@ def write_report(
     budget_ratios: Sequence[float] = DEFAULT_RATIOS,
     errors: Mapping[str, pd.Series] | None = None,
     studies: pd.DataFrame | None = None,
+    sources: Mapping[str, str] | None = None,
 ) -> Path:
     """Write every table, figure and report.md under ``out_dir``; returns the path of report.md.
+
+    ``sources`` (e.g. the store's redacted URI and the manifest) are named in "About these runs", so
+    a report found on disk says what it was computed from.
 
     ``errors`` (run id -> absolute test error per material, ``collect_test_errors``) gives single-seed
     comparisons a bootstrap interval; ``studies`` (``collect_study_trials``) checks the tuning claim."""
@@ -442,7 +448,7 @@ def write_report(
     budget = budget_section(runs, points, fits, budget_report, out_dir, cost_ratio, budget_ratios)
     claims = claims_table(runs, comparisons, fits, budget=budget, studies=studies, errors=errors)
     _claims_section(claims, report, out_dir)
-    _provenance_section(runs, report)
+    _provenance_section(runs, report, sources)
     _table1_section(runs, report, out_dir)
     strategy_cost_section(runs, report, out_dir)
     _comparison_section(comparisons, report, out_dir)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from benchmarks.tuning.inputs import InputOptions, prepare_inputs
 from benchmarks.tuning.space import StudyConfigError
 from benchmarks.tuning.storage import HeartbeatSettings, default_storage_url
 from benchmarks.tuning.study import StudyResult, TuneOptions, run_study, strategy_specs
-from cgat_dgl.training.tracking import REPO_ROOT
+from cgat_dgl.training.tracking import default_base, resolve_tracking_uri
 
 
 def add_tune_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -33,11 +34,13 @@ def add_tune_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("manifest", type=Path, help="experiments.yaml")
     parser.add_argument("--study", required=True, help="a study name of the manifest's 'studies'")
     parser.add_argument("--profile", default="cpu", help="manifest profile (default: cpu)")
-    parser.add_argument("--storage", default=None, help=f"Optuna RDB URL shared by workers (default: {default_storage_url()})")
+    parser.add_argument("--storage", default=None,
+                        help="Optuna RDB URL shared by workers (default: mlflow/optuna.db beside the manifest)")
     parser.add_argument("--n-trials", type=int, default=None, help="total trials, replacing the study's n_trials")
-    parser.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or mlflow/mlflow.db)")
+    parser.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else mlflow/mlflow.db beside the manifest)")
     parser.add_argument("--data", type=Path, default=None, help="data file (default: CGAT_SHARED_DATA or the manifest's data.path)")
-    parser.add_argument("--work-dir", type=Path, default=Path("runs"), help="checkpoints and locks, shared with 'cgat-bench run'")
+    parser.add_argument("--work-dir", type=Path, default=None,
+                        help="checkpoints and locks, shared with 'cgat-bench run' (default: runs/ beside the manifest)")
     parser.add_argument(
         "--strategy",
         default=None,
@@ -50,14 +53,33 @@ def add_tune_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true")
 
 
-def resolve_data_path(argument: Path | None, manifest_path: str) -> Path:
+@dataclass(frozen=True)
+class TunePaths:
+    storage: str  # Optuna RDB URL
+    tracking_uri: str
+    work_dir: Path
+
+
+def tune_paths(args: argparse.Namespace) -> TunePaths:
+    """Explicit options win (and MLFLOW_TRACKING_URI for the store); the rest defaults beside the
+    manifest, where ``cgat-bench run`` of the same manifest keeps its store and runs, so a study
+    finds the pre-trainings of its project and never those of another."""
+    base = default_base(args.manifest)
+    return TunePaths(
+        storage=args.storage or default_storage_url(base),
+        tracking_uri=resolve_tracking_uri(args.tracking_uri, base),
+        work_dir=args.work_dir if args.work_dir is not None else base / "runs",
+    )
+
+
+def resolve_data_path(argument: Path | None, manifest_data_path: Path) -> Path:
+    """--data, else $CGAT_SHARED_DATA, else the manifest's data.path (resolved against the manifest)."""
     if argument is not None:
         path = argument
     elif os.environ.get("CGAT_SHARED_DATA"):
         path = Path(os.environ["CGAT_SHARED_DATA"])
     else:
-        path = Path(manifest_path)
-        path = path if path.is_absolute() else REPO_ROOT / path
+        path = manifest_data_path
     if not path.exists():
         raise FileNotFoundError(f"data not found: {path} (pass --data or set CGAT_SHARED_DATA)")
     return path
@@ -68,23 +90,24 @@ def tune_main(args: argparse.Namespace) -> int:
         manifest = load_manifest(args.manifest)
         base = manifest.study(args.study)
         profile = manifest.profile(args.profile)
-        data_path = resolve_data_path(args.data, manifest.data.path)
+        data_path = resolve_data_path(args.data, manifest.resolve(manifest.data.path))
         specs = strategy_specs(base, [s.strip() for s in args.strategy.split(",")]) if args.strategy else [base]
         heartbeat = HeartbeatSettings(args.heartbeat, args.grace or 3 * args.heartbeat, args.max_retry)
     except (ManifestError, KeyError, FileNotFoundError, StudyConfigError, ValueError) as error:
         print(f"cgat-bench tune: {error}", file=sys.stderr)
         return 2
+    paths = tune_paths(args)
     options = TuneOptions(
-        storage=args.storage,
+        storage=paths.storage,
         n_trials=args.n_trials,
-        tracking_uri=args.tracking_uri,
+        tracking_uri=paths.tracking_uri,
         profile=args.profile,
-        work_dir=args.work_dir,
+        work_dir=paths.work_dir,
         heartbeat=heartbeat,
         keep_checkpoints=args.keep_checkpoints,
         progress=not args.no_progress,
     )
-    input_options = InputOptions(args.profile, data_path, args.work_dir, args.tracking_uri, not args.no_progress)
+    input_options = InputOptions(args.profile, data_path, paths.work_dir, paths.tracking_uri, not args.no_progress)
     results: list[StudyResult] = []
     for spec in specs:
         try:
@@ -100,8 +123,8 @@ def tune_main(args: argparse.Namespace) -> int:
         results.append(result)
         print(_result_text(result), flush=True)
     if len(specs) > 1:
-        frame = compare_studies(options.storage or default_storage_url(), [spec.name for spec in specs])
-        path = write_comparison(frame, Path(args.work_dir) / "tuning" / f"{base.name}-comparison.md", f"Study {base.name}: strategies with the same budget")
+        frame = compare_studies(paths.storage, [spec.name for spec in specs])
+        path = write_comparison(frame, paths.work_dir / "tuning" / f"{base.name}-comparison.md", f"Study {base.name}: strategies with the same budget")
         print(markdown_table(frame), end="")
         print(f"[tune] comparison written to {path}")
     return 0

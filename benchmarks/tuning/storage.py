@@ -20,13 +20,16 @@ from optuna.exceptions import ExperimentalWarning
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial
 
-from cgat_dgl.training.tracking import REPO_ROOT
+from cgat_dgl.training.tracking import STORE_DIR, default_base
 
 StaleTrialHook = Callable[[optuna.Study, FrozenTrial], None]
 
 
-def default_storage_url() -> str:
-    return f"sqlite:///{(REPO_ROOT / 'mlflow' / 'optuna.db').as_posix()}"
+def default_storage_url(base: Path | None = None) -> str:
+    """SQLite beside the default MLflow store, under ``base`` (the manifest's folder; default: the
+    working directory), so each project's studies stay with its runs."""
+    folder = Path(base).absolute() if base is not None else default_base()
+    return f"sqlite:///{(folder / STORE_DIR / 'optuna.db').as_posix()}"
 
 
 def display_url(url: str | None) -> str:
@@ -50,7 +53,7 @@ class HeartbeatSettings:
 def open_storage(
     url: str | None, heartbeat: HeartbeatSettings = HeartbeatSettings(), on_stale: StaleTrialHook | None = None
 ) -> RDBStorage:
-    """The RDB storage at ``url`` (default: SQLite under ``mlflow/``); ``on_stale`` also sees failed stale trials."""
+    """The RDB storage at ``url`` (default: SQLite under ``./mlflow/``); ``on_stale`` also sees failed stale trials."""
     url = url or default_storage_url()
     engine_kwargs: dict[str, Any] = {}
     if url.startswith("sqlite:///"):

@@ -1,7 +1,9 @@
 """MLflow tracking of training runs; the only module that talks to MLflow.
 
-The default store is SQLite under the repository's ``mlflow/`` folder (MLflow 3 refuses plain file
-stores), with artifacts in ``mlflow/artifacts``; ``MLFLOW_TRACKING_URI`` or an explicit URI wins.
+The default store is SQLite at ``<base>/mlflow/mlflow.db`` (MLflow 3 refuses plain file stores), with
+artifacts in ``<base>/mlflow/artifacts``; ``<base>`` is the folder of the command's manifest, else the
+working directory, never the package's folder (``default_base``). ``MLFLOW_TRACKING_URI`` or an
+explicit URI wins.
 Runs are driven through ``MlflowClient`` with explicit run ids rather than MLflow's global active
 run, so nested runs (a parent per experiment, children per training) work from any thread.
 """
@@ -10,43 +12,89 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import urlsplit
 
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 log = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_EXPERIMENT = "cgat"
 PARENT_TAG = "mlflow.parentRunId"
 PRETRAIN_TAG = "cgat.pretrain_run_id"
 _BATCH = 100  # MLflow's limit of params per log_batch call
 
 
-def default_tracking_uri() -> str:
-    return f"sqlite:///{(REPO_ROOT / 'mlflow' / 'mlflow.db').as_posix()}"
+STORE_DIR = "mlflow"  # the folder of the default stores, under the base
+_SECRET_QUERY = re.compile(r"(?i)\b(password|passwd|pwd|secret|token)=[^&]*")
 
 
-def resolve_tracking_uri(uri: str | None = None) -> str:
-    return uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
+def default_base(manifest: str | Path | None = None) -> Path:
+    """The folder default paths hang off: the manifest's folder, so each project keeps its own store,
+    runs and reports, else the working directory; never the package's folder (site-packages when
+    installed)."""
+    if manifest is not None:
+        return Path(manifest).expanduser().resolve().parent
+    return Path.cwd()
+
+
+def default_tracking_uri(base: Path | None = None) -> str:
+    """The SQLite store under ``base`` (absolute, so a relative base does not move with the cwd)."""
+    folder = Path(base).absolute() if base is not None else default_base()
+    return f"sqlite:///{(folder / STORE_DIR / 'mlflow.db').as_posix()}"
+
+
+def resolve_tracking_uri(uri: str | None = None, base: Path | None = None) -> str:
+    """An explicit URI, else ``MLFLOW_TRACKING_URI``, else the SQLite store under ``base`` (default: cwd)."""
+    return uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(base)
+
+
+def redact_uri(uri: str) -> str:
+    """The URI with its password (and password-like query values) as ``***``: safe for folder names,
+    logs and files others read."""
+    parts = urlsplit(uri)
+    netloc = parts.netloc
+    userinfo, at, host = netloc.rpartition("@")
+    if at and ":" in userinfo:
+        netloc = f"{userinfo.partition(':')[0]}:***@{host}"
+    query = _SECRET_QUERY.sub(lambda m: f"{m.group(1)}=***", parts.query)
+    if not parts.scheme or (netloc, query) == (parts.netloc, parts.query):
+        return uri
+    # composed by hand: urlunsplit drops the empty authority of sqlite:////abs/path
+    return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "") + (
+        f"#{parts.fragment}" if parts.fragment else ""
+    )
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI (a relative one against the cwd, as SQLite opens
+    it); None for other stores and in-memory SQLite."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    path = Path(uri[len("sqlite:///") :].split("?", 1)[0])
+    if not path.name:
+        return None
+    return path if path.is_absolute() else Path.cwd() / path
+
+
+ARTIFACT_ROOT_ENV = "CGAT_ARTIFACT_ROOT"
 
 
 def _artifact_root(uri: str) -> str | None:
-    """Artifacts beside a SQLite file store; other stores (servers) choose their own."""
-    parsed = urlparse(uri)
-    if parsed.scheme != "sqlite":
+    """Artifacts beside a SQLite file store; a tracking server chooses its own; a database store
+    reached directly (postgresql://...) uses $CGAT_ARTIFACT_ROOT (any MLflow artifact URI, shared by
+    every machine on that database), else mlflow/artifacts in the working directory."""
+    db_path = sqlite_path(uri)
+    if db_path is not None:
+        return (db_path.parent / "artifacts").as_uri()
+    if uri.startswith(("http://", "https://", "databricks")):
         return None
-    db_path = Path(uri[len("sqlite:///") :]) if uri.startswith("sqlite:///") else None
-    if db_path is None or not db_path.name:
-        return None
-    if not db_path.is_absolute():
-        db_path = Path.cwd() / db_path
-    return (db_path.parent / "artifacts").as_uri()
+    return os.environ.get(ARTIFACT_ROOT_ENV) or (Path.cwd() / STORE_DIR / "artifacts").as_uri()
 
 
 def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
