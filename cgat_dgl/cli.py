@@ -1,10 +1,17 @@
-"""The ``cgat`` command: train (or transfer), predict from CIF files, and compare transfer strategies."""
+"""The ``cgat`` command: train (or transfer), predict from CIF files, and compare transfer strategies.
+
+Data-parallel training of one run: ``torchrun --nproc-per-node N -m cgat_dgl.cli train ... --ddp``,
+or ``cgat train ... --ddp --nproc-per-node N``, which starts that torchrun command itself
+(``torchrun --standalone``: one machine, a free port).
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import logging
+import subprocess
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -58,8 +65,8 @@ def _add_model_options(parser: argparse.ArgumentParser, default_preset: str | No
     parser.add_argument("--backend", choices=("dgl", "torch"), default=None, help="message-passing backend")
 
 
-def _add_optim_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--batch-size", type=int, default=64, help="crystals per batch")
+def _add_optim_options(parser: argparse.ArgumentParser, batch_help: str = "crystals per batch") -> None:
+    parser.add_argument("--batch-size", type=int, default=64, help=batch_help)
     parser.add_argument("--lr", type=float, default=1.25e-4, help="peak learning rate of the cycle")
     parser.add_argument("--weight-decay", type=float, default=1e-6, help="AdamW weight decay")
     parser.add_argument("--seed", type=int, default=0, help="seed of weights and shuffling")
@@ -85,7 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_options(train)
     train.add_argument("--property", required=True, help="target column, e.g. gap_pbe")
     _add_model_options(train, default_preset=None)
-    _add_optim_options(train)
+    _add_optim_options(train, batch_help="crystals per optimiser step; with --ddp the global batch, "
+                                          "each of the N processes takes batch-size / N (N must divide it)")
     train.add_argument("--epochs", type=int, default=None, help="default: 390 (paper), 280 with --init-checkpoint")
     train.add_argument("--cycle-period", type=int, default=None,
                        help="epochs of one learning-rate cycle (default: 130, 70 with --init-checkpoint)")
@@ -104,6 +112,14 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--checkpoint-every", type=int, default=0, help="also keep OUT/epoch_N.pt every N epochs (0: never)")
     train.add_argument("--out", type=Path, required=True, help="output folder (checkpoints, split)")
     train.add_argument("--no-resume", action="store_true", help="start over even if OUT/last.pt exists")
+    train.add_argument("--ddp", action="store_true",
+                       help="data-parallel training of this one run (DistributedDataParallel; gloo on CPU, NCCL on "
+                            "GPU, one GPU per process): run under torchrun (torchrun --nproc-per-node N -m "
+                            "cgat_dgl.cli train ... --ddp), or add --nproc-per-node. Rank 0 alone writes the "
+                            "checkpoints and the MLflow run; every rank resumes from OUT/last.pt")
+    train.add_argument("--nproc-per-node", type=int, default=None, metavar="N",
+                       help="with --ddp outside torchrun: start N processes on this machine through torchrun "
+                            "--standalone (on CPU give --threads too: the cores are shared)")
     _add_tracking_options(train, "cgat")
     train.set_defaults(handler=run_train)
 
@@ -161,9 +177,12 @@ def _model_config(preset: str | None, backend: str | None, init_checkpoint: Path
     return config.model_copy(update={"backend": backend}) if backend else config
 
 
-def _load(args: argparse.Namespace, properties: list[str], max_nbr: int, with_protected: bool = False) -> Any:
+def _load(
+    args: argparse.Namespace, properties: list[str], max_nbr: int, with_protected: bool = False, verbose: bool = True
+) -> Any:
     """The data of ``properties``; ``with_protected`` adds the default protected (high-fidelity)
-    properties the file offers, which the leakage rule of a pre-training split needs."""
+    properties the file offers, which the leakage rule of a pre-training split needs. ``verbose``:
+    progress and the loading report (off on the data-parallel ranks other than 0)."""
     from cgat_dgl.data.dataset import load_dataset
     from cgat_dgl.data.leakage import load_with_protected
     from cgat_dgl.graphs.neighbors import GraphParams
@@ -173,9 +192,10 @@ def _load(args: argparse.Namespace, properties: list[str], max_nbr: int, with_pr
         properties,
         params=GraphParams(max_nbr=max_nbr),
         cache_dir=None if args.no_cache else args.cache_dir,
-        progress=True,
+        progress=verbose,
     )
-    print(loaded.report.summary(), file=sys.stderr)
+    if verbose:
+        print(loaded.report.summary(), file=sys.stderr)
     return loaded
 
 
@@ -188,10 +208,36 @@ def _print_result(result: Any, label: str = "") -> None:
     )
 
 
+def _launch_torchrun(args: argparse.Namespace) -> int:
+    """Run this very command under ``torchrun --standalone --nproc-per-node N``; its processes see
+    torchrun's environment and train as ranks instead of launching again."""
+    if args.nproc_per_node is None or args.nproc_per_node < 1:
+        raise SystemExit("cgat train --ddp: run under torchrun, or give --nproc-per-node N to start N processes here")
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={args.nproc_per_node}",
+               "-m", "cgat_dgl.cli", *args.argv]
+    print(f"starting {args.nproc_per_node} processes: {' '.join(command)}", file=sys.stderr)
+    return subprocess.call(command)
+
+
 def run_train(args: argparse.Namespace) -> int:
+    from cgat_dgl.training import distributed
+
+    if not args.ddp:
+        if args.nproc_per_node is not None:
+            raise SystemExit("cgat train: --nproc-per-node needs --ddp")
+        return _train(args)
+    if not distributed.launched_by_torchrun():
+        return _launch_torchrun(args)
+    with distributed.process_group(args.device):
+        return _train(args)
+
+
+def _train(args: argparse.Namespace) -> int:
+    """One training run; with DDP, one rank of it (data and split prepared by rank 0 first)."""
     from cgat_dgl.data.splits import load_or_create_split, nested_subsets
+    from cgat_dgl.training import distributed
     from cgat_dgl.training.config import TrainConfig
-    from cgat_dgl.training.tracking import Tracker
+    from cgat_dgl.training.tracking import Tracker, redact_uri
     from cgat_dgl.training.trainer import train
 
     transfer = args.init_checkpoint is not None
@@ -215,18 +261,21 @@ def run_train(args: argparse.Namespace) -> int:
         normalization=args.normalization,
         checkpoint_every=args.checkpoint_every,
     )
-    loaded = _load(args, [args.property], model_config.max_nbr)
-    dataset = loaded.dataset(args.property)
-    if len(dataset) < 3:
-        raise SystemExit(f"{args.data}: only {len(dataset)} materials have {args.property!r}; need at least 3")
-    split = load_or_create_split(args.split or args.out / "split.json", sorted(dataset.ids), args.split_seed)
+    main = distributed.is_main()  # every process without DDP
+    with distributed.main_first():  # rank 0 builds the graph cache and the split file; the others read them
+        loaded = _load(args, [args.property], model_config.max_nbr, verbose=main)
+        dataset = loaded.dataset(args.property)
+        if len(dataset) < 3:
+            raise SystemExit(f"{args.data}: only {len(dataset)} materials have {args.property!r}; need at least 3")
+        split = load_or_create_split(args.split or args.out / "split.json", sorted(dataset.ids), args.split_seed)
     train_ids = list(split.train)
     if args.train_size is not None and args.train_size < len(train_ids):
         train_ids = list(nested_subsets(split.train, [args.train_size], seed=args.split_seed)[args.train_size])
     train_set = loaded.dataset(args.property, train_ids)
     val_set = loaded.dataset(args.property, list(split.val))
     test_set = loaded.dataset(args.property, list(split.test))
-    print(f"{args.property}: {len(train_set)} train, {len(val_set)} val, {len(test_set)} test", file=sys.stderr)
+    if main:
+        print(f"{args.property}: {len(train_set)} train, {len(val_set)} val, {len(test_set)} test", file=sys.stderr)
 
     from cgat_dgl.graphs.neighbors import GraphParams
 
@@ -235,18 +284,25 @@ def run_train(args: argparse.Namespace) -> int:
         "data": str(args.data),
         "graph_params": asdict(GraphParams(max_nbr=model_config.max_nbr)),
     }
-    with Tracker(f"{args.property} {strategy}", experiment=args.experiment, tracking_uri=args.tracking_uri) as tracker:
-        tracker.log_config(
-            data={"path": str(args.data), "property": args.property, "train_size": len(train_set),
-                  "val_size": len(val_set), "test_size": len(test_set), "split_seed": args.split_seed},
-        )
+    # One MLflow run, rank 0's: the other ranks train without a tracker.
+    tracking: Any = (
+        Tracker(f"{args.property} {strategy}", experiment=args.experiment, tracking_uri=args.tracking_uri)
+        if main else contextlib.nullcontext(None)
+    )
+    with tracking as tracker:
+        if tracker is not None:
+            tracker.log_config(
+                data={"path": str(args.data), "property": args.property, "train_size": len(train_set),
+                      "val_size": len(val_set), "test_size": len(test_set), "split_seed": args.split_seed},
+            )
         result = train(
             model_config, train_config, train_set, val_set, test_set,
             out_dir=args.out, init_checkpoint=args.init_checkpoint, tracker=tracker,
             resume=not args.no_resume, metadata=metadata, progress=True,
         )  # fmt: skip
-    _print_result(result)
-    print(f"mlflow run {tracker.run_id} in {tracker.tracking_uri}")
+    if tracker is not None:
+        _print_result(result)
+        print(f"mlflow run {tracker.run_id} in {redact_uri(tracker.tracking_uri)}")
     return 0
 
 
@@ -350,6 +406,7 @@ def run_compare(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # what `cgat train --ddp` hands to torchrun
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("alembic", "mlflow", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from cgat_dgl.graphs.batch import Batch
 from cgat_dgl.graphs.crystal_graph import CrystalGraph
@@ -127,12 +127,16 @@ def make_loader(
     seed: int = 0,
     num_workers: int = 0,
     drop_last: bool = False,
+    sampler: Sampler | None = None,
 ) -> DataLoader:
     """A DataLoader of ``Batch``es over a dataset of (CrystalGraph, target) items.
 
     Shuffling draws from its own generator seeded with ``seed``, so the order of batches is the
-    same on every run and independent of other random draws.
+    same on every run and independent of other random draws. A ``sampler`` (e.g. a data-parallel
+    rank's ``DistributedSampler``, which shuffles by its own seed) replaces that shuffle.
     """
+    if sampler is not None and shuffle:
+        raise ValueError("give either shuffle=True or a sampler: the sampler decides the order")
     generator = torch.Generator().manual_seed(seed)
     in_workers = num_workers > 0 and backend == "dgl"
     loader_class = _MainProcessGraphLoader if in_workers else DataLoader
@@ -140,6 +144,7 @@ def make_loader(
         dataset,
         batch_size=batch_size,
         shuffle=shuffle,
+        sampler=sampler,
         collate_fn=functools.partial(collate, backend="torch" if in_workers else backend),
         generator=generator,
         num_workers=num_workers,

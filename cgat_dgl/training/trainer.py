@@ -5,6 +5,12 @@ Every epoch writes ``last.pt`` (weights, optimiser, scheduler, RNG states, histo
 ``train(..., resume=True)`` continues a killed run to the same result as an uninterrupted one.
 Shuffling draws from a generator seeded by ``seed + epoch`` and the global RNG states are
 restored on resume, which is what makes the continuation exact on CPU.
+
+When torch.distributed's default process group is initialised (``cgat train --ddp``), the same
+loop runs data-parallel with DistributedDataParallel: ``batch_size`` is the global batch, split
+evenly over the ranks; the metrics are reduced over the ranks; only rank 0 writes checkpoints,
+prediction files and the MLflow run; every rank resumes from the same ``last.pt``. The plumbing is
+in ``cgat_dgl.training.distributed``, which also says why the result equals one process's.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from .. import progress as progress_output
 from ..graphs.collate import make_loader
 from ..model import CGAT, ModelConfig
 from ..versions import machine_label, version_tags
+from . import distributed
 from .allocator import keep_freed_memory
 from .checkpoint import capture_rng_state, load_model_state, read_checkpoint, restore_rng_state, save_checkpoint
 from .config import FROM_SCRATCH, TrainConfig
@@ -138,7 +145,7 @@ class _Run:
         metadata: dict[str, Any],
     ) -> None:
         self.config = train_config
-        self.device = resolve_device(train_config.device)
+        self.device = distributed.rank_device(resolve_device(train_config.device))
         self.backend = train_config.backend or model_config.backend
         self.model_config = model_config.model_copy(update={"backend": self.backend})
         self.model_values = self.model_config.model_dump(mode="json")
@@ -168,6 +175,10 @@ class _Run:
         self.plan: FreezePlan = apply_freeze(self.model, train_config)
         self.model.to(self.device)
         self.normalizer.to(self.device)
+        # What the training step calls: DDP around the model on several ranks, the model itself on one.
+        self.train_model: nn.Module = distributed.wrap_model(self.model)
+        if distributed.is_active():
+            self.metadata["world_size"] = distributed.world_size()
         self.optimizer = torch.optim.AdamW(
             param_groups(self.plan, train_config), lr=train_config.lr, weight_decay=train_config.weight_decay
         )
@@ -219,7 +230,13 @@ class _Run:
         self.best_val_mae = float(saved["best_val_mae"])
         self.history = [dict(row) for row in saved["history"]]
         self.metadata = {**saved.get("metadata", {}), **self.metadata}
+        # With DDP every rank restores rank 0's RNG state: all ranks start from the same seed and
+        # draw the same numbers (shuffling has its own generator), so they are the same anyway.
         restore_rng_state(saved["rng"])
+        saved_world = int(saved.get("metadata", {}).get("world_size", 1))
+        if saved_world != distributed.world_size():
+            log.warning("%s was written by %d process(es), resumed by %d: the global batches stay the same, "
+                        "only rounding differs", path, saved_world, distributed.world_size())
         log.info("resuming %s after epoch %d", path, self.epoch)
 
     # --- one epoch -----------------------------------------------------------------------------
@@ -235,6 +252,9 @@ class _Run:
         with ``epoch_view(seed)`` (a multi-fidelity draw) gives each epoch its own items."""
         seed = self.config.seed + self.epoch
         epoch_view = getattr(train_set, "epoch_view", None)
+        if distributed.is_active():
+            return self.distributed_epoch_loader(train_set if epoch_view is None else epoch_view(seed),
+                                                 new=epoch_view is not None)
         if epoch_view is not None:
             return self.loader(epoch_view(seed), train=True, seed=seed)
         if self.config.num_workers > 0:
@@ -246,8 +266,22 @@ class _Run:
         self._train_loader.generator.manual_seed(seed)
         return self._train_loader
 
+    def distributed_epoch_loader(self, dataset: Sequence[Any], new: bool) -> DataLoader:
+        """This rank's share of the epoch: a DistributedSampler whose ``set_epoch`` draws the
+        single-process permutation (seeded ``seed + epoch``), so the ranks' batches together are
+        the single-process batches. The sampler runs in the main process, so one loader serves
+        every epoch, worker processes or not; an epoch view (``new``) gets its own."""
+        if new or self._train_loader is None:
+            sampler = distributed.train_sampler(dataset, seed=self.config.seed)
+            self._train_loader = self.loader(dataset, train=True, sampler=sampler)
+        sampler = self._train_loader.sampler
+        assert isinstance(sampler, torch.utils.data.DistributedSampler)
+        sampler.set_epoch(self.epoch)
+        return self._train_loader
+
     def train_epoch(self, train_set: Sequence[Any], progress: bool) -> tuple[float, int]:
-        """The epoch's training MAE in target units, and the number of structures it trained on."""
+        """The epoch's training MAE in target units, and the number of structures it trained on
+        (over all ranks with DDP)."""
         config = self.config
         self.plan.set_train_mode(self.model)
         loader = self.epoch_loader(train_set)
@@ -258,10 +292,10 @@ class _Run:
             batch = batch.to(self.device)
             target = self.normalizer.encode(batch.targets.float())
             with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.use_amp):
-                output = self.model(batch)
+                output = self.train_model(batch)
             output = output.float()
             loss = regression_loss(output, target, config.loss)
-            if not torch.isfinite(loss):
+            if not distributed.all_finite(loss):
                 raise FloatingPointError(
                     f"non-finite loss at epoch {self.epoch + 1}, batch {index} (ids {batch.ids[:3]}...)"
                 )
@@ -271,20 +305,29 @@ class _Run:
             self.scaler.update()
             abs_error_sum += float((output[:, 0].detach() - target).abs().sum()) * float(self.normalizer.std)
             count += batch.num_crystals
+        if distributed.is_active():
+            abs_error_sum, total = distributed.all_reduce_sum([abs_error_sum, count])
+            count = int(round(total))
         if count == 0:
             raise ValueError("the training set gave no batch (empty, or smaller than a batch with drop_last)")
         return abs_error_sum / count, count
 
-    def loader(self, dataset: Sequence[Any], train: bool, seed: int | None = None) -> DataLoader:
+    def loader(
+        self, dataset: Sequence[Any], train: bool, seed: int | None = None, sampler: Any = None
+    ) -> DataLoader:
+        """A training loader (shuffled, or ordered by ``sampler``) or an evaluation loader. With DDP
+        a training batch is this rank's share of the global ``batch_size``; an evaluation batch is
+        ``eval_batch_size`` per rank (it changes memory use, not results)."""
         config = self.config
         return make_loader(
             dataset,
-            config.batch_size if train else config.eval_batch_size or config.batch_size,
-            shuffle=train,
+            distributed.per_rank_batch(config.batch_size) if train else config.eval_batch_size or config.batch_size,
+            shuffle=train and sampler is None,
             backend=self.backend,
             seed=config.seed if seed is None else seed,
             num_workers=config.num_workers,
             drop_last=config.drop_last and train,
+            sampler=sampler,
         )
 
     def evaluate(self, loader: DataLoader) -> dict[str, float]:
@@ -292,7 +335,12 @@ class _Run:
         return regression_metrics(predicted, actual)
 
     def predict(self, loader: DataLoader) -> tuple[np.ndarray, np.ndarray, list[str]]:
-        return predict_loader(self.model, self.normalizer, loader, amp_dtype=self.amp_dtype if self.use_amp else None)
+        """Predictions, targets and ids of the loader's dataset; with DDP the loader holds this rank's
+        ``distributed.shard`` and the result is every rank's, in dataset order, on every rank."""
+        predicted, actual, ids = predict_loader(
+            self.model, self.normalizer, loader, amp_dtype=self.amp_dtype if self.use_amp else None
+        )
+        return distributed.gather_shards(predicted, actual, ids)
 
 
 def write_predictions(path: Path, ids: Sequence[str], actual: np.ndarray, predicted: np.ndarray) -> Path:
@@ -330,6 +378,9 @@ def train(
     parameters, so that ``cgat predict`` can rebuild inputs. ``epoch_callback(epoch, metrics)``
     runs after each epoch's checkpoints are written; an exception from it (e.g. Optuna's
     TrialPruned) stops training and leaves a resumable ``last.pt``.
+
+    Data-parallel (torch.distributed initialised): call on every rank with the same arguments,
+    except ``tracker``, which only rank 0 may have. Every rank returns the same result.
     """
     out_dir = Path(out_dir)
     keep_freed_memory()
@@ -341,14 +392,18 @@ def train(
         raise ValueError("the training set is empty")
     if len(val_set) == 0:
         raise ValueError("the validation set is empty: the best checkpoint is chosen by validation MAE")
+    distributed.per_rank_batch(train_config.batch_size)  # with DDP: refuse a global batch the ranks cannot split
+    if tracker is not None and not distributed.is_main():
+        raise ValueError(f"rank {distributed.rank()} got a tracker: only rank 0 logs the run to MLflow")
     out_dir.mkdir(parents=True, exist_ok=True)
+    main = distributed.is_main()  # the one process that writes files (always, without DDP)
     run = _Run(model_config, train_config, train_set, out_dir, init_checkpoint, metadata or {})
     if tracker is not None:
         run.metadata["mlflow_run_id"] = tracker.run_id
     best_path, last_path = out_dir / BEST_NAME, out_dir / LAST_NAME
-    if resume and last_path.exists():
+    if distributed.broadcast_object(resume and last_path.exists()):  # rank 0 decides for every rank
         run.resume_from(last_path)
-    elif best_path.exists():
+    elif main and best_path.exists():
         best_path.unlink()  # a fresh run must not inherit a previous run's best
 
     counts = {"n_trainable": run.plan.n_trainable, "n_frozen": run.plan.n_frozen}
@@ -369,8 +424,12 @@ def train(
             tracker.set_pretrain_run(str(run.metadata["pretrain_run_id"]))
         if "init_checkpoint" in run.metadata:
             tracker.log_params({"init_checkpoint": run.metadata["init_checkpoint"]})
+        if distributed.is_active():
+            tracker.set_tags({"cgat.ddp.world_size": distributed.world_size(),
+                              "cgat.ddp.per_rank_batch": distributed.per_rank_batch(train_config.batch_size)})
 
-    val_loader = run.loader(val_set, train=False)
+    progress = progress and main
+    val_loader = run.loader(distributed.shard(val_set), train=False)
     epochs = progress_output.bar(range(run.epoch, train_config.epochs), desc="epochs", enabled=progress,
                                  initial=run.epoch, total=train_config.epochs)
     for epoch in epochs:
@@ -382,12 +441,16 @@ def train(
         run.epoch = epoch + 1
         row = {"epoch": epoch, "train_mae": train_mae, "val_mae": val_mae, "lr": lr, "structures": structures}
         run.history.append(row)
+        # val_mae is the same number on every rank (gathered predictions), so all agree on the best.
         if val_mae < run.best_val_mae:
             run.best_val_mae, run.best_epoch = val_mae, epoch
-            save_checkpoint(run.checkpoint_state(), best_path)
-        run.save_last()
-        if train_config.checkpoint_every and run.epoch % train_config.checkpoint_every == 0:
-            save_checkpoint(run.checkpoint_state(), out_dir / f"epoch_{run.epoch}.pt")
+            if main:
+                save_checkpoint(run.checkpoint_state(), best_path)
+        if main:
+            run.save_last()
+            if train_config.checkpoint_every and run.epoch % train_config.checkpoint_every == 0:
+                save_checkpoint(run.checkpoint_state(), out_dir / f"epoch_{run.epoch}.pt")
+        distributed.barrier()  # every rank's callback runs after rank 0's checkpoints exist
         epochs.set_postfix(train_mae=f"{train_mae:.4g}", val_mae=f"{val_mae:.4g}")
         progress_output.line(
             f"epoch {run.epoch}/{train_config.epochs}: train_mae {train_mae:.4g}, val_mae {val_mae:.4g}, "
@@ -400,6 +463,7 @@ def train(
         if epoch_callback is not None:
             epoch_callback(epoch, metrics)
 
+    distributed.barrier()
     if not best_path.exists():
         raise RuntimeError(f"{out_dir}: no best checkpoint (validation MAE never finite)")
     best = read_checkpoint(best_path, map_location=run.device)
@@ -408,13 +472,14 @@ def train(
     test_predictions: dict[str, float] = {}
     predictions_path: Path | None = None
     if test_set is not None and len(test_set) > 0:
-        predicted, actual, ids = run.predict(run.loader(test_set, train=False))
+        predicted, actual, ids = run.predict(run.loader(distributed.shard(test_set), train=False))
         if baseline is not None:
             offsets = np.asarray([baseline[graph_id] for graph_id in ids], dtype=np.float64)
             predicted, actual = predicted + offsets, actual + offsets
         test = regression_metrics(predicted, actual)
         test_predictions = dict(zip(ids, np.asarray(predicted, float).tolist()))
-        predictions_path = write_predictions(out_dir / TEST_PREDICTIONS_NAME, ids, actual, predicted)
+        if main:
+            predictions_path = write_predictions(out_dir / TEST_PREDICTIONS_NAME, ids, actual, predicted)
     if tracker is not None:
         tracker.log_metrics({"best_val_mae": run.best_val_mae, "best_epoch": run.best_epoch, **counts})
         if test:
@@ -433,7 +498,7 @@ def train(
         normalization=run.normalizer.as_dict(),
         frozen_groups=list(run.plan.frozen),
         last_checkpoint=last_path,
-        run_id=tracker.run_id if tracker is not None else None,
+        run_id=distributed.broadcast_object(tracker.run_id if tracker is not None else None),
         test_predictions=test_predictions,
         trained_structures=int(sum(row.get("structures", 0) for row in run.history)),
     )
