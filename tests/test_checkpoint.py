@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import random
+import struct
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +13,9 @@ import torch
 
 from cgat_dgl.model import CGAT, ModelConfig
 from cgat_dgl.training.checkpoint import (
+    CHECKSUM,
+    FORMAT,
+    DamagedCheckpointError,
     capture_rng_state,
     read_checkpoint,
     restore_rng_state,
@@ -84,7 +89,7 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path: Pat
 def test_unreadable_files_are_named_in_the_error(tmp_path: Path) -> None:
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(b"not a checkpoint")
-    with pytest.raises(ValueError, match="garbage.pt"):
+    with pytest.raises(DamagedCheckpointError, match="garbage.pt: damaged checkpoint: not readable"):
         read_checkpoint(garbage)
     foreign = tmp_path / "foreign.pt"
     torch.save({"weights": torch.ones(2)}, foreign)
@@ -112,3 +117,106 @@ def test_rng_state_round_trip(tmp_path: Path) -> None:
     assert torch.equal(torch.rand(3), expected[0])
     np.testing.assert_array_equal(np.random.rand(3), expected[1])
     assert random.random() == expected[2]
+
+
+# --- checksums: damage is found and named ------------------------------------------------------------------
+
+
+def resumable_state() -> dict:
+    """What the trainer's last.pt holds: weights, optimizer moments, scheduler, scaler, RNG, history."""
+    torch.manual_seed(3)
+    model = CGAT(SMOKE)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    for parameter in model.parameters():
+        parameter.grad = torch.randn_like(parameter)
+    optimizer.step()
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=2)
+    return {
+        "model_state": model.state_dict(),
+        "model_config": SMOKE.model_dump(mode="json"),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "rng": capture_rng_state(),
+        "epoch": 3,
+        "best_val_mae": 0.125,
+        "history": [{"epoch": 1, "val_mae": float("nan")}, {"epoch": 2, "val_mae": 0.2}],
+        "metadata": {"property": "e_form_pbe", "ids": ("a", "b")},
+    }
+
+
+def record_bytes(path: Path, largest_tensor: bool = True) -> tuple[int, int]:
+    """(start, size) in a torch zip checkpoint of its largest tensor's bytes, or of its pickle."""
+    with zipfile.ZipFile(path) as archive:
+        infos = archive.infolist()
+        if largest_tensor:
+            info = max((i for i in infos if "/data/" in i.filename), key=lambda i: i.file_size)
+        else:
+            [info] = [i for i in infos if i.filename.endswith("/data.pkl")]
+    with open(path, "rb") as stream:
+        stream.seek(info.header_offset)
+        header = stream.read(30)
+    name_length, extra_length = struct.unpack("<HH", header[26:30])
+    return info.header_offset + 30 + name_length + extra_length, info.file_size
+
+
+def overwrite(path: Path, at: int, count: int = 14) -> None:
+    content = bytearray(path.read_bytes())
+    content[at : at + count] = bytes(255 - b for b in content[at : at + count])
+    path.write_bytes(bytes(content))
+
+
+def test_a_checkpoint_round_trips_with_its_checksum(tmp_path: Path) -> None:
+    state = resumable_state()
+    path = save_checkpoint(state, tmp_path / "last.pt")
+    raw = torch.load(path, weights_only=True)
+    assert raw[CHECKSUM].startswith("sha256:") and len(raw[CHECKSUM]) == len("sha256:") + 64
+    loaded = read_checkpoint(path)
+    assert CHECKSUM not in loaded and loaded["epoch"] == 3 and loaded["metadata"]["ids"] == ("a", "b")
+    for name, tensor in state["model_state"].items():
+        assert torch.equal(loaded["model_state"][name], tensor)
+    # Saved again (as the trainer and tests do with a state they read), it verifies again.
+    read_checkpoint(save_checkpoint(loaded, tmp_path / "again.pt"))
+
+
+def test_training_checkpoints_carry_a_verified_checksum() -> None:
+    folder = pretrained_checkpoint().parent
+    for name in (BEST_NAME, LAST_NAME):
+        assert CHECKSUM in torch.load(folder / name, weights_only=True)
+        assert CHECKSUM not in read_checkpoint(folder / name)
+
+
+def test_bytes_overwritten_inside_the_weights_raise_damaged_checkpoint_error(tmp_path: Path) -> None:
+    path = save_checkpoint(resumable_state(), tmp_path / "last.pt")
+    start, size = record_bytes(path)
+    overwrite(path, start + size // 2)
+    assert torch.load(path, weights_only=True)["epoch"] == 3  # torch itself notices nothing
+    with pytest.raises(DamagedCheckpointError, match=r"last\.pt: damaged checkpoint: checksum mismatch") as caught:
+        read_checkpoint(path)
+    assert caught.value.path == path and isinstance(caught.value, ValueError)
+
+
+@pytest.mark.parametrize("where", [0.1, 0.5, 0.9])
+def test_bytes_overwritten_in_the_pickle_raise_damaged_checkpoint_error(tmp_path: Path, where: float) -> None:
+    # The pickle holds the keys, numbers and history, and says which stored bytes make which tensor.
+    # (Bytes of the zip's alignment padding, by contrast, change nothing that loads, and pass.)
+    path = save_checkpoint(resumable_state(), tmp_path / "last.pt")
+    start, size = record_bytes(path, largest_tensor=False)
+    overwrite(path, start + int(size * where))
+    with pytest.raises(DamagedCheckpointError, match=rf"^{path}: damaged checkpoint: "):
+        read_checkpoint(path)
+
+
+@pytest.mark.parametrize("keep", [0.0, 0.1, 0.5, 0.99])
+def test_truncated_checkpoints_raise_damaged_checkpoint_error(tmp_path: Path, keep: float) -> None:
+    path = save_checkpoint(resumable_state(), tmp_path / "last.pt")
+    content = path.read_bytes()
+    path.write_bytes(content[: int(len(content) * keep)])
+    with pytest.raises(DamagedCheckpointError, match=rf"^{path}: damaged checkpoint: not readable"):
+        read_checkpoint(path)
+
+
+def test_checkpoints_without_a_checksum_still_load(tmp_path: Path) -> None:
+    path = tmp_path / "old.pt"
+    torch.save({"format": FORMAT, "epoch": 4, "value": torch.ones(2)}, path)  # as written before checksums
+    state = read_checkpoint(path)
+    assert state["epoch"] == 4 and torch.equal(state["value"], torch.ones(2))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -15,7 +16,7 @@ import cgat_dgl.graphs.build as build_module
 import cgat_dgl.graphs.cache as cache_module
 from cgat_dgl.data.records import MaterialRecord
 from cgat_dgl.graphs.build import build_crystal_graph, graphs_for_records
-from cgat_dgl.graphs.cache import GraphCache
+from cgat_dgl.graphs.cache import CHECKSUM, CacheDamageWarning, GraphCache
 from cgat_dgl.graphs.composition import composition_graph
 from cgat_dgl.graphs.crystal_graph import CrystalGraph
 from cgat_dgl.graphs.neighbors import GraphParams, nearest_neighbor_edges
@@ -183,16 +184,106 @@ def test_same_structure_under_two_ids_is_built_once(records: MakeRecords, tmp_pa
     assert_same_graph(result.graphs["twin"], result.graphs[rec.id])
 
 
-def test_unreadable_pack_and_leftover_temp_file_are_skipped(records: MakeRecords, tmp_path: Path) -> None:
+def test_truncated_pack_and_leftover_temp_file_are_skipped(records: MakeRecords, tmp_path: Path) -> None:
     recs = records(6)
     graphs_for_records(recs, cache_dir=tmp_path)
     cache = GraphCache(tmp_path, GraphParams())
     [pack] = cache.pack_paths()
     pack.write_bytes(pack.read_bytes()[:100])  # as if truncated
     (cache.directory / ".tmp-pack-killed.npz").write_bytes(b"partial")
-    with pytest.warns(UserWarning, match="unreadable graph cache pack"):
+    with pytest.warns(CacheDamageWarning, match=rf"damaged graph cache pack .*{re.escape(pack.name)}: unreadable"):
         rebuilt = graphs_for_records(recs, cache_dir=tmp_path)
     assert rebuilt.built == 6 and len(rebuilt.graphs) == 6
+
+
+# --- damaged packs: found by name, moved aside, their graphs built again -------------------------
+
+
+def two_pack_cache(records: MakeRecords, tmp_path: Path) -> tuple[list[MaterialRecord], dict[str, CrystalGraph], Path]:
+    """A cache of 12 real graphs in two packs (6 each); the originals by id and the second pack."""
+    recs = records(12)
+    originals = {**graphs_for_records(recs[:6], cache_dir=tmp_path).graphs}
+    originals.update(graphs_for_records(recs[6:], cache_dir=tmp_path).graphs)
+    packs = GraphCache(tmp_path, GraphParams()).pack_paths()
+    assert len(packs) == 2
+    return recs, originals, packs[1]
+
+
+def rewrite_pack(path: Path, change: Callable[[dict[str, np.ndarray]], object]) -> None:
+    """Write the pack again, as a valid zip, with its arrays changed but its stored checksum kept."""
+    with np.load(path) as data:
+        arrays = {name: data[name] for name in data.files}
+    change(arrays)
+    with open(path, "wb") as stream:
+        np.savez(stream, **arrays)
+
+
+def assert_rebuilt_from_the_other_pack(
+    recs: list[MaterialRecord], originals: dict[str, CrystalGraph], damaged: Path, tmp_path: Path, problem: str
+) -> None:
+    with pytest.warns(CacheDamageWarning) as caught:
+        result = graphs_for_records(recs, cache_dir=tmp_path)
+    [warning] = [str(w.message) for w in caught if issubclass(w.category, CacheDamageWarning)]
+    assert str(damaged) in warning and re.search(problem, warning), warning
+    assert "moved aside" in warning
+    # Only the damaged pack's six structures are built again; none of its graphs is used.
+    assert result.built == 6 and result.cached == 6 and result.errors == []
+    assert list(result.graphs) == [r.id for r in recs]
+    for record in recs:
+        assert_same_graph(originals[record.id], result.graphs[record.id])
+    assert not damaged.exists() and damaged.with_name(damaged.name + ".damaged").is_file()
+    # The next load finds nothing wrong and builds nothing.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CacheDamageWarning)
+        again = graphs_for_records(recs, cache_dir=tmp_path)
+    assert again.built == 0 and GraphCache(tmp_path, GraphParams()).unverified == []
+
+
+def test_pack_with_14_bytes_overwritten_is_named_moved_aside_and_rebuilt(records: MakeRecords, tmp_path: Path) -> None:
+    recs, originals, damaged = two_pack_cache(records, tmp_path)
+    content = bytearray(damaged.read_bytes())
+    middle = len(content) // 2
+    content[middle : middle + 14] = bytes(255 - b for b in content[middle : middle + 14])  # surely different
+    damaged.write_bytes(bytes(content))
+    assert_rebuilt_from_the_other_pack(recs, originals, damaged, tmp_path, "unreadable.*CRC")
+
+
+def test_pack_whose_arrays_do_not_match_its_checksum_is_rebuilt(records: MakeRecords, tmp_path: Path) -> None:
+    recs, originals, damaged = two_pack_cache(records, tmp_path)
+
+    def shift_one_edge(arrays: dict[str, np.ndarray]) -> None:
+        arrays["edge_dst"][len(arrays["edge_dst"]) // 2] += 1  # a valid zip, a wrong graph
+
+    rewrite_pack(damaged, shift_one_edge)
+    assert_rebuilt_from_the_other_pack(recs, originals, damaged, tmp_path, "checksum mismatch")
+
+
+def test_pack_missing_an_array_is_rebuilt(records: MakeRecords, tmp_path: Path) -> None:
+    recs, originals, damaged = two_pack_cache(records, tmp_path)
+    rewrite_pack(damaged, lambda arrays: arrays.pop("edge_rank"))
+    assert_rebuilt_from_the_other_pack(recs, originals, damaged, tmp_path, "missing arrays edge_rank")
+
+
+def test_packs_without_checksum_load_unverified_and_get_one_when_merged(
+    records: MakeRecords, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    recs, originals, second = two_pack_cache(records, tmp_path)
+    rewrite_pack(second, lambda arrays: arrays.pop(CHECKSUM))  # as written before checksums
+    forbid_parsing(monkeypatch)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loaded = graphs_for_records(recs, cache_dir=tmp_path)
+    assert loaded.built == 0
+    for record in recs:
+        assert_same_graph(originals[record.id], loaded.graphs[record.id])
+    cache = GraphCache(tmp_path, GraphParams())
+    cache.load()
+    assert cache.unverified == [second]
+    cache.compact()
+    [merged] = cache.pack_paths()
+    with np.load(merged) as data:
+        assert CHECKSUM in data.files
+    assert cache.unverified == [] and len(cache) == 12
 
 
 def test_packs_are_merged_when_they_pile_up(

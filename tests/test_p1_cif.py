@@ -257,18 +257,21 @@ def test_declined_cifs_still_parse_through_pymatgen(case: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("case", "reason"),
+    ("case", "reason", "detail"),
     [
-        ("partial_occupancy", "partial_occupancy"),
-        ("dummy_species", "unknown_element"),
-        ("sites_pymatgen_merges", "malformed_cif"),
-        ("empty_site_loop", "empty_structure"),
-        ("truncated", "malformed_cif"),
-        ("not_a_cif", "malformed_cif"),
+        ("partial_occupancy", "partial_occupancy", "site 0 holds Fe0.5"),
+        ("dummy_species", "unknown_element", "no element embedding for Xx"),
+        ("sites_pymatgen_merges", "malformed_cif", "sites overlap: the occupancies at one position add up to 2"),
+        ("empty_site_loop", "empty_structure", "the CIF has a cell but no atom sites"),
+        ("truncated", "malformed_cif", "the CIF has no atom-site loop"),
+        ("not_a_cif", "malformed_cif", "the text has no data_ block header, so it is not a CIF"),
+        ("empty", "malformed_cif", "the CIF text is empty"),
     ],
 )
-def test_declined_bad_cifs_fail_as_before(case: str, reason: str) -> None:
+def test_declined_bad_cifs_fail_as_before(case: str, reason: str, detail: str) -> None:
+    # The fast reader declines them; pymatgen's failure is explained in words, with the record's place.
     record = MaterialRecord("mp-bad", "data.jsonl:3", {}, fallback_cases()[case], "cif")
     with pytest.raises(DataError) as caught:
         check_structure(record)
     assert caught.value.reason == reason
+    assert str(caught.value).startswith(f"data.jsonl:3 (mp-bad): {reason}: {detail}"), str(caught.value)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 import warnings
 from itertools import islice
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 from pymatgen.core import Lattice, Structure
 
+from cgat_dgl.data.p1_cif import parse_p1_cif
 from cgat_dgl.data.readers import load_records, read_records
 from cgat_dgl.data.records import DataError, LoadReport, MaterialRecord
 from cgat_dgl.data.validation import check_structure
@@ -188,9 +190,99 @@ def test_unknown_element_is_named(rows: list[dict]) -> None:
         check_structure(bad_records(rows[0]["cif"])["unknown_element/dummy"])
 
 
-def test_malformed_cif_quotes_the_parser(rows: list[dict]) -> None:
-    with pytest.raises(DataError, match="malformed_cif: Invalid CIF file with no structures"):
-        check_structure(bad_records(rows[0]["cif"])["malformed_cif/truncated"])
+SITE_ROW = "  Cs  Cs0  1  0.00000000  0.00000000  0.00000000  1\n"
+
+
+def without_column(cif: str, column: str) -> str:
+    """The CIF with one atom-site column gone: its header line and its value in the (only) row."""
+    header = [line.strip() for line in cif.splitlines() if line.startswith(" _atom_site_")]
+    values = SITE_ROW.split()
+    del values[header.index(column)]
+    return cif.replace(f" {column}\n", "").replace(SITE_ROW, "  " + "  ".join(values) + "\n")
+
+
+def malformed_cifs(cif: str) -> dict[str, tuple[str, str]]:
+    """Each common class of malformed CIF, made from the real 1-atom Cs CIF, with its readable reason."""
+    assert cif.endswith(SITE_ROW)
+    cell_lines = re.compile(r"_cell_(length|angle)_\w+\s+\S+\n")
+    return {
+        "empty": ("", "the CIF text is empty"),
+        "blank": ("  \n\n", "the CIF text is empty"),
+        "not_a_cif": ("this is not a CIF\n", "the text has no data_ block header, so it is not a CIF"),
+        "no_cell": (cell_lines.sub("", cif), "the CIF has no cell parameters (_cell_length_a/b/c"),
+        "one_cell_parameter_missing": (
+            re.sub(r"_cell_angle_beta\s+\S+\n", "", cif),
+            "the CIF has no _cell_angle_beta (all six cell parameters are needed)",
+        ),
+        "cell_parameter_not_a_number": (
+            re.sub(r"_cell_length_b\s+\S+", "_cell_length_b   ?", cif),
+            "the cell parameter _cell_length_b is '?', not a number",
+        ),
+        "no_loop": (cif[: cif.index("loop_")], "the CIF has no loop_ at all (an atom-site loop is needed)"),
+        "truncated": (cif[: cif.index("loop_\n _atom_site")], "the CIF has no atom-site loop"),
+        "no_label_column": (
+            without_column(cif, "_atom_site_label"),
+            "the atom-site loop has no _atom_site_label column",
+        ),
+        "no_coordinate_column": (
+            without_column(cif, "_atom_site_fract_y"),
+            "the atom-site loop has no _atom_site_fract_y column",
+        ),
+        "coordinate_not_a_number": (
+            cif.replace(SITE_ROW, SITE_ROW.replace("1  0.00000000", "1  0.0.0", 1)),
+            "site 1 of the atom-site loop has _atom_site_fract_x '0.0.0', not a number",
+        ),
+        "value_too_many": (
+            cif + "  Cs\n",
+            "the loop of _atom_site_type_symbol... has 8 values, not a multiple of its 7 columns",
+        ),
+        "degenerate_cell": (
+            re.sub(r"_cell_length_a\s+\S+", "_cell_length_a   0", cif),
+            "the cell is degenerate: its lattice matrix is singular",
+        ),
+    }
+
+
+MALFORMED_CASES = (
+    "empty",
+    "blank",
+    "not_a_cif",
+    "no_cell",
+    "one_cell_parameter_missing",
+    "cell_parameter_not_a_number",
+    "no_loop",
+    "truncated",
+    "no_label_column",
+    "no_coordinate_column",
+    "coordinate_not_a_number",
+    "value_too_many",
+    "degenerate_cell",
+)
+
+
+@pytest.mark.parametrize("case", MALFORMED_CASES)
+def test_malformed_cifs_give_readable_reasons(rows: list[dict], case: str) -> None:
+    cases = malformed_cifs(rows[0]["cif"])
+    assert tuple(cases) == MALFORMED_CASES
+    text, expected = cases[case]
+    assert parse_p1_cif(text) is None  # the fast reader declines; pymatgen's failure is explained
+    with warnings.catch_warnings(record=True) as leaked:
+        warnings.simplefilter("always")
+        with pytest.raises(DataError) as caught:
+            check_structure(record(text))
+    assert not leaked
+    assert caught.value.reason == "malformed_cif"
+    assert str(caught.value).startswith(f"data.jsonl:17 (mp-bad): malformed_cif: {expected}"), str(caught.value)
+    assert not re.search(r"^'\w+'$|Invalid CIF file|could not convert|len\(items\)", caught.value.detail)
+
+
+def test_unexplained_cif_failures_still_quote_the_parser(rows: list[dict]) -> None:
+    # Every part in place, but a number for an element symbol: no reason fits, pymatgen's words are kept.
+    cif = rows[0]["cif"].replace("  Cs  Cs0", "  12  120")
+    with pytest.raises(DataError) as caught:
+        check_structure(record(cif))
+    assert caught.value.reason == "malformed_cif"
+    assert caught.value.detail.startswith("Invalid CIF file with no structures")
 
 
 def test_structure_failures_skipped_and_counted(rows: list[dict]) -> None:

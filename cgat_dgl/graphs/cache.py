@@ -5,15 +5,26 @@ parameters and the format; inside, every pack holds many graphs as concatenated 
 plus the structures that failed to build with their reason. A build writes new packs and never
 rewrites old ones; a pack appears only by an atomic rename, so a killed build leaves no partial pack.
 Loading reads every pack once and hands out graphs as views into the packed arrays.
+
+Integrity: every pack holds a ``checksum`` array, a SHA-256 over the names, dtypes, shapes and bytes
+of all its other arrays. It lives inside the pack, so the pack and its digest appear together by the
+same atomic rename (no sidecar that a killed write could leave stale or missing). A pack whose
+digest does not match, that is no readable zip, lacks arrays or has inconsistent offsets is damaged:
+a warning names it and the problem, it is renamed to ``*.npz.damaged`` (kept for inspection, never
+read again) and none of its graphs is used, so the builder builds its structures again. Packs from
+before the checksum are read unverified (listed in ``GraphCache.unverified``) and get a checksum
+when packs are next merged. Verifying costs one SHA-256 pass over the loaded arrays (about 0.15 s
+for the 200 MB of the 36,737 shared structures, with SHA-NI).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
 import time
 import warnings
-import zipfile
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,10 +35,16 @@ from cgat_dgl.atomic import atomic_write
 from cgat_dgl.graphs.crystal_graph import CrystalGraph
 from cgat_dgl.graphs.neighbors import GraphParams
 
+log = logging.getLogger(__name__)
+
 # Bump when the content or layout of a cached graph changes: every cache is then rebuilt.
 FORMAT_VERSION = 1
 # Packs are merged into one when there are more than this many (each build run adds some).
 MAX_PACKS = 8
+# The array holding a pack's digest, "sha256:<hex>"; packs written before it have none.
+CHECKSUM = "checksum"
+# What a damaged pack is renamed to (its name plus this), out of the "pack-*.npz" glob.
+DAMAGED_SUFFIX = ".damaged"
 
 # (offsets name, [(array name, CrystalGraph field, dtype), ...])
 _GROUPS: tuple[tuple[str, tuple[tuple[str, str, type], ...]], ...] = (
@@ -48,10 +65,74 @@ _GROUPS: tuple[tuple[str, tuple[tuple[str, str, type], ...]], ...] = (
 )
 
 
+_FAILURE_ARRAYS = ("failed_keys", "failed_reasons", "failed_details")
+REQUIRED_ARRAYS: frozenset[str] = frozenset(
+    {"keys", *_FAILURE_ARRAYS, *(name for offsets, members in _GROUPS for name in (offsets, *(m[0] for m in members)))}
+)
+
+
 @dataclass(frozen=True)
 class CachedFailure:
     reason: str
     detail: str
+
+
+class DamagedPackError(ValueError):
+    """A pack file that must not be used: unreadable, incomplete, inconsistent or failing its checksum."""
+
+    def __init__(self, path: Path, problem: str) -> None:
+        self.path = path
+        self.problem = problem
+        super().__init__(f"{path}: {problem}")
+
+
+class CacheDamageWarning(UserWarning):
+    """Issued for each damaged pack found while loading (a category of its own, so it can be made an error)."""
+
+
+def arrays_checksum(arrays: Mapping[str, np.ndarray]) -> str:
+    """SHA-256 over every array but the checksum, in name order: name, dtype, shape, then the bytes.
+
+    Computed over the arrays rather than the file so that it can be checked on what was loaded, with
+    no second read, and stored in the same file.
+    """
+    digest = hashlib.sha256()
+    for name in sorted(arrays):
+        if name == CHECKSUM:
+            continue
+        array = np.ascontiguousarray(arrays[name])
+        digest.update(f"{name}\0{array.dtype.str}\0{array.shape}\0".encode())
+        digest.update(array.reshape(-1).view(np.uint8))
+    return "sha256:" + digest.hexdigest()
+
+
+def check_pack_arrays(arrays: Mapping[str, np.ndarray]) -> str | None:
+    """What is wrong with a pack's arrays (missing, inconsistent offsets, checksum mismatch), or None.
+
+    Offsets are checked in every pack, so that even a pack without a checksum cannot hand out slices
+    beyond its arrays.
+    """
+    missing = sorted(REQUIRED_ARRAYS - set(arrays))
+    if missing:
+        return f"missing arrays {', '.join(missing)}"
+    count = arrays["keys"].shape[0]
+    for offsets_name, members in _GROUPS:
+        offsets = arrays[offsets_name]
+        if offsets.shape != (count + 1,):
+            return f"{offsets_name} has shape {offsets.shape} for {count} graphs"
+        if offsets[0] != 0 or np.any(np.diff(offsets) < 0):
+            return f"{offsets_name} does not rise from 0"
+        for array_name, _, _ in members:
+            if arrays[array_name].shape != (int(offsets[-1]),):
+                return f"{array_name} has shape {arrays[array_name].shape}, its offsets end at {int(offsets[-1])}"
+    if len({arrays[name].shape for name in _FAILURE_ARRAYS}) != 1:
+        return "the failure arrays differ in length"
+    if CHECKSUM in arrays:
+        stored = str(arrays[CHECKSUM].reshape(-1)[0]) if arrays[CHECKSUM].size == 1 else repr(arrays[CHECKSUM])
+        actual = arrays_checksum(arrays)
+        if stored != actual:
+            return f"checksum mismatch: stored {stored[:20]}..., computed {actual[:20]}..."
+    return None
 
 
 class Pack:
@@ -59,7 +140,8 @@ class Pack:
 
     def __init__(self, arrays: Mapping[str, np.ndarray]) -> None:
         self.keys: list[str] = arrays["keys"].tolist()
-        self.arrays = {name: arrays[name] for name in arrays if name not in ("keys",)}
+        self.verified = CHECKSUM in arrays
+        self.arrays = {name: arrays[name] for name in arrays if name not in ("keys", CHECKSUM)}
         self._offsets = {name: arrays[name].tolist() for name, _ in _GROUPS}
         self.failed_keys: list[str] = arrays["failed_keys"].tolist()
         self.failed_reasons: list[str] = arrays["failed_reasons"].tolist()
@@ -67,8 +149,21 @@ class Pack:
 
     @classmethod
     def read(cls, path: Path) -> "Pack":
-        with np.load(path, allow_pickle=False) as data:
-            return cls({name: data[name] for name in data.files})
+        """Read and check a pack; DamagedPackError when it must not be used, OSError when it cannot be opened."""
+        with open(path, "rb") as stream:  # a vanished or forbidden file is the file system's matter
+            try:
+                with np.load(stream, allow_pickle=False) as data:
+                    arrays = {name: data[name] for name in data.files}
+            except MemoryError:
+                raise
+            except Exception as error:  # noqa: BLE001 - whatever a damaged zip or npy header raises
+                # zipfile checks each member's CRC-32 as it reads it; numpy's header parsing raises
+                # ValueError; a damaged directory can send a seek astray (OSError) or a name lookup (KeyError).
+                raise DamagedPackError(path, f"unreadable ({type(error).__name__}: {error})") from error
+        problem = check_pack_arrays(arrays)
+        if problem is not None:
+            raise DamagedPackError(path, problem)
+        return cls(arrays)
 
     def graph(self, position: int, graph_id: str) -> CrystalGraph:
         fields: dict[str, np.ndarray] = {}
@@ -81,7 +176,7 @@ class Pack:
 
 
 def pack_arrays(graphs: Mapping[str, CrystalGraph], failures: Mapping[str, CachedFailure]) -> dict[str, np.ndarray]:
-    """Concatenate graphs (by key) and failures into the arrays of one pack."""
+    """Concatenate graphs (by key) and failures into the arrays of one pack, with its checksum."""
     keys = list(graphs)
     values = [graphs[key] for key in keys]
     arrays: dict[str, np.ndarray] = {"keys": np.asarray(keys, dtype=np.str_).reshape(len(keys))}
@@ -98,6 +193,7 @@ def pack_arrays(graphs: Mapping[str, CrystalGraph], failures: Mapping[str, Cache
     arrays["failed_keys"] = np.asarray(failed, dtype=np.str_).reshape(len(failed))
     arrays["failed_reasons"] = np.asarray([failures[k].reason for k in failed], dtype=np.str_).reshape(len(failed))
     arrays["failed_details"] = np.asarray([failures[k].detail for k in failed], dtype=np.str_).reshape(len(failed))
+    arrays[CHECKSUM] = np.asarray(arrays_checksum(arrays), dtype=np.str_)
     return arrays
 
 
@@ -112,6 +208,9 @@ class GraphCache:
         self._graph_index: dict[str, tuple[int, int]] = {}
         self._failures: dict[str, CachedFailure] = {}
         self._loaded = False
+        # Filled by load(): packs read without a checksum (older), and damaged packs moved aside.
+        self.unverified: list[Path] = []
+        self.damaged: list[DamagedPackError] = []
 
     def pack_paths(self) -> list[Path]:
         if not self.directory.is_dir():
@@ -119,15 +218,26 @@ class GraphCache:
         return sorted(self.directory.glob("pack-*.npz"))
 
     def load(self) -> None:
-        """Read every pack; later packs win where a key appears twice."""
+        """Read every pack; later packs win where a key appears twice.
+
+        A damaged pack is reported, moved aside and left out: what it held is then simply not cached,
+        and graphs_for_records builds it again.
+        """
         self._packs, self._graph_index, self._failures = [], {}, {}
+        self.unverified, self.damaged = [], []
         for path in self.pack_paths():
             try:
                 pack = Pack.read(path)
-            except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
-                # A vanished or unreadable pack only costs a rebuild of what it held.
+            except DamagedPackError as error:
+                self.damaged.append(error)
+                self._move_aside(error)
+                continue
+            except OSError as error:
+                # A vanished (merged by another process) or unreadable file: left in place, not used.
                 warnings.warn(f"skipping unreadable graph cache pack {path}: {error}", stacklevel=2)
                 continue
+            if not pack.verified:
+                self.unverified.append(path)
             index = len(self._packs)
             self._packs.append(pack)
             for position, key in enumerate(pack.keys):
@@ -137,6 +247,34 @@ class GraphCache:
                 self._failures[key] = CachedFailure(reason, detail)
                 self._graph_index.pop(key, None)
         self._loaded = True
+        if self._packs or self.damaged:
+            # The run's log then says whether what it trains on was verified.
+            log.info(
+                "graph cache %s: %d graphs and %d failures from %d packs (%d verified by checksum, %d written "
+                "before checksums); %d damaged packs moved aside",
+                self.directory,
+                len(self._graph_index),
+                len(self._failures),
+                len(self._packs),
+                len(self._packs) - len(self.unverified),
+                len(self.unverified),
+                len(self.damaged),
+            )
+
+    @staticmethod
+    def _move_aside(error: DamagedPackError) -> None:
+        aside = error.path.with_name(error.path.name + DAMAGED_SUFFIX)
+        try:
+            os.replace(error.path, aside)
+            where = f"moved aside to {aside.name}"
+        except OSError as move_error:
+            where = f"could not be moved aside ({move_error}); it is skipped"
+        warnings.warn(
+            f"damaged graph cache pack {error.path}: {error.problem}; {where}, and the structures it held "
+            "will be built again",
+            CacheDamageWarning,
+            stacklevel=3,
+        )
 
     def _ensure_loaded(self) -> None:
         if not self._loaded:

@@ -4,11 +4,23 @@ A checkpoint is a plain dict of tensors, dicts, lists and scalars:
 ``format``, ``model_state``, ``model_config`` (plain dict), ``train_config``, ``normalization``
 (mean/std), ``epoch`` (epochs completed), ``best_epoch``, ``best_val_mae``, ``history``, ``metadata``;
 the ``last`` checkpoint adds ``optimizer``, ``scheduler``, ``scaler`` and ``rng`` for resuming.
+
+Integrity: ``save_checkpoint`` adds ``checksum``, a SHA-256 over every other value (tensor dtypes,
+shapes and bytes; keys, numbers and strings), and ``read_checkpoint`` recomputes it on what it
+loaded. torch.load checks no CRC of its own, so bytes overwritten inside a tensor would otherwise
+load silently as other weights. The digest is inside the file, so it appears with the checkpoint by
+the same atomic rename and no sidecar can go stale. A file that fails the check, or cannot be
+unpickled at all (truncated, overwritten), raises ``DamagedCheckpointError``; files written before
+the checksum load unverified. Bytes of the zip that hold no value (alignment padding) may change
+without notice, since they change nothing that loads. The digest costs about 0.45 s per 310 MB of
+weights (the default model) on a busy 2-core machine, at save and at read.
 """
 
 from __future__ import annotations
 
+import hashlib
 import random
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,26 +30,95 @@ import torch
 from cgat_dgl.atomic import atomic_write
 
 FORMAT = "cgat-dgl-checkpoint/1"
+# The entry holding the digest of all the others, "sha256:<hex>"; absent from older checkpoints.
+CHECKSUM = "checksum"
+
+
+class DamagedCheckpointError(ValueError):
+    """A checkpoint that cannot be trusted: unreadable (truncated, overwritten) or failing its checksum.
+
+    Distinct from other ValueErrors (a foreign file, weights of another model) so that a caller can
+    treat damage alone as recoverable, e.g. start afresh instead of resuming a damaged last.pt.
+    """
+
+    def __init__(self, path: Path, problem: str) -> None:
+        self.path = path
+        self.problem = problem
+        super().__init__(f"{path}: damaged checkpoint: {problem}")
+
+
+def state_checksum(state: Mapping[str, Any]) -> str:
+    """SHA-256 over the values of a checkpoint dict (its ``checksum`` entry left out), in order.
+
+    Computed over values, not file bytes, so that it can be stored in the file it covers and checked
+    on what torch.load returns. Tensors count by dtype, shape and bytes (wherever they live), so
+    map_location does not change it.
+    """
+    digest = hashlib.sha256()
+    _feed(digest, {key: value for key, value in state.items() if key != CHECKSUM})
+    return "sha256:" + digest.hexdigest()
+
+
+def _feed(digest: "hashlib._Hash", value: Any) -> None:
+    if isinstance(value, torch.Tensor):
+        tensor = value.detach().cpu()
+        tensor = (tensor.to_dense() if tensor.layout != torch.strided else tensor).resolve_conj().resolve_neg()
+        tensor = tensor.contiguous()
+        digest.update(f"T{tensor.dtype}{tuple(tensor.shape)}\0".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
+    elif isinstance(value, Mapping):
+        digest.update(f"M{len(value)}\0".encode())
+        for key, item in value.items():  # insertion order, which pickling keeps
+            _feed(digest, key)
+            _feed(digest, item)
+    elif isinstance(value, (list, tuple)):
+        digest.update(f"L{len(value)}\0".encode())
+        for item in value:
+            _feed(digest, item)
+    elif isinstance(value, (set, frozenset)):
+        _feed(digest, sorted(value, key=repr))
+    elif isinstance(value, bytes):
+        digest.update(f"B{len(value)}\0".encode() + value)
+    else:  # None, bool, int, float, str, torch.dtype, torch.device: their repr is exact
+        digest.update(f"{type(value).__name__}:{value!r}\0".encode())
 
 
 def save_checkpoint(state: dict[str, Any], path: Path) -> Path:
-    """Write to a temporary file beside ``path`` and rename, so a killed run never leaves half a file."""
+    """Write to a temporary file beside ``path`` and rename, so a killed run never leaves half a file.
+
+    The state gets its checksum (any ``checksum`` it carries is recomputed).
+    """
     path = Path(path)
+    payload = {"format": FORMAT, **{key: value for key, value in state.items() if key != CHECKSUM}}
+    payload[CHECKSUM] = state_checksum(payload)
     with atomic_write(path) as stream:
-        torch.save({"format": FORMAT, **state}, stream)
+        torch.save(payload, stream)
     return path
 
 
 def read_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """The checkpoint's dict, its checksum verified and removed.
+
+    FileNotFoundError when there is no file, DamagedCheckpointError when it is unreadable or fails
+    its checksum, ValueError when it is some other file. Checkpoints without a checksum (written
+    before it existed) load unverified.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as error:  # a truncated or foreign file: say which
-        raise ValueError(f"{path}: not a readable checkpoint ({error})") from error
+    except Exception as error:  # truncated, overwritten or no checkpoint at all: say which file
+        detail = " ".join(str(error).split())[:300]
+        raise DamagedCheckpointError(path, f"not readable ({type(error).__name__}: {detail})") from error
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise ValueError(f"{path}: not a cgat-dgl checkpoint (format {state.get('format') if isinstance(state, dict) else None!r})")
+    stored = state.pop(CHECKSUM, None)
+    if stored is not None:
+        actual = state_checksum(state)
+        if stored != actual:
+            problem = f"checksum mismatch (stored {str(stored)[:23]}..., computed {actual[:23]}...)"
+            raise DamagedCheckpointError(path, f"{problem}: the file changed after it was written")
     return state
 
 
