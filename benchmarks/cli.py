@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from benchmarks.data_checks import DataCheckError, check_manifest_data
 from benchmarks.manifest import Manifest, ManifestError, load_manifest
 from benchmarks.summary import SHARED_DATA_ENV, DatasetSummary
 from benchmarks.server import add_server_parser
@@ -115,7 +116,7 @@ def with_split_seed(manifest: Manifest, split_seed: int | None) -> Manifest:
     if split_seed is None:
         return manifest
     changed = manifest.model_copy(update={"data": manifest.data.model_copy(update={"split_seed": split_seed})})
-    changed._base_dir = manifest._base_dir
+    changed._base_dir, changed._path, changed._lines = manifest._base_dir, manifest._path, manifest._lines
     return changed
 
 
@@ -132,6 +133,8 @@ def _run(args: argparse.Namespace) -> int:
         manifest = with_split_seed(load_manifest(args.experiments), args.split_seed)
         manifest.profile(args.profile)
         data_path = data_path_for(args.data, manifest.resolve(manifest.data.path))
+        # a misspelt property or a too small task stops here, before anything is listed or trained
+        check_manifest_data(manifest, data_path)
         options = RunnerOptions(
             profile=args.profile,
             data_path=data_path,
@@ -144,7 +147,7 @@ def _run(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
         )
         runner = Runner(manifest, options)
-    except (ManifestError, FileNotFoundError, KeyError) as error:
+    except (ManifestError, DataCheckError, FileNotFoundError, KeyError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     statuses = runner.status()

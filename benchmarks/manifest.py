@@ -139,6 +139,8 @@ class Manifest(Strict):
     experiments: list[Experiment] = Field(min_length=1)
     studies: list[StudySpec] = Field(default_factory=list)
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
+    _path: Path | None = PrivateAttr(default=None)
+    _lines: dict = PrivateAttr(default_factory=dict)
 
     def resolve(self, path: str | Path) -> Path:
         """A path of the manifest, relative to the manifest's own folder."""
@@ -155,6 +157,14 @@ class Manifest(Strict):
             if study.experiment not in names:
                 raise ValueError(f"study {study.name!r} names unknown experiment {study.experiment!r}")
         return self
+
+    def where(self, *location: str | int) -> str:
+        """``file:line: dotted.field`` of a value of the loaded manifest, for error messages."""
+        line = line_of(tuple(location), self._lines) if self._lines else None
+        field = ".".join(map(str, location))
+        if self._path is None:
+            return field
+        return f"{self._path}:{line}: {field}" if line else f"{self._path}: {field}"
 
     def experiment(self, name: str) -> Experiment:
         for experiment in self.experiments:
@@ -194,6 +204,7 @@ def load_manifest(path: str | Path) -> Manifest:
     try:
         manifest = Manifest.model_validate(data)
         manifest._base_dir = path.resolve().parent
+        manifest._path, manifest._lines = path, lines
         return manifest
     except ValidationError as error:
         messages = []

@@ -4,6 +4,7 @@ names, the store it was computed from."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ from benchmarks.cli import (
 )
 from benchmarks.tuning.cli import tune_paths
 from cgat_dgl.training.tracking import Tracker, redact_uri
+from tests.training_fixtures import real_rows
 
 MANIFEST = """\
 data: {path: data.jsonl, cache_dir: cache}
@@ -51,10 +53,11 @@ def elsewhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def project(root: Path, name: str) -> Path:
-    """A manifest (and its data file, which a dry run only needs to exist) in a folder of its own."""
+    """A manifest and its data file (12 real materials with an HSE gap: enough for the plan-time
+    checks of a dry run) in a folder of its own."""
     folder = root / name
     folder.mkdir()
-    (folder / "data.jsonl").write_text("{}\n")
+    (folder / "data.jsonl").write_text("".join(json.dumps(row) + "\n" for row in real_rows(12, "gap_hse")))
     manifest = folder / "experiments.yaml"
     manifest.write_text(MANIFEST)
     return manifest
