@@ -220,3 +220,30 @@ def test_checkpoints_without_a_checksum_still_load(tmp_path: Path) -> None:
     torch.save({"format": FORMAT, "epoch": 4, "value": torch.ones(2)}, path)  # as written before checksums
     state = read_checkpoint(path)
     assert state["epoch"] == 4 and torch.equal(state["value"], torch.ones(2))
+
+
+def test_a_damaged_last_checkpoint_restarts_the_run_with_a_warning_on_it(tmp_path: Path) -> None:
+    from cgat_dgl.training.config import TrainConfig
+    from cgat_dgl.training.tracking import Tracker
+    from cgat_dgl.training.trainer import train
+
+    train_set, val_set, test_set = three_sets(24)
+    config = TrainConfig(epochs=2, batch_size=8, lr=1e-3, cycle_period=2, device="cpu", seed=3)
+    out = tmp_path / "run"
+    first = train(SMOKE, config, train_set, val_set, test_set, out_dir=out)
+    last = out / LAST_NAME
+    data = bytearray(last.read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 14] = b"\x00" * 14
+    last.write_bytes(bytes(data))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    with Tracker("damaged", tracking_uri=uri) as tracker:
+        again = train(SMOKE, config, train_set, val_set, test_set, out_dir=out, tracker=tracker, resume=True)
+        run_id = tracker.run_id
+    assert (out / (LAST_NAME + ".damaged")).is_file()
+    read_checkpoint(last)  # the fresh start wrote an intact one
+    assert [row["epoch"] for row in again.history] == [0, 1]  # every epoch trained again, none resumed
+    assert again.test == pytest.approx(first.test)  # the same seed from scratch: the same run
+    from mlflow.tracking import MlflowClient
+
+    warning = MlflowClient(uri).get_run(run_id).data.tags["cgat.resume_warning"]
+    assert "damaged checkpoint" in warning and "started afresh" in warning

@@ -37,7 +37,7 @@ from ..model import CGAT, ModelConfig
 from ..versions import machine_label, version_tags
 from . import distributed
 from .allocator import keep_freed_memory
-from .checkpoint import capture_rng_state, load_model_state, read_checkpoint, restore_rng_state, save_checkpoint
+from .checkpoint import DamagedCheckpointError, capture_rng_state, load_model_state, read_checkpoint, restore_rng_state, save_checkpoint
 from .config import FROM_SCRATCH, TrainConfig
 from .inference import predict_loader
 from .metrics import regression_metrics
@@ -343,6 +343,20 @@ class _Run:
         return distributed.gather_shards(predicted, actual, ids)
 
 
+def set_aside_if_damaged(path: Path) -> str | None:
+    """A damaged ``last.pt`` must not stop a manifest: it is renamed ``last.pt.damaged`` and the run
+    starts afresh; the returned warning goes on the run. None when the checkpoint reads back intact."""
+    try:
+        read_checkpoint(path)
+    except DamagedCheckpointError as error:
+        aside = path.with_name(path.name + ".damaged")
+        path.replace(aside)
+        message = f"{error}; set aside as {aside.name}, the run started afresh"
+        log.warning(message)
+        return message
+    return None
+
+
 def write_predictions(path: Path, ids: Sequence[str], actual: np.ndarray, predicted: np.ndarray) -> Path:
     """id, target, prediction per material, in target units."""
     with open(path, "w", newline="", encoding="utf-8") as handle:
@@ -401,6 +415,7 @@ def train(
     if tracker is not None:
         run.metadata["mlflow_run_id"] = tracker.run_id
     best_path, last_path = out_dir / BEST_NAME, out_dir / LAST_NAME
+    damage = set_aside_if_damaged(last_path) if main and resume and last_path.exists() else None
     if distributed.broadcast_object(resume and last_path.exists()):  # rank 0 decides for every rank
         run.resume_from(last_path)
     elif main and best_path.exists():
@@ -424,6 +439,8 @@ def train(
             tracker.set_pretrain_run(str(run.metadata["pretrain_run_id"]))
         if "init_checkpoint" in run.metadata:
             tracker.log_params({"init_checkpoint": run.metadata["init_checkpoint"]})
+        if damage is not None:
+            tracker.set_tags({"cgat.resume_warning": damage[:4000]})
         if distributed.is_active():
             tracker.set_tags({"cgat.ddp.world_size": distributed.world_size(),
                               "cgat.ddp.per_rank_batch": distributed.per_rank_batch(train_config.batch_size)})
