@@ -38,7 +38,6 @@ import argparse
 import json
 import os
 import pwd
-import re
 import shutil
 import signal
 import socket
@@ -49,6 +48,8 @@ import urllib.request
 from collections.abc import MutableMapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from cgat_dgl.training.tracking import redact_uri
 
 # Relative to the working directory (the checkout, for `make server`), like the default SQLite store.
 DEFAULT_DIR = Path("mlflow") / "postgres"
@@ -66,15 +67,8 @@ class ServerError(RuntimeError):
 
 
 # --- credentials -------------------------------------------------------------------------------
-_USERINFO_PASSWORD = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*://[^/@:\s]*):[^/\s]*@")
-_QUERY_SECRET = re.compile(r"(?i)(?P<head>[?&;](?:password|passwd|pwd|secret|token)=)[^&;\s]*")
-
-
-def redact(text: str) -> str:
-    """``text`` (a URI, or a message holding URIs) with every password replaced by ``***``:
-    ``postgresql://bench:s3cret@db/x`` -> ``postgresql://bench:***@db/x``, ``?password=...`` too."""
-    text = _USERINFO_PASSWORD.sub(lambda m: f"{m['head']}:***@", text)
-    return _QUERY_SECRET.sub(lambda m: f"{m['head']}***", text)
+# One redaction for the whole project: URIs and messages holding them.
+redact = redact_uri
 
 
 def has_password(uri: str) -> bool:

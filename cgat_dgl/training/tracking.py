@@ -17,7 +17,6 @@ import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
@@ -31,7 +30,8 @@ _BATCH = 100  # MLflow's limit of params per log_batch call
 
 
 STORE_DIR = "mlflow"  # the folder of the default stores, under the base
-_SECRET_QUERY = re.compile(r"(?i)\b(password|passwd|pwd|secret|token)=[^&]*")
+_USERINFO_PASSWORD = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*://[^/@:\s]*):[^/\s]*@")
+_QUERY_SECRET = re.compile(r"(?i)(?P<head>[?&;](?:password|passwd|pwd|secret|token)=)[^&;\s]*")
 
 
 def default_base(manifest: str | Path | None = None) -> Path:
@@ -54,21 +54,12 @@ def resolve_tracking_uri(uri: str | None = None, base: Path | None = None) -> st
     return uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(base)
 
 
-def redact_uri(uri: str) -> str:
-    """The URI with its password (and password-like query values) as ``***``: safe for folder names,
-    logs and files others read."""
-    parts = urlsplit(uri)
-    netloc = parts.netloc
-    userinfo, at, host = netloc.rpartition("@")
-    if at and ":" in userinfo:
-        netloc = f"{userinfo.partition(':')[0]}:***@{host}"
-    query = _SECRET_QUERY.sub(lambda m: f"{m.group(1)}=***", parts.query)
-    if not parts.scheme or (netloc, query) == (parts.netloc, parts.query):
-        return uri
-    # composed by hand: urlunsplit drops the empty authority of sqlite:////abs/path
-    return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "") + (
-        f"#{parts.fragment}" if parts.fragment else ""
-    )
+def redact_uri(text: str) -> str:
+    """``text`` (a URI, or a message holding URIs) with every password as ``***``:
+    ``postgresql://bench:s3cret@db/x`` -> ``postgresql://bench:***@db/x``, ``?password=...`` too. Safe
+    for folder names, logs and files others read."""
+    text = _USERINFO_PASSWORD.sub(lambda m: f"{m['head']}:***@", text)
+    return _QUERY_SECRET.sub(lambda m: f"{m['head']}***", text)
 
 
 def sqlite_path(uri: str) -> Path | None:
