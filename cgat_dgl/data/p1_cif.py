@@ -41,7 +41,8 @@ from functools import cache, cmp_to_key
 import numpy as np
 from pymatgen.core import Composition, Element, Lattice, PeriodicSite, Structure
 
-_CELL_TAGS = (
+# The six cell parameters, in the order Lattice.from_parameters takes them.
+CELL_TAGS = (
     "_cell_length_a",
     "_cell_length_b",
     "_cell_length_c",
@@ -148,10 +149,10 @@ def _cell(scalars: dict[str, str]) -> Lattice | None:
         elif tag in _IGNORED_TAGS:
             if not _SINGLE_VALUE.fullmatch(value):
                 return None
-        elif tag not in _CELL_TAGS:
+        elif tag not in CELL_TAGS:
             return None
     try:
-        a, b, c, alpha, beta, gamma = (float(scalars[tag]) for tag in _CELL_TAGS)
+        a, b, c, alpha, beta, gamma = (float(scalars[tag]) for tag in CELL_TAGS)
     except (KeyError, ValueError):
         return None
     if not all(math.isfinite(length) and length > 0 for length in (a, b, c)):

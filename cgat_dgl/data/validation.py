@@ -19,6 +19,7 @@ from pymatgen.core import Structure
 from pymatgen.core.periodic_table import DummySpecies
 
 from cgat_dgl.data.elements import supported_atomic_numbers
+from cgat_dgl.data.p1_cif import CELL_TAGS
 from cgat_dgl.data.records import DataError, MaterialRecord
 
 # Reasons, as counted in LoadReport.dropped.
@@ -144,14 +145,6 @@ def _explain(exc: Exception, messages: list[str]) -> str:
 
 # --- readable reasons for CIFs that do not parse ---------------------------------------------------------
 
-_CELL_TAGS = (
-    "_cell_length_a",
-    "_cell_length_b",
-    "_cell_length_c",
-    "_cell_angle_alpha",
-    "_cell_angle_beta",
-    "_cell_angle_gamma",
-)
 # One value as CIF writes it: quoted (may hold spaces) or bare.
 _CIF_TOKEN = re.compile(r"'[^']*'|\"[^\"]*\"|\S+")
 # A number with an optional standard uncertainty in parentheses, which pymatgen strips: 3.61(2).
@@ -245,12 +238,12 @@ def _cif_outline_problem(text: str) -> str | None:
         first = next((line for line in lines if not line.startswith("#")), lines[0])
         return f"the text has no data_ block header, so it is not a CIF (it begins {first[:40]!r})"
     present = set(outline.tags) | outline.columns()
-    missing = [tag for tag in _CELL_TAGS if tag not in present]
-    if len(missing) == len(_CELL_TAGS):
+    missing = [tag for tag in CELL_TAGS if tag not in present]
+    if len(missing) == len(CELL_TAGS):
         return "the CIF has no cell parameters (_cell_length_a/b/c, _cell_angle_alpha/beta/gamma)"
     if missing:
         return f"the CIF has no {', '.join(missing)} (all six cell parameters are needed)"
-    for tag in _CELL_TAGS:
+    for tag in CELL_TAGS:
         value = outline.tags.get(tag, "")
         if value and not _is_number(value):
             return f"the cell parameter {tag} is {value!r}, not a number"
