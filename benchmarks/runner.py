@@ -241,7 +241,7 @@ class Runner:
             tracker.set_tags({"cgat.joint_run_id": states[inputs.init_run.key].run_id})
         tracker.log_params(
             {
-                "train_size": len(_target_part(inputs.train_set)),
+                "train_size": inputs.target_train_size,
                 "pretrain_size": inputs.source_structures,
                 "val_size": len(inputs.val_set),
                 "test_size": len(inputs.test_set),
@@ -281,11 +281,6 @@ class Runner:
                 if mask.any():
                     metrics = regression_metrics(predicted[mask], actual[mask])
                     tracker.log_metrics({f"test_mae_{name}": metrics["mae"], f"test_rmse_{name}": metrics["rmse"]})
-
-
-def _target_part(train_set: Any) -> Any:
-    """The target-fidelity training set of a joint run's set, else the set itself."""
-    return getattr(train_set, "target", train_set)
 
 
 def _worker(manifest: Manifest, options: RunnerOptions, threads: int, index: int) -> Outcome:

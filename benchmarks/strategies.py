@@ -33,6 +33,7 @@ class RunInputs:
     val_set: Any
     test_set: Any
     target_test: GraphDataset  # the test set in target units (delta trains on corrections)
+    target_train_size: int  # structures of the target (not source) fidelity it trains on
     init_checkpoint: Path | None = None
     init_run: PretrainRun | TransferRun | None = None  # the run whose weights it starts from
     baseline: dict[str, float] | None = None
@@ -56,14 +57,17 @@ def trained_structures(work_dir: Path, spec: PretrainRun | TransferRun) -> int:
 
 def pretrain_inputs(spec: PretrainRun, data: TaskData, eval_cap: int | None) -> RunInputs:
     train_set, val_set, test_set = data.pretrain_sets(spec.prop, spec.size, spec.cap, eval_cap)
-    return RunInputs(train_set, val_set, test_set, target_test=test_set, source_structures=len(train_set))
+    return RunInputs(
+        train_set, val_set, test_set, target_test=test_set, target_train_size=len(train_set),
+        source_structures=len(train_set),
+    )  # fmt: skip
 
 
 def transfer_inputs(spec: TransferRun, data: TaskData, work_dir: Path) -> RunInputs:
     train_set, val_set, test_set = data.transfer_sets(
         spec.target, spec.train_size, spec.cap, spec.eval_cap, subset_seed=spec.seed
     )
-    inputs = RunInputs(train_set, val_set, test_set, target_test=test_set)
+    inputs = RunInputs(train_set, val_set, test_set, target_test=test_set, target_train_size=len(train_set))
     source = spec.source_data
     if source is not None:
         inputs.source_structures = data.resolved_pretrain_size(source)
