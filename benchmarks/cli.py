@@ -264,7 +264,9 @@ def _write_report(sources: ReportSources, report_root: Path, loaded=None) -> Pat
     from benchmarks.report import collect_runs, write_report
     from benchmarks.report.claims import verdict_counts
     from benchmarks.report.collect import collect_study_trials, collect_test_errors
-    from benchmarks.store import EXPERIMENT
+    from mlflow.tracking import MlflowClient
+
+    from benchmarks.store import EXPERIMENT, close_interrupted_runs
     from cgat_dgl.training.tracking import Tracker
 
     tracking_uri, profile, seeds, suites = sources.tracking_uri, sources.profile, sources.seeds, sources.suites
@@ -300,7 +302,13 @@ def _write_report(sources: ReportSources, report_root: Path, loaded=None) -> Pat
         "cgat.seeds": ",".join(map(str, seeds or [])) or "all",
         "cgat.suites": ",".join(suites or []) or "all",
     }
-    with Tracker(f"report [{name}]", experiment=EXPERIMENT, tracking_uri=tracking_uri, tags=tags) as tracker:
+    run_name = f"report [{name}]"
+    experiment_id = Tracker.experiment_id_for(EXPERIMENT, tracking_uri)
+    client = MlflowClient(tracking_uri=resolve_tracking_uri(tracking_uri))
+    same_report = f"tags.`cgat.kind` = 'report' and attributes.run_name = '{run_name}'"
+    for run_id in close_interrupted_runs(client, experiment_id, same_report):
+        print(f"closed the interrupted report run {run_id} (KILLED)")
+    with Tracker(run_name, experiment=EXPERIMENT, tracking_uri=tracking_uri, tags=tags) as tracker:
         tracker.log_artifacts(sorted(p for p in out_dir.iterdir() if p.is_file()), "report")
         tracker.log_metrics({f"claims_{verdict}": float(n) for verdict, n in verdict_counts(claims).items()})
     print(f"report: {path}")

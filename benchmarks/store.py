@@ -95,7 +95,10 @@ class Store:
                 max_results=1,
             )
             if existing:
-                return existing[0].info.run_id
+                found = existing[0].info
+                if found.status == "RUNNING":  # its creator was killed before finishing it
+                    self.client.set_terminated(found.run_id, status="FINISHED")
+                return found.run_id
             run = self.client.create_run(
                 self.experiment_id,
                 run_name=f"{name} [{profile}]",
@@ -126,6 +129,16 @@ class Store:
         ``wait`` blocks until it is."""
         with self.claims.claim(key, wait=wait) as held:
             yield held
+
+
+def close_interrupted_runs(client: MlflowClient, experiment_id: str, filter_string: str) -> list[str]:
+    """Mark the RUNNING runs matching ``filter_string`` KILLED and return their ids: one-shot runs (a
+    report) whose process died while logging; the caller is about to make their successor."""
+    stale = client.search_runs([experiment_id], filter_string=f"{filter_string} and attributes.status = 'RUNNING'")
+    for run in stale:
+        client.set_tag(run.info.run_id, "cgat.ended_by", "interrupted; closed when the next one started")
+        client.set_terminated(run.info.run_id, status="KILLED")
+    return [run.info.run_id for run in stale]
 
 
 def run_status_counts(states: dict[str, RunState], keys: list[str]) -> dict[str, Any]:

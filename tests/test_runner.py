@@ -3,8 +3,6 @@ failures that do not stop the others, and a run killed mid-training that resumes
 
 from __future__ import annotations
 
-import gzip
-import json
 import os
 import signal
 import subprocess
@@ -20,7 +18,8 @@ from benchmarks import runner as runner_module
 from benchmarks.manifest import load_manifest
 from benchmarks.report.collect import PREDICTIONS_ARTIFACT, collect_test_errors
 from benchmarks.runner import Runner, RunnerOptions
-from benchmarks.store import KEY_TAG
+from benchmarks.sample_data import write_gap_sample
+from benchmarks.store import KEY_TAG, Store
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -50,26 +49,7 @@ experiments:
 @pytest.fixture(scope="module")
 def small_data(shared_data_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """200 real rows: 60 with an HSE gap (40 of them open), the rest PBE only."""
-    path = tmp_path_factory.mktemp("runner_data") / "small.jsonl.gz"
-    gapped, metals, without = [], [], []
-    with gzip.open(shared_data_path, "rt") as source:
-        for line in source:
-            row = json.loads(line)
-            if row["natoms"] > 16:
-                continue
-            if row["gap_hse"] is None:
-                if len(without) < 140:
-                    without.append(line)
-            elif row["gap_hse"] > 0.1:
-                if len(gapped) < 40:
-                    gapped.append(line)
-            elif len(metals) < 20:
-                metals.append(line)
-            if len(gapped) + len(metals) + len(without) == 200:
-                break
-    with gzip.open(path, "wt") as out:
-        out.writelines(gapped + metals + without)
-    return path
+    return write_gap_sample(shared_data_path, tmp_path_factory.mktemp("runner_data") / "small.jsonl.gz")
 
 
 def make_runner(
@@ -162,6 +142,7 @@ from pathlib import Path
 from benchmarks.manifest import load_manifest
 from benchmarks.report.collect import PREDICTIONS_ARTIFACT, collect_test_errors
 from benchmarks.runner import Runner, RunnerOptions
+from benchmarks.sample_data import write_gap_sample
 tmp = Path(sys.argv[1])
 options = RunnerOptions(profile="smoke", data_path=Path(sys.argv[2]), work_dir=tmp / "work",
                         tracking_uri=f"sqlite:///{tmp / 'mlflow.db'}", progress=False, only=["gap"])
@@ -232,8 +213,24 @@ def test_cli_dry_run_run_and_report(tmp_path: Path, small_data: Path, capsys: py
     assert main(["run", manifest, *common, "--dry-run"]) == 0
     assert "7 runs: 7 finished" in capsys.readouterr().out
 
+    # Runs a SIGKILL can leave RUNNING: a report killed while logging, a parent killed between its
+    # creation and its end. The next report closes the one, the next lookup of the parent the other.
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment_id = client.get_experiment_by_name("cgat-bench").experiment_id
+    killed_report = client.create_run(experiment_id, run_name="report [smoke]", tags={"cgat.kind": "report"})
+    parent = client.search_runs([experiment_id], filter_string="tags.`cgat.parent` = '1'")[0]
+    client.update_run(parent.info.run_id, status="RUNNING")
+
     # A second run trains nothing and rewrites the report from the store (earlier report runs included).
     (folder / "table1.md").unlink()
     assert main(["run", manifest, *common, "--no-progress", "--report-dir", str(report_dir)]) == 0
-    assert "0 trained, 7 already finished, 0 failed" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "0 trained, 7 already finished, 0 failed" in out
+    assert f"closed the interrupted report run {killed_report.info.run_id} (KILLED)" in out
     assert (folder / "table1.md").read_text() == table
+    assert client.get_run(killed_report.info.run_id).info.status == "KILLED"
+    # Every child is finished, so no parent was needed; the next lookup of the parent finishes it.
+    store = Store(f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "work")
+    assert store.parent(parent.data.tags["cgat.experiment"], "smoke", {}) == parent.info.run_id
+    assert client.get_run(parent.info.run_id).info.status == "FINISHED"
+    assert not client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'")
