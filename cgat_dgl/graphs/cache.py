@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cgat_dgl.atomic import atomic_write
+from cgat_dgl.atomic import atomic_write, remove_abandoned_temps
 from cgat_dgl.graphs.crystal_graph import CrystalGraph
 from cgat_dgl.graphs.neighbors import GraphParams
 
@@ -225,6 +225,8 @@ class GraphCache:
         """
         self._packs, self._graph_index, self._failures = [], {}, {}
         self.unverified, self.damaged = [], []
+        if self.directory.is_dir():
+            remove_abandoned_temps(self.directory)  # packs whose writer was killed
         for path in self.pack_paths():
             try:
                 pack = Pack.read(path)
