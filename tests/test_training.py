@@ -7,13 +7,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from mlflow.tracking import MlflowClient
 
 from cgat_dgl.model import CGAT, ModelConfig
 from cgat_dgl.training.checkpoint import read_checkpoint
 from cgat_dgl.training.config import TrainConfig
 from cgat_dgl.training.inference import load_checkpoint, predict
 from cgat_dgl.training.metrics import regression_metrics
-from cgat_dgl.training.trainer import TrainResult, train
+from cgat_dgl.training.tracking import Tracker
+from cgat_dgl.training.trainer import EPOCH_METRICS, TrainResult, train
 from tests.training_fixtures import real_dataset, single_thread, three_sets  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -99,6 +101,30 @@ def test_resume_after_interruption_matches_uninterrupted(baseline: TrainResult, 
     resumed_weights = read_checkpoint(resumed.checkpoint)["model_state"]
     baseline_weights = read_checkpoint(baseline.checkpoint)["model_state"]
     assert all(torch.equal(resumed_weights[k], baseline_weights[k]) for k in baseline_weights)
+
+
+def test_an_epoch_checkpointed_but_not_logged_is_logged_on_resume(baseline: TrainResult, sets, tmp_path: Path) -> None:
+    """A kill between an epoch's last.pt and its MLflow logging: the resumed run logs that epoch."""
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+    class KilledWhileLogging(Tracker):
+        def log_epoch(self, epoch: int, metrics) -> None:
+            if epoch == 1:
+                raise Interrupted  # last.pt of epoch 1 is written; its metrics never reach MLflow
+            super().log_epoch(epoch, metrics)
+
+    tracker = KilledWhileLogging("killed", experiment="tests", tracking_uri=store)
+    with pytest.raises(Interrupted):
+        train(SMOKE, BASE, *sets, out_dir=tmp_path / "run", tracker=tracker)
+    client = MlflowClient(tracking_uri=store)
+    assert [m.step for m in client.get_metric_history(tracker.run_id, "val_mae")] == [0]
+
+    train(SMOKE, BASE, *sets, out_dir=tmp_path / "run", tracker=Tracker.attach(tracker.run_id, tracking_uri=store))
+    for name in EPOCH_METRICS:
+        history = sorted(client.get_metric_history(tracker.run_id, name), key=lambda m: m.step)
+        assert [(m.step, m.value) for m in history] == [
+            (int(row["epoch"]), pytest.approx(row[name], rel=1e-6)) for row in baseline.history
+        ], name
 
 
 def test_resume_of_a_finished_run_only_evaluates(baseline: TrainResult, sets) -> None:

@@ -190,6 +190,21 @@ class Tracker:
     def log_epoch(self, epoch: int, metrics: Mapping[str, float]) -> None:
         self.log_metrics(metrics, step=epoch)
 
+    def log_missing_epochs(self, epochs: Mapping[int, Mapping[str, float]]) -> list[int]:
+        """Log the epochs (epoch -> metrics) that the run lacks and return them: a process killed
+        between an epoch's checkpoint and its logging resumes after an epoch MLflow never saw."""
+        logged: dict[str, set[int]] = {}
+        missing = []
+        for epoch, metrics in sorted(epochs.items()):
+            for name in metrics:
+                if name not in logged:
+                    logged[name] = {m.step for m in self.client.get_metric_history(self.run_id, name)}
+            absent = {name: value for name, value in metrics.items() if epoch not in logged[name]}
+            if absent:
+                self.log_epoch(epoch, absent)
+                missing.append(epoch)
+        return missing
+
     def log_test(self, metrics: Mapping[str, float]) -> None:
         self.log_metrics({f"test_{k}": v for k, v in metrics.items()})
 

@@ -357,6 +357,13 @@ def set_aside_if_damaged(path: Path) -> str | None:
     return None
 
 
+EPOCH_METRICS = ("train_mae", "val_mae", "lr")  # logged to MLflow at step = epoch
+
+
+def _epoch_metrics(row: dict[str, float]) -> dict[str, float]:
+    return {name: row[name] for name in EPOCH_METRICS}
+
+
 def write_predictions(path: Path, ids: Sequence[str], actual: np.ndarray, predicted: np.ndarray) -> Path:
     """id, target, prediction per material, in target units."""
     with open(path, "w", newline="", encoding="utf-8") as handle:
@@ -441,6 +448,7 @@ def train(
             tracker.log_params({"init_checkpoint": run.metadata["init_checkpoint"]})
         if damage is not None:
             tracker.set_tags({"cgat.resume_warning": damage[:4000]})
+        tracker.log_missing_epochs({int(row["epoch"]): _epoch_metrics(row) for row in run.history})
         if distributed.is_active():
             tracker.set_tags({"cgat.ddp.world_size": distributed.world_size(),
                               "cgat.ddp.per_rank_batch": distributed.per_rank_batch(train_config.batch_size)})
@@ -474,7 +482,7 @@ def train(
             f"lr {lr:.3g}, {time.perf_counter() - started:.1f} s",
             enabled=progress,
         )
-        metrics = {"train_mae": train_mae, "val_mae": val_mae, "lr": lr}
+        metrics = _epoch_metrics(row)
         if tracker is not None:
             tracker.log_epoch(epoch, metrics)
         if epoch_callback is not None:
