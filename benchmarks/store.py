@@ -13,7 +13,7 @@ from mlflow.tracking import MlflowClient
 
 from benchmarks.server import export_password_env
 from benchmarks.work_claims import Claims, claims_for
-from cgat_dgl.training.tracking import PARENT_TAG, Tracker, resolve_tracking_uri
+from cgat_dgl.training.tracking import Tracker, resolve_tracking_uri
 
 EXPERIMENT = "cgat-bench"
 KEY_TAG = "cgat.run_key"

@@ -1,4 +1,4 @@
-"""The soak benchmark (benchmarks/perf/soak.py): its store comparison flags what it must, where a
+"""The soak benchmark (benchmarks/perf/soak/): its store comparison flags what it must, where a
 kill landed is read from the output, and a short soak (two kills) of a tiny manifest passes."""
 
 from __future__ import annotations

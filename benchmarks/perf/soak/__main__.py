@@ -1,0 +1,3 @@
+from benchmarks.perf.soak.cli import main
+
+raise SystemExit(main())
