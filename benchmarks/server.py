@@ -27,7 +27,7 @@ process's arguments to every user, shells keep histories): ``$CGAT_DB_URL`` may 
 or it comes from ``$PGPASSWORD`` (read by libpq itself, so by MLflow, Optuna and the claims alike) or
 ``$CGAT_DB_PASSWORD`` (copied to ``$PGPASSWORD`` when that is unset, see ``export_password_env``).
 A URL with a password is handed to the MLflow server in its environment, not its arguments. Every URL
-printed or logged passes through ``redact``. Workers then set ``MLFLOW_TRACKING_URI`` to the server,
+printed or logged passes through ``redact_uri``. Workers then set ``MLFLOW_TRACKING_URI`` to the server,
 and find the claims database in ``$CGAT_DB_URL`` (or ``$CGAT_CLAIMS_DB``); Optuna needs a second
 database on that server (``--storage``), for the reason above.
 """
@@ -39,7 +39,6 @@ import json
 import os
 import pwd
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -49,6 +48,7 @@ from collections.abc import MutableMapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from benchmarks.process_groups import stop_process_group
 from cgat_dgl.training.tracking import redact_uri
 
 # Relative to the working directory (the checkout, for `make server`), like the default SQLite store.
@@ -67,12 +67,11 @@ class ServerError(RuntimeError):
 
 
 # --- credentials -------------------------------------------------------------------------------
-# One redaction for the whole project: URIs and messages holding them.
-redact = redact_uri
+# One redaction for the whole project (tracking.redact_uri): URIs and messages holding them.
 
 
 def has_password(uri: str) -> bool:
-    return redact(uri) != uri
+    return redact_uri(uri) != uri
 
 
 def with_driver(url: str) -> str:
@@ -279,39 +278,6 @@ def _alive(pid: int) -> bool:
     return b"mlflow" in cmdline  # not a recycled pid of something else
 
 
-def _group_running(pgid: int) -> bool:
-    """Whether a process of the group still runs (exited ones awaiting their parent do not count)."""
-    try:
-        os.waitpid(pgid, os.WNOHANG)  # reap the leader if it is our child
-    except ChildProcessError:
-        pass
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":  # fields after the name: state, ppid, pgrp
-            return True
-    return False
-
-
-def stop_process_group(pgid: int, timeout_s: float = 30.0) -> None:
-    """SIGTERM to the server's process group (it and its workers), SIGKILL to what is left after
-    ``timeout_s``; returns when none of them runs."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(pgid, sig)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if not _group_running(pgid):
-                return
-            time.sleep(0.2)
-
-
 def mlflow_command() -> list[str]:
     script = Path(sys.executable).parent / "mlflow"
     return [str(script)] if script.exists() else [sys.executable, "-m", "mlflow"]
@@ -340,7 +306,7 @@ def wait_healthy(process: subprocess.Popen[bytes], port: int, log_path: Path, ti
     while time.monotonic() < deadline:
         if process.poll() is not None:
             tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-20:])
-            raise ServerError(f"the MLflow server exited while starting; {log_path} ends with:\n{redact(tail)}")
+            raise ServerError(f"the MLflow server exited while starting; {log_path} ends with:\n{redact_uri(tail)}")
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as answer:
                 if answer.status == 200:
@@ -393,7 +359,7 @@ def start(args: argparse.Namespace) -> int:
             raise ServerError(f"--external needs the database URL in ${DB_URL_ENV} (its password there, or in "
                               f"$PGPASSWORD / ${PASSWORD_ENV})")
         _check_connects(backend)
-        state = {"external": True, "database": redact(backend)}
+        state = {"external": True, "database": redact_uri(backend)}
     else:
         cluster = LocalPostgres(folder, args.db_port, postgres_bin(install=not args.no_install))
         cluster.init()
@@ -432,7 +398,7 @@ def _check_connects(url: str) -> None:
             pass
         engine.dispose()
     except Exception as error:  # driver errors name the host, not the password; redact anyway
-        raise ServerError(f"cannot connect to {redact(url)}: {redact(str(error)).strip()}") from None
+        raise ServerError(f"cannot connect to {redact_uri(url)}: {redact_uri(str(error)).strip()}") from None
 
 
 def stop(args: argparse.Namespace) -> int:
@@ -457,7 +423,7 @@ def _server(args: argparse.Namespace) -> int:
     try:
         return stop(args) if args.stop else start(args)
     except (ServerError, subprocess.CalledProcessError) as error:
-        print(f"error: {redact(str(error))}", file=sys.stderr)
+        print(f"error: {redact_uri(str(error))}", file=sys.stderr)
         if not args.stop:
             print(f"(whatever did start stops with: cgat-bench server --stop --dir {args.dir})", file=sys.stderr)
         return 1

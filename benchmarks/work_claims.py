@@ -35,12 +35,12 @@ from typing import Protocol
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from benchmarks.server import redact, with_driver
+from benchmarks.server import DB_URL_ENV, with_driver
+from cgat_dgl.training.tracking import redact_uri
 
 log = logging.getLogger(__name__)
 
 CLAIMS_DB_ENV = "CGAT_CLAIMS_DB"  # a database URL for the claims, or "file" for file locks
-DB_URL_ENV = "CGAT_DB_URL"  # the shared database (see benchmarks.server)
 TABLE = "cgat_claims"
 _ADVISORY_LOCK = 0x0C6A7C1A  # serializes CREATE TABLE between workers starting at once (PostgreSQL)
 
@@ -103,7 +103,7 @@ class DatabaseClaims:
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
-        return f"DatabaseClaims({redact(self.url)!r})"
+        return f"DatabaseClaims({redact_uri(self.url)!r})"
 
     # --- the database --------------------------------------------------------------------------
     @property
@@ -209,7 +209,7 @@ class DatabaseClaims:
                     log.warning("claim %s: lost (its heartbeat was late and another worker took it over)", key)
                     return
             except sa.exc.SQLAlchemyError as error:  # a database hiccup: try again at the next beat
-                log.warning("claim %s: heartbeat failed: %s", key, redact(str(error)))
+                log.warning("claim %s: heartbeat failed: %s", key, redact_uri(str(error)))
 
 
 def claims_database(tracking_uri: str, claims_db: str | None = None, environ: Mapping[str, str] = os.environ) -> str | None:
@@ -242,6 +242,6 @@ def claims_for(
         log.warning(
             "tracking server %s without a claims database: runs are claimed with file locks in %s, which only "
             "hold between workers on this machine; set %s to the server's database URL",
-            redact(tracking_uri), lock_dir, CLAIMS_DB_ENV,
+            redact_uri(tracking_uri), lock_dir, CLAIMS_DB_ENV,
         )
     return FileClaims(lock_dir)

@@ -38,6 +38,11 @@ def _host_marker() -> str:
     return f".{socket.gethostname()}-"
 
 
+def is_temporary_name(name: str) -> bool:
+    """Whether a file name is that of an atomic write's temporary file made on this host."""
+    return name.startswith(".") and name.endswith(".tmp") and _host_marker() in name
+
+
 def remove_abandoned_temps(folder: Path) -> list[Path]:
     """Remove the temporary files in ``folder`` whose writer, a process of this host, is gone."""
     marker = _host_marker()

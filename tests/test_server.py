@@ -16,9 +16,10 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
-from benchmarks.server import LocalPostgres, add_server_parser, port_open, postgres_bin, redact
+from benchmarks.server import LocalPostgres, add_server_parser, port_open, postgres_bin
 from benchmarks.store import Store
 from benchmarks.work_claims import DatabaseClaims
+from cgat_dgl.training.tracking import redact_uri
 from test_work_claims import PASSWORD, free_port, new_database, postgres  # noqa: F401  (postgres: a fixture)
 
 
@@ -108,7 +109,7 @@ def test_external_database_keeps_its_password_out(
                   "--artifacts-destination", str(server_dir / "artifacts")) == 0
     out, err = capfd.readouterr()
     assert PASSWORD not in out + err
-    assert _line(out, "database URL:") == redact(url)
+    assert _line(out, "database URL:") == redact_uri(url)
     tracking = _line(out, "tracking URI:")
     state = json.loads((server_dir / "server.json").read_text())
     assert PASSWORD not in json.dumps(state)

@@ -28,9 +28,10 @@ import pytest
 import sqlalchemy as sa
 from mlflow.tracking import MlflowClient
 
-from benchmarks.server import LocalPostgres, export_password_env, postgres_bin, redact, with_driver
+from benchmarks.server import LocalPostgres, export_password_env, postgres_bin, with_driver
 from benchmarks.store import KEY_TAG, Store
 from benchmarks.work_claims import DatabaseClaims, FileClaims, claims_database, claims_for
+from cgat_dgl.training.tracking import redact_uri
 from test_runner import MANIFEST, small_data  # noqa: F401  (small_data is a fixture used below)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -90,13 +91,13 @@ def test_claims_follow_the_tracking_uri(tmp_path: Path) -> None:
 
 
 def test_redact_hides_passwords_in_any_uri_or_message() -> None:
-    assert redact("postgresql+psycopg2://bench:s3cr@t@db:5432/x") == "postgresql+psycopg2://bench:***@db:5432/x"
-    assert redact("error at mysql://u:p@h/d, retrying") == "error at mysql://u:***@h/d, retrying"
-    assert redact("postgresql://h/d?user=u&password=hunter2&sslmode=require") == (
+    assert redact_uri("postgresql+psycopg2://bench:s3cr@t@db:5432/x") == "postgresql+psycopg2://bench:***@db:5432/x"
+    assert redact_uri("error at mysql://u:p@h/d, retrying") == "error at mysql://u:***@h/d, retrying"
+    assert redact_uri("postgresql://h/d?user=u&password=hunter2&sslmode=require") == (
         "postgresql://h/d?user=u&password=***&sslmode=require"
     )
     for plain in ("postgresql://bench@db/x", "http://127.0.0.1:5000", "sqlite:////tmp/a.db", "a:b@c"):
-        assert redact(plain) == plain
+        assert redact_uri(plain) == plain
     environ = {"CGAT_DB_PASSWORD": "pw"}
     export_password_env(environ)
     assert environ["PGPASSWORD"] == "pw"

@@ -26,8 +26,9 @@ from benchmarks.sample_data import write_gap_sample
 
 DEFAULT_OUT = REPO_ROOT / "benchmarks" / "results" / "soak.json"
 
-def run_uninterrupted(site: Site, report: bool, timeout_s: float) -> Process:
-    process = Process(site.command(report), "reference" if report else "final")
+def run_uninterrupted(site: Site, name: str, timeout_s: float) -> Process:
+    """``cgat-bench run`` to its end (report included), with no kill."""
+    process = Process(site.command(report=True), name)
     process.finish(timeout_s)
     return process
 
@@ -127,14 +128,14 @@ def _soak(args: argparse.Namespace, source: Path, root: Path) -> int:
     print(f"reference run (uninterrupted) in {reference.root}", flush=True)
     logs = root / "logs"
     shutil.rmtree(logs, ignore_errors=True)
-    ref_process = run_uninterrupted(reference, report=True, timeout_s=args.timeout)
+    ref_process = run_uninterrupted(reference, "reference", timeout_s=args.timeout)
     ref_process.write_log(logs / "reference.log")
     reference_wall = ref_process.wall_s or 0.0
     if ref_process.exit_code != 0:
         print(ref_process.output()[-4000:], file=sys.stderr)
         raise SystemExit(f"the reference run failed (exit {ref_process.exit_code})")
     timing = Timing.measure(ref_process, reference.sources_file)
-    reference_runs = read_store(reference.tracking_uri)
+    reference_runs = read_store(reference.tracking_uri, histories=True)
     keys = {r.key for r in reference_runs if r.key}
     print(f"  {len(keys)} runs in {reference_wall:.0f} s; timing {asdict(timing)}", flush=True)
 
@@ -157,13 +158,13 @@ def _soak(args: argparse.Namespace, source: Path, root: Path) -> int:
               + (f"  ({len(attempt.errors)} errors)" if attempt.errors else ""), flush=True)
 
     print("final run (no kill, with the report)", flush=True)
-    final = run_uninterrupted(soak_site, report=True, timeout_s=args.timeout)
+    final = run_uninterrupted(soak_site, "final", timeout_s=args.timeout)
     final.write_log(logs / "final.log")
     final_errors = list(final.errors())
     if final.exit_code != 0:
         final_errors.append(f"final run: exit {final.exit_code}: {output_tail(final)}")
     comparison = compare_stores(
-        read_store(reference.tracking_uri, histories=True), read_store(soak_site.tracking_uri, histories=True), args.rtol
+        reference_runs, read_store(soak_site.tracking_uri, histories=True), args.rtol
     )
     # what the kills' cut-short writes left must be gone once later writes and loads have run
     temps_at_end = sorted(temp_files(soak_site.work_dir / "checkpoints") | temp_files(soak_site.cache_dir))

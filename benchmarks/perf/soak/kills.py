@@ -8,6 +8,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from statistics import median
 
 from benchmarks.perf.soak.process import Process
 from benchmarks.perf.soak.site import Site
@@ -49,15 +50,15 @@ class Timing:
         epochs = [(t, e, n) for t, name, e, n in events if name == "epoch"]
         gaps = [b[0] - a[0] for a, b in zip(epochs, epochs[1:]) if b[1] == a[1] + 1]
         if gaps:
-            timing.epoch_s = _median(gaps)
+            timing.epoch_s = median(gaps)
         firsts = [next((t for t, e, _ in epochs if t > start and e == 1), None) for start in times["run"]]
         setups = [first - start - timing.epoch_s for first, start in zip(firsts, times["run"]) if first is not None]
         if setups:
-            timing.setup_s = max(0.05, _median(setups))
+            timing.setup_s = max(0.05, median(setups))
         lasts = [t for t, e, n in epochs if e == n]
         finals = [next((d - t for d in times["done"] if d >= t), None) for t in lasts]
         if any(f is not None for f in finals):
-            timing.final_s = max(0.05, _median([f for f in finals if f is not None]))
+            timing.final_s = max(0.05, median([f for f in finals if f is not None]))
         if times["finished"] and process.lines:
             timing.report_s = max(0.5, process.lines[-1][0] - times["finished"][0])
         reports = [t for t, n, _, _ in events if n == "report"]
@@ -65,12 +66,6 @@ class Timing:
             written = sources.stat().st_mtime - process.started_wall
             timing.report_log_s = max(0.05, reports[0] - written)
         return timing
-
-
-def _median(values: list[float]) -> float:
-    ordered = sorted(values)
-    middle = len(ordered) // 2
-    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
 
 
 # --- where a kill landed -------------------------------------------------------------------------
@@ -170,7 +165,7 @@ class Soak:
         attempts so far (the reference built its graphs, often on a colder machine), else the
         reference's time less its build."""
         if self.observed_to_graphs:
-            return _median(self.observed_to_graphs)
+            return median(self.observed_to_graphs)
         return self.timing.to_graphs_s - self.timing.build_s
 
     def delete_cache(self) -> None:
@@ -187,7 +182,8 @@ class Soak:
         if cache_deleted:
             self.delete_cache()
         checkpoints = self.site.work_dir / "checkpoints"
-        before_ckpt, before_cache = temp_files(checkpoints), temp_files(self.site.cache_dir)
+        packs = self.site.cache_dir / self.pack_dir if self.pack_dir else self.site.cache_dir  # not the splits
+        before_ckpt, before_cache = temp_files(checkpoints), temp_files(packs)
         sources_mtime = self.site.sources_file.stat().st_mtime_ns if self.site.sources_file.exists() else 0
         trigger, delay = self.trigger(target, rng)
         kill_one_first = mode == "two_processes" and rng.random() < 0.5
@@ -220,7 +216,8 @@ class Soak:
                     if fired is not None:
                         fired_at, fired_by = fired
                         now = time.monotonic()
-                if fired_at is not None and now >= fired_at + delay and fired_by.killed_at is None:
+                # once: the process fired by may have exited on its own, leaving killed_at unset
+                if fired_at is not None and now >= fired_at + delay and second_kill is None and fired_by.killed_at is None:
                     for process in [fired_by] if kill_one_first else processes:
                         if process.running:
                             process.kill()
@@ -258,7 +255,7 @@ class Soak:
             if self.log_dir is not None:
                 process.write_log(self.log_dir / f"attempt-{index:03d}-{process.name}.log")
         record.checkpoint_temps_left = len(temp_files(checkpoints) - before_ckpt)
-        record.cache_temps_left = len(temp_files(self.site.cache_dir) - before_cache)
+        record.cache_temps_left = len(temp_files(packs) - before_cache)
         if record.kills and record.checkpoint_temps_left:
             record.kills[0].phase = "checkpoint_write"  # a write cut short leaves its temporary file
         elif record.kills and record.cache_temps_left:
@@ -282,7 +279,8 @@ class Soak:
             if now - started < 0.5 * max(0.0, self.to_data_s()):
                 return None
             for process in processes:
-                if process.building_graphs():
+                built = any(name == "graphs" for _, name, _, _ in process.events)  # too late to aim at
+                if not built and process.building_graphs():
                     return now, process
             return None
         if trigger == "sources":

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from benchmarks.perf.soak.site import REPO_ROOT, child_env
+from benchmarks.process_groups import stop_process_group
 
 
 NEIGHBOR_MODULE = b"pymatgen/optimization/neighbors"  # a compiled module loaded by the first graph build
@@ -78,16 +79,16 @@ class Process:
         if self.killed_at is None and self.running:
             _signal_group(self.popen.pid, signal.SIGSTOP)  # frozen where it is, then looked at
             self.killed_at = self.now()
-            self.building_at_kill = self.building_graphs()
-        _signal_group(self.popen.pid)
-        self.popen.wait()
-        _wait_group_gone(self.popen.pid)
+            # only read when nothing was printed yet: landed_phase needs it only then
+            self.building_at_kill = not self.events and self.building_graphs()
+        _kill_group(self.popen)
         self.wall_s = self.now()
         self._reader.join(timeout=10)
 
     def building_graphs(self) -> bool:
         """Whether the process has begun building graphs: pymatgen's neighbour search, imported on
-        first use, is mapped (it never is when every graph comes from the cache)."""
+        first use, is mapped (it never is when every graph comes from the cache). The leader's map
+        only: the soak's 200 structures are below the count that builds in worker processes."""
         try:
             with open(f"/proc/{self.popen.pid}/maps", "rb") as maps:
                 return NEIGHBOR_MODULE in maps.read()
@@ -99,9 +100,7 @@ class Process:
         try:
             self.exit_code = self.popen.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            _signal_group(self.popen.pid)
-            self.popen.wait()
-            _wait_group_gone(self.popen.pid)
+            _kill_group(self.popen)
             self.exit_code = None
         self.wall_s = self.now()
         self._reader.join(timeout=10)
@@ -133,29 +132,8 @@ def _signal_group(pgid: int, sig: int = signal.SIGKILL) -> None:
         pass
 
 
-def _group_members(pgid: int) -> list[int]:
-    """Live (not zombie) processes of a process group, from /proc."""
-    members = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] != "Z":
-            members.append(int(entry))
-    return members
-
-
-def _wait_group_gone(pgid: int, timeout: float = 10.0) -> None:
-    """SIGKILL what is left of the group until no live member remains (zombies do not count)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if os.path.isdir("/proc") and not _group_members(pgid):
-            return
-        _signal_group(pgid)
-        if not os.path.isdir("/proc"):
-            return
-        time.sleep(0.02)
+def _kill_group(popen: subprocess.Popen) -> None:
+    """SIGKILL the group, reap its leader, and return once no member of it runs."""
+    _signal_group(popen.pid)
+    popen.wait()
+    stop_process_group(popen.pid, timeout_s=10.0, signals=(signal.SIGKILL,), poll_s=0.02)

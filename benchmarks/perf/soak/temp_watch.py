@@ -9,22 +9,17 @@ import struct
 import time
 from pathlib import Path
 
+from cgat_dgl.atomic import is_temporary_name
+
 
 def temp_files(folder: Path) -> set[str]:
-    """Temporary files of atomic writes (``.name.XXXX.tmp``) anywhere under ``folder``."""
+    """Temporary files of atomic writes (``cgat_dgl.atomic``) anywhere under ``folder``."""
     found: set[str] = set()
     if not folder.exists():
         return found
     for directory, _, files in os.walk(folder):
-        found.update(os.path.join(directory, name) for name in files if name.startswith(".") and name.endswith(".tmp"))
+        found.update(os.path.join(directory, name) for name in files if is_temporary_name(name))
     return found
-
-
-def _temp_appeared(folder: Path, before: set[str]) -> bool:
-    """A new temporary file directly in ``folder`` or one level below (the graph cache's packs)."""
-    return _temp_in_subfolders(folder, before) or any(
-        entry.name.endswith(".tmp") and entry.path not in before for entry in scan(folder)
-    )
 
 
 def scan(folder: Path) -> list[os.DirEntry]:
@@ -34,24 +29,8 @@ def scan(folder: Path) -> list[os.DirEntry]:
         return []
 
 
-def _temp_in_subfolders(folder: Path, before: set[str]) -> bool:
-    """A new temporary file one level below ``folder`` (``checkpoints/<key>/``, ``cache/<params>/``)."""
-    try:
-        subdirs = [entry.path for entry in os.scandir(folder) if entry.is_dir()]
-    except FileNotFoundError:
-        return False
-    for subdir in subdirs:
-        try:
-            for entry in os.scandir(subdir):
-                if entry.name.endswith(".tmp") and entry.path not in before:
-                    return True
-        except FileNotFoundError:
-            continue
-    return False
-
-
 class TempWatch:
-    """New temporary files (``*.tmp``, an atomic write in progress) in folders and their subfolders
+    """New temporary files (``is_temporary_name``: an atomic write in progress) in folders and their subfolders
     as they are created, from inotify: a checkpoint's write lasts milliseconds, shorter than a poll.
     Without inotify (not Linux), ``wait`` sleeps and ``fired`` polls the folders."""
 
@@ -88,7 +67,7 @@ class TempWatch:
         """Sleep up to ``timeout``, waking at once when a temporary file appears; whether one did."""
         if self._fd is None:
             time.sleep(timeout)
-            self.seen = self.seen or any(_temp_appeared(folder, self.before) for folder in self.folders)
+            self.seen = self.seen or bool(set().union(*map(temp_files, self.folders)) - self.before)
             return self.seen
         ready, _, _ = select.select([self._fd], [], [], timeout)
         if not ready:
@@ -107,7 +86,7 @@ class TempWatch:
                 continue
             if mask & self.IN_ISDIR:
                 self._add(os.path.join(parent, name))  # a run's new checkpoint folder
-            elif name.endswith(".tmp"):
+            elif is_temporary_name(name):
                 self.seen = True
         return self.seen
 
