@@ -28,7 +28,7 @@ from pathlib import Path
 from benchmarks.data_checks import DataCheckError, check_manifest_data
 from benchmarks.manifest import Manifest, ManifestError, load_manifest
 from benchmarks.summary import SHARED_DATA_ENV, DatasetSummary
-from benchmarks.server import add_server_parser
+from benchmarks.server import add_server_parser, export_password_env
 from benchmarks.tuning import add_tune_parser
 from cgat_dgl.training.tracking import STORE_DIR, default_base, redact_uri, resolve_tracking_uri, sqlite_path
 
@@ -115,9 +115,8 @@ def with_split_seed(manifest: Manifest, split_seed: int | None) -> Manifest:
     """The manifest with another 80/10/10 split (a replication over splits), or unchanged."""
     if split_seed is None:
         return manifest
-    changed = manifest.model_copy(update={"data": manifest.data.model_copy(update={"split_seed": split_seed})})
-    changed._base_dir, changed._path, changed._lines = manifest._base_dir, manifest._path, manifest._lines
-    return changed
+    # model_copy keeps the private attributes (the manifest's path and lines for error messages)
+    return manifest.model_copy(update={"data": manifest.data.model_copy(update={"split_seed": split_seed})})
 
 
 def _split_names(text: str | None) -> list[str] | None:
@@ -175,7 +174,7 @@ def _run(args: argparse.Namespace) -> int:
         print(f"  FAILED {key}: {error}")
     if not args.no_report:
         sources = ReportSources(runner.store.tracking_uri, args.experiments, args.profile, None, _split_names(args.suite))
-        _write_report(sources, paths.report_root, data.loaded)
+        _write_report(sources, paths.report_root, paths.work_dir, data.loaded)
     return 1 if outcome.failed else 0
 
 
@@ -256,7 +255,7 @@ def write_sources(sources: ReportSources, out_dir: Path) -> Path:
     return path
 
 
-def _write_report(sources: ReportSources, report_root: Path, loaded=None) -> Path:
+def _write_report(sources: ReportSources, report_root: Path, work_dir: Path, loaded=None) -> Path:
     """Write the report of ``sources`` to ``<report_root>/<name>/`` with its ``sources.md``, and log
     both as artifacts of a ``report`` run in the same store."""
     import pandas as pd
@@ -264,9 +263,7 @@ def _write_report(sources: ReportSources, report_root: Path, loaded=None) -> Pat
     from benchmarks.report import collect_runs, write_report
     from benchmarks.report.claims import verdict_counts
     from benchmarks.report.collect import collect_study_trials, collect_test_errors
-    from mlflow.tracking import MlflowClient
-
-    from benchmarks.store import EXPERIMENT, close_interrupted_runs
+    from benchmarks.store import EXPERIMENT, Store, close_interrupted_runs
     from cgat_dgl.training.tracking import Tracker
 
     tracking_uri, profile, seeds, suites = sources.tracking_uri, sources.profile, sources.seeds, sources.suites
@@ -303,14 +300,15 @@ def _write_report(sources: ReportSources, report_root: Path, loaded=None) -> Pat
         "cgat.suites": ",".join(suites or []) or "all",
     }
     run_name = f"report [{name}]"
-    experiment_id = Tracker.experiment_id_for(EXPERIMENT, tracking_uri)
-    client = MlflowClient(tracking_uri=resolve_tracking_uri(tracking_uri))
-    same_report = f"tags.`cgat.kind` = 'report' and attributes.run_name = '{run_name}'"
-    for run_id in close_interrupted_runs(client, experiment_id, same_report):
-        print(f"closed the interrupted report run {run_id} (KILLED)")
-    with Tracker(run_name, experiment=EXPERIMENT, tracking_uri=tracking_uri, tags=tags) as tracker:
-        tracker.log_artifacts(sorted(p for p in out_dir.iterdir() if p.is_file()), "report")
-        tracker.log_metrics({f"claims_{verdict}": float(n) for verdict, n in verdict_counts(claims).items()})
+    store = Store(tracking_uri, work_dir)
+    # Under the claim a RUNNING report run of this name has no live writer: it was killed.
+    with store.claim(f"report-{name}", wait=True):
+        same_report = f"tags.`cgat.kind` = 'report' and attributes.run_name = '{run_name}'"
+        for run_id in close_interrupted_runs(store.client, store.experiment_id, same_report):
+            print(f"closed the interrupted report run {run_id} (KILLED)")
+        with Tracker(run_name, experiment=EXPERIMENT, tracking_uri=tracking_uri, tags=tags) as tracker:
+            tracker.log_artifacts(sorted(p for p in out_dir.iterdir() if p.is_file()), "report")
+            tracker.log_metrics({f"claims_{verdict}": float(n) for verdict, n in verdict_counts(claims).items()})
     print(f"report: {path}")
     print(f"claims: {out_dir / 'claims.md'}")
     print(f"sources: {sources_path}")
@@ -347,7 +345,7 @@ def _report(args: argparse.Namespace) -> int:
         data_path = data_path_for(args.data, manifest.resolve(manifest.data.path))
         loaded = TaskData.load(manifest, data_path, args.cache_dir, progress=False).loaded
     sources = ReportSources(paths.tracking_uri, args.experiments, args.profile, seeds, _split_names(args.suite))
-    _write_report(sources, paths.report_root, loaded)
+    _write_report(sources, paths.report_root, paths.work_dir, loaded)
     return 0
 
 
@@ -408,6 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    export_password_env()  # every subcommand may reach a database store (run, report, tune, ui)
     handler: Handler = args.handler
     return handler(args)
 

@@ -11,7 +11,6 @@ from typing import Any
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
-from benchmarks.server import export_password_env
 from benchmarks.work_claims import Claims, claims_for
 from cgat_dgl.training.tracking import Tracker, resolve_tracking_uri
 
@@ -50,7 +49,6 @@ class Store:
     def __init__(
         self, tracking_uri: str | None, work_dir: Path, experiment: str = EXPERIMENT, claims_db: str | None = None
     ) -> None:
-        export_password_env()
         self.tracking_uri = resolve_tracking_uri(tracking_uri)
         self.experiment = experiment
         self.work_dir = Path(work_dir)
@@ -59,6 +57,7 @@ class Store:
         # Creating the experiment through a Tracker-free path keeps it beside the SQLite store.
         self._bootstrap = Tracker.experiment_id_for(experiment, self.tracking_uri)
         self.client = MlflowClient(tracking_uri=self.tracking_uri)
+        self._parents: dict[tuple[str, str], str] = {}
 
     @property
     def experiment_id(self) -> str:
@@ -85,7 +84,12 @@ class Store:
         return self.client.get_run(run_id)
 
     def parent(self, name: str, profile: str, tags: dict[str, str]) -> str:
-        """The parent run of an experiment under a profile, created once."""
+        """The parent run of an experiment under a profile, created once (and looked up once per Store)."""
+        if (name, profile) not in self._parents:
+            self._parents[name, profile] = self._find_or_create_parent(name, profile, tags)
+        return self._parents[name, profile]
+
+    def _find_or_create_parent(self, name: str, profile: str, tags: dict[str, str]) -> str:
         with self.claim(f"parent-{profile}-{name}", wait=True):
             existing = self.client.search_runs(
                 [self.experiment_id],
