@@ -217,8 +217,10 @@ class _Run:
         )
         save_checkpoint(state, self.out_dir / LAST_NAME)
 
-    def resume_from(self, path: Path) -> None:
-        saved = read_checkpoint(path, map_location=self.device)
+    def resume_from(self, path: Path, saved: dict[str, Any] | None = None) -> None:
+        """Continue from ``path``; ``saved`` is its content when the caller has already read it."""
+        if saved is None:
+            saved = read_checkpoint(path, map_location=self.device)
         _check_resumable(saved, self.config, self.model_values, path)
         load_model_state(self.model, saved["model_state"], path)
         self.normalizer.load_state_dict(Normalizer.from_dict(saved["normalization"]).state_dict())
@@ -343,18 +345,17 @@ class _Run:
         return distributed.gather_shards(predicted, actual, ids)
 
 
-def set_aside_if_damaged(path: Path) -> str | None:
-    """A damaged ``last.pt`` must not stop a manifest: it is renamed ``last.pt.damaged`` and the run
-    starts afresh; the returned warning goes on the run. None when the checkpoint reads back intact."""
+def read_or_set_aside(path: Path, map_location: torch.device) -> tuple[dict[str, Any] | None, str | None]:
+    """``last.pt``'s content, or, when it is damaged, None and a warning for the run: a damaged last.pt
+    must not stop a manifest, so it is renamed ``last.pt.damaged`` and the run starts afresh."""
     try:
-        read_checkpoint(path)
+        return read_checkpoint(path, map_location=map_location), None
     except DamagedCheckpointError as error:
         aside = path.with_name(path.name + ".damaged")
         path.replace(aside)
         message = f"{error}; set aside as {aside.name}, the run started afresh"
         log.warning(message)
-        return message
-    return None
+        return None, message
 
 
 EPOCH_METRICS = ("train_mae", "val_mae", "lr")  # logged to MLflow at step = epoch
@@ -422,9 +423,9 @@ def train(
     if tracker is not None:
         run.metadata["mlflow_run_id"] = tracker.run_id
     best_path, last_path = out_dir / BEST_NAME, out_dir / LAST_NAME
-    damage = set_aside_if_damaged(last_path) if main and resume and last_path.exists() else None
+    saved, damage = read_or_set_aside(last_path, run.device) if main and resume and last_path.exists() else (None, None)
     if distributed.broadcast_object(resume and last_path.exists()):  # rank 0 decides for every rank
-        run.resume_from(last_path)
+        run.resume_from(last_path, saved)  # read once on rank 0; the other ranks read it themselves
     elif main and best_path.exists():
         best_path.unlink()  # a fresh run must not inherit a previous run's best
 
