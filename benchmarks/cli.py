@@ -5,19 +5,15 @@
     cgat-bench tune experiments.yaml --study NAME
     cgat-bench ui
 
-Default paths follow the user, not the install: the store (``mlflow/mlflow.db``), ``runs/`` and the
-reports lie beside the command's manifest, or in the working directory for a command without one
-(``command_paths``); a report goes beside the store it reads (``report_root``) with a ``sources.md``
-naming that store and the manifest.
+Default paths follow the user, not the install (``benchmarks.paths``): the store, ``runs/`` and the
+reports lie beside the command's manifest, or in the working directory; a report goes beside the
+store it reads, with a ``sources.md`` naming that store and the manifest.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
-import hashlib
-import os
-import re
 import subprocess
 import sys
 import time
@@ -27,90 +23,17 @@ from pathlib import Path
 
 from benchmarks.data_checks import DataCheckError, check_manifest_data
 from benchmarks.manifest import Manifest, ManifestError, load_manifest
+from benchmarks.paths import command_paths, data_path_for, report_name
 from benchmarks.summary import SHARED_DATA_ENV, DatasetSummary
 from benchmarks.server import add_server_parser, export_password_env
 from benchmarks.tuning import add_tune_parser
-from cgat_dgl.training.tracking import STORE_DIR, default_base, redact_uri, resolve_tracking_uri, sqlite_path
+from cgat_dgl.training.tracking import default_base, redact_uri, resolve_tracking_uri
 
 Handler = Callable[[argparse.Namespace], int]
-DEFAULT_STORE_NAME = "mlflow.db"
 SOURCES_FILE = "sources.md"
-_SLUG_MAX = 80
 
 
-# --- default paths -----------------------------------------------------------------------------
-@dataclass(frozen=True)
-class CommandPaths:
-    base: Path  # the manifest's folder, else the working directory
-    tracking_uri: str
-    work_dir: Path  # checkpoints and run locks
-    report_root: Path  # reports go to <report_root>/<name>/
-
-
-def command_paths(
-    manifest: Path | None,
-    tracking_uri: str | None = None,
-    work_dir: Path | None = None,
-    report_dir: Path | None = None,
-) -> CommandPaths:
-    """The paths of a command: explicit options win (and MLFLOW_TRACKING_URI for the store); the rest
-    lie beside the manifest (else in the cwd), so two projects never share a store, runs or reports."""
-    base = default_base(manifest)
-    uri = resolve_tracking_uri(tracking_uri, base)
-    return CommandPaths(
-        base=base,
-        tracking_uri=uri,
-        work_dir=work_dir if work_dir is not None else base / "runs",
-        report_root=report_dir if report_dir is not None else report_root(uri, base),
-    )
-
-
-def report_root(tracking_uri: str, base: Path) -> Path:
-    """Beside a SQLite store (``reports/``, or ``<stem>-reports/`` for a file not named mlflow.db, so
-    two stores in one folder keep apart); for a server store, ``<base>/mlflow/reports/<store slug>/``."""
-    database = sqlite_path(tracking_uri)
-    if database is not None:
-        folder = "reports" if database.name == DEFAULT_STORE_NAME else f"{database.stem}-reports"
-        return database.parent / folder
-    return base / STORE_DIR / "reports" / store_slug(tracking_uri)
-
-
-def store_slug(tracking_uri: str) -> str:
-    """A folder name for a store: scheme, host and path of its URI, never its user or password
-    (``postgresql://u:pw@db:5432/cgat`` -> ``postgresql-db-5432-cgat``); a long one ends in a hash."""
-    redacted = redact_uri(tracking_uri)
-    scheme, _, rest = redacted.partition("://")
-    authority, _, path = rest.partition("/")
-    text = f"{scheme}-{authority.rpartition('@')[2]}-{path.partition('?')[0]}"
-    slug = re.sub(r"[^A-Za-z0-9_.]+", "-", text).strip("-.") or "store"
-    if len(slug) > _SLUG_MAX:
-        slug = slug[: _SLUG_MAX - 9].rstrip("-.") + "-" + hashlib.sha1(redacted.encode()).hexdigest()[:8]
-    return slug
-
-
-def report_name(profile: str | None, seeds: list[int] | None = None, suites: list[str] | None = None) -> str:
-    """``cpu``, ``cpu-seeds-0-1-2``, ``cpu-strategies``: two selections of one store never share a folder."""
-    name = profile or "all"
-    if seeds is not None:
-        name += "-seeds-" + "-".join(map(str, seeds))
-    if suites:
-        name += "-" + "-".join(suites)
-    return name
-
-
-def data_path_for(argument: Path | None, manifest_data_path: Path) -> Path:
-    """--data, else $CGAT_SHARED_DATA, else the manifest's data.path (relative to the manifest)."""
-    if argument is not None:
-        path = argument
-    elif os.environ.get(SHARED_DATA_ENV):
-        path = Path(os.environ[SHARED_DATA_ENV])
-    else:
-        path = manifest_data_path
-    if not path.exists():
-        raise FileNotFoundError(f"data not found: {path} (pass --data or set ${SHARED_DATA_ENV})")
-    return path
-
-
+# --- shared by the commands ------------------------------------------------------------------
 def with_split_seed(manifest: Manifest, split_seed: int | None) -> Manifest:
     """The manifest with another 80/10/10 split (a replication over splits), or unchanged."""
     if split_seed is None:

@@ -10,15 +10,8 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from benchmarks.cli import (
-    ReportSources,
-    build_parser,
-    command_paths,
-    main,
-    report_root,
-    store_slug,
-    write_sources,
-)
+from benchmarks.cli import ReportSources, build_parser, main, write_sources
+from benchmarks.paths import command_paths, report_root, store_slug
 from benchmarks.tuning.cli import tune_paths
 from cgat_dgl.training.tracking import Tracker, redact_uri
 from tests.training_fixtures import real_rows

@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from benchmarks.manifest import ManifestError, load_manifest
+from benchmarks.paths import command_paths, data_path_for
 from benchmarks.tuning.artifacts import compare_studies, markdown_table, write_comparison
 from benchmarks.tuning.inputs import InputOptions, prepare_inputs
 from benchmarks.tuning.space import StudyConfigError
 from benchmarks.tuning.storage import HeartbeatSettings, default_storage_url
 from benchmarks.tuning.study import StudyResult, TuneOptions, run_study, strategy_specs
-from cgat_dgl.training.tracking import default_base, resolve_tracking_uri
 
 
 def add_tune_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -64,25 +63,12 @@ def tune_paths(args: argparse.Namespace) -> TunePaths:
     """Explicit options win (and MLFLOW_TRACKING_URI for the store); the rest defaults beside the
     manifest, where ``cgat-bench run`` of the same manifest keeps its store and runs, so a study
     finds the pre-trainings of its project and never those of another."""
-    base = default_base(args.manifest)
+    paths = command_paths(args.manifest, args.tracking_uri, args.work_dir)
     return TunePaths(
-        storage=args.storage or default_storage_url(base),
-        tracking_uri=resolve_tracking_uri(args.tracking_uri, base),
-        work_dir=args.work_dir if args.work_dir is not None else base / "runs",
+        storage=args.storage or default_storage_url(paths.base),
+        tracking_uri=paths.tracking_uri,
+        work_dir=paths.work_dir,
     )
-
-
-def resolve_data_path(argument: Path | None, manifest_data_path: Path) -> Path:
-    """--data, else $CGAT_SHARED_DATA, else the manifest's data.path (resolved against the manifest)."""
-    if argument is not None:
-        path = argument
-    elif os.environ.get("CGAT_SHARED_DATA"):
-        path = Path(os.environ["CGAT_SHARED_DATA"])
-    else:
-        path = manifest_data_path
-    if not path.exists():
-        raise FileNotFoundError(f"data not found: {path} (pass --data or set CGAT_SHARED_DATA)")
-    return path
 
 
 def tune_main(args: argparse.Namespace) -> int:
@@ -90,7 +76,7 @@ def tune_main(args: argparse.Namespace) -> int:
         manifest = load_manifest(args.manifest)
         base = manifest.study(args.study)
         profile = manifest.profile(args.profile)
-        data_path = resolve_data_path(args.data, manifest.resolve(manifest.data.path))
+        data_path = data_path_for(args.data, manifest.resolve(manifest.data.path))
         specs = strategy_specs(base, [s.strip() for s in args.strategy.split(",")]) if args.strategy else [base]
         heartbeat = HeartbeatSettings(args.heartbeat, args.grace or 3 * args.heartbeat, args.max_retry)
     except (ManifestError, KeyError, FileNotFoundError, StudyConfigError, ValueError) as error:
