@@ -49,7 +49,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks.process_groups import stop_process_group
-from cgat_dgl.training.tracking import redact_uri
+from cgat_dgl.training.tracking import redact_uri, with_driver
 
 # Relative to the working directory (the checkout, for `make server`), like the default SQLite store.
 DEFAULT_DIR = Path("mlflow") / "postgres"
@@ -72,20 +72,6 @@ class ServerError(RuntimeError):
 
 def has_password(uri: str) -> bool:
     return redact_uri(uri) != uri
-
-
-def with_driver(url: str) -> str:
-    """A bare ``postgresql://`` (or ``postgres://``) URL with the installed driver named: SQLAlchemy 2.1
-    reads a bare one as psycopg 3, while the project installs psycopg2 (``psycopg2-binary``)."""
-    scheme, separator, rest = url.partition("://")
-    if not separator or scheme not in ("postgresql", "postgres"):
-        return url
-    try:
-        import psycopg  # noqa: F401  (psycopg 3: the bare scheme works as it is)
-
-        return f"postgresql://{rest}"
-    except ImportError:
-        return f"postgresql+psycopg2://{rest}"
 
 
 def export_password_env(environ: MutableMapping[str, str] = os.environ) -> None:

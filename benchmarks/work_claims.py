@@ -35,8 +35,8 @@ from typing import Protocol
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from benchmarks.server import DB_URL_ENV, with_driver
-from cgat_dgl.training.tracking import redact_uri
+from benchmarks.server import DB_URL_ENV
+from cgat_dgl.training.tracking import redact_uri, with_driver
 
 log = logging.getLogger(__name__)
 

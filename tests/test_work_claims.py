@@ -28,10 +28,10 @@ import pytest
 import sqlalchemy as sa
 from mlflow.tracking import MlflowClient
 
-from benchmarks.server import LocalPostgres, export_password_env, postgres_bin, with_driver
+from benchmarks.server import LocalPostgres, export_password_env, postgres_bin
 from benchmarks.store import KEY_TAG, Store
 from benchmarks.work_claims import DatabaseClaims, FileClaims, claims_database, claims_for
-from cgat_dgl.training.tracking import redact_uri
+from cgat_dgl.training.tracking import redact_uri, resolve_tracking_uri, with_driver
 from test_runner import MANIFEST, small_data  # noqa: F401  (small_data is a fixture used below)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -88,6 +88,8 @@ def test_claims_follow_the_tracking_uri(tmp_path: Path) -> None:
     assert isinstance(claims_for(pg, tmp_path / "locks", environ={}), DatabaseClaims)
     assert with_driver("postgresql://u@h/d") == "postgresql+psycopg2://u@h/d"
     assert with_driver("sqlite:///x.db") == "sqlite:///x.db"
+    # applied where every store URL is resolved: MLflow's tracking URI and Optuna's storage
+    assert resolve_tracking_uri("postgresql://u@h/d") == "postgresql+psycopg2://u@h/d"
 
 
 def test_redact_hides_passwords_in_any_uri_or_message() -> None:

@@ -20,7 +20,7 @@ from optuna.exceptions import ExperimentalWarning
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial
 
-from cgat_dgl.training.tracking import STORE_DIR, default_base
+from cgat_dgl.training.tracking import STORE_DIR, default_base, with_driver
 
 StaleTrialHook = Callable[[optuna.Study, FrozenTrial], None]
 
@@ -54,7 +54,7 @@ def open_storage(
     url: str | None, heartbeat: HeartbeatSettings = HeartbeatSettings(), on_stale: StaleTrialHook | None = None
 ) -> RDBStorage:
     """The RDB storage at ``url`` (default: SQLite under ``./mlflow/``); ``on_stale`` also sees failed stale trials."""
-    url = url or default_storage_url()
+    url = with_driver(url or default_storage_url())
     engine_kwargs: dict[str, Any] = {}
     if url.startswith("sqlite:///"):
         Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)

@@ -10,6 +10,8 @@ run, so nested runs (a parent per experiment, children per training) work from a
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import logging
 import os
 import re
@@ -50,8 +52,23 @@ def default_tracking_uri(base: Path | None = None) -> str:
 
 
 def resolve_tracking_uri(uri: str | None = None, base: Path | None = None) -> str:
-    """An explicit URI, else ``MLFLOW_TRACKING_URI``, else the SQLite store under ``base`` (default: cwd)."""
-    return uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(base)
+    """An explicit URI, else ``MLFLOW_TRACKING_URI``, else the SQLite store under ``base`` (default: cwd);
+    a bare ``postgresql://`` one names the installed driver (``with_driver``)."""
+    return with_driver(uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(base))
+
+
+def with_driver(url: str) -> str:
+    """A bare ``postgresql://`` (or ``postgres://``) URL with the installed driver named: SQLAlchemy 2.1
+    reads a bare one as psycopg 3, while the project installs psycopg2 (``psycopg2-binary``)."""
+    scheme, separator, rest = url.partition("://")
+    if not separator or scheme not in ("postgresql", "postgres"):
+        return url
+    return f"postgresql://{rest}" if _has_psycopg3() else f"postgresql+psycopg2://{rest}"
+
+
+@functools.cache
+def _has_psycopg3() -> bool:  # with psycopg 3 the bare scheme works as it is
+    return importlib.util.find_spec("psycopg") is not None
 
 
 def redact_uri(text: str) -> str:
