@@ -271,7 +271,7 @@ def test_fast_networks_equal_the_networks_of_the_concatenation(block: bool) -> N
     expected = [part.transpose(0, 1) for nets in (node_nets, edge_nets) for part in nets(z)]
     for e in (EdgeFeatures(rank, table=table), EdgeFeatures(rank, per_edge=table[rank])):
         edges = EdgeSet(h, receiver=dst, sender=src, e=e, sender_block=3 if block else None)
-        parts = evaluate_networks([node_nets, edge_nets], edges).split(2)
+        parts = evaluate_networks([node_nets, edge_nets], edges)
         for got, want in zip(parts, expected):
             torch.testing.assert_close(got, want)
 

@@ -2,7 +2,8 @@
 
 A generated layer is x W(z) + b(z) with W(z) = reshape(A z + c) (F x F per atom). Its product is
 x W(z) = (x ⊗ z) A' + x C, where A' is A laid out (F * hyper_hidden, F) and C is c as (F, F):
-one large matrix product instead of forming and applying N small matrices.
+one large matrix product instead of forming and applying N small matrices. On CPU the product
+runs as a kernel that never stores x ⊗ z (``cpu_kernels.generated_product``).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
+from cgat_dgl.model.fast import cpu_kernels
 from cgat_dgl.model.hypernetwork import UPDATE_DEPTH, HyperMLP
 
 
@@ -20,14 +22,18 @@ def apply_hyper_mlp(
     of ``hyper_input``, so that shared hypernetwork inputs run through the hypernetworks once."""
     n, f = x.shape
     k = mlp.hyper_hidden
+    kernel = cpu_kernels.applies(x)
     for layer, z in enumerate(mlp.hidden(hyper_input)):
         generator = mlp.weight_out[layer]
         bias = mlp.bias_out[layer](z)
         if index is not None:
             z, bias = z.index_select(0, index), bias.index_select(0, index)
         a = generator.weight.view(f, f, k).transpose(1, 2).reshape(f * k, f)
-        outer = (x.unsqueeze(2) * z.unsqueeze(1)).view(n, f * k)
-        x = torch.addmm(torch.addmm(bias, x, generator.bias.view(f, f)), outer, a)
+        if kernel:
+            x = torch.addmm(bias, x, generator.bias.view(f, f)) + cpu_kernels.generated_product(x, z, a)
+        else:
+            outer = (x.unsqueeze(2) * z.unsqueeze(1)).view(n, f * k)
+            x = torch.addmm(torch.addmm(bias, x, generator.bias.view(f, f)), outer, a)
         if layer < UPDATE_DEPTH - 1:
             x = torch.tanh(F.layer_norm(x, (f,)))
     return x

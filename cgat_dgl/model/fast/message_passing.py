@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from cgat_dgl.model.edge_update import PaperEdgeUpdate, ReferenceEdgeUpdate
+from cgat_dgl.model.fast import cpu_kernels
 from cgat_dgl.model.fast.edge_features import EdgeFeatures, EdgeKinds, EdgeSet, InitialFeatures, sender_block
 from cgat_dgl.model.fast.hypernetwork import apply_hyper_mlp
 from cgat_dgl.model.fast.networks import evaluate_networks
@@ -22,6 +23,7 @@ def fast_message_passing(
     rank-embedding table ``e``."""
     block = sender_block(ops.src, ops.num_nodes)
     h = h0.values
+    receivers = cpu_kernels.ReceiverIndex.of(ops.dst, ops.num_nodes) if cpu_kernels.applies(h) else None
     for t, step in enumerate(steps):
         if t == 0:  # h = h0: networks of z_ij need one evaluation per edge kind
             kinds: EdgeKinds | None = EdgeKinds.find(h0, e, ops.src, ops.dst)
@@ -32,10 +34,8 @@ def fast_message_passing(
         node, edge = step.node, step.edge
         networks = [node.networks] + ([edge.networks] if isinstance(edge, PaperEdgeUpdate) else [])
         # Score and message groups of each network, (heads, M, F) each, the node update's first.
-        # One split rather than slices: the backward of a split is one concatenation, while each
-        # slice's backward writes a zero tensor of the whole size.
-        parts = evaluate_networks(networks, edges).split(node.networks.heads)
-        h_next = node_update(node, h, h0, parts[0], parts[1], kinds, ops)
+        parts = evaluate_networks(networks, edges)
+        h_next = node_update(node, h, h0, parts[0], parts[1], kinds, ops, receivers)
         if isinstance(edge, PaperEdgeUpdate):
             e = paper_edge_update(edge, parts[2], parts[3], edges, kinds)
         elif isinstance(edge, ReferenceEdgeUpdate):
@@ -53,11 +53,17 @@ def _edge_major(values: torch.Tensor, kinds: EdgeKinds | None) -> torch.Tensor:
 def node_update(
     node: NodeUpdate, h: torch.Tensor, h0: InitialFeatures, scores: torch.Tensor,
     messages: torch.Tensor, kinds: EdgeKinds | None, ops: GraphOps,
+    receivers: cpu_kernels.ReceiverIndex | None = None,
 ) -> torch.Tensor:  # fmt: skip
-    """Eq. 1b-1d given the score and message networks' outputs (heads, M, F) each."""
-    scores, messages = _edge_major(scores, kinds), _edge_major(messages, kinds)
-    attention = ops.edge_softmax(scores)
-    aggregate = ops.aggregate((attention * messages).mean(dim=1))
+    """Eq. 1b-1d given the score and message networks' outputs (heads, M, F) each; with
+    ``receivers``, eq. 1b and the aggregate run as one CPU kernel."""
+    if receivers is not None:
+        rows = None if kinds is None else kinds.of_edge
+        aggregate = cpu_kernels.attention_aggregate(scores, messages, receivers, rows)
+    else:
+        scores, messages = _edge_major(scores, kinds), _edge_major(messages, kinds)
+        attention = ops.edge_softmax(scores)
+        aggregate = ops.aggregate((attention * messages).mean(dim=1))
     if node.damping is None:
         # h0 depends on the element only: the hypernetworks run once per element.
         update = apply_hyper_mlp(node.update, aggregate, h0.per_element, index=h0.element_index)

@@ -1,0 +1,231 @@
+"""CPU kernels of the per-edge work of a message-passing step (``kernels/``), compiled on first use.
+
+On CPU the per-edge work is bound by memory traffic, not arithmetic: as torch operations, the
+(E, H) hidden layer of the edge networks (H = every group's hidden width, 256 for the cpu preset)
+is written and read back about twenty times between the forward and the backward, and the edge
+softmax and aggregation of eq. 1b-1d pass over (E, heads, F) tensors a dozen times. Two kernels
+do the same functions with a pass or two:
+
+- ``tiled_edge_networks`` (``edge_networks.cpp``): the edge networks in tiles of whole sender
+  blocks whose hidden layer stays in cache; the backward recomputes it, so no (E, H) tensor is
+  stored. Equal to ``networks.evaluate_networks``.
+- ``attention_aggregate`` (``attention.cpp``): the softmax over each atom's incoming edges and
+  the head-mean of the attended messages, per atom over its edges in a receiver-sorted order.
+  Equal to ``ops.edge_softmax`` and ``ops.aggregate`` of either backend.
+- ``generated_product`` (``hypernetwork.cpp``): the hypernetwork update's (x (x) z) A of every
+  generated layer in tiles of atoms whose outer products stay in cache. Equal to the product in
+  ``hypernetwork.apply_hyper_mlp``.
+
+Tests compare both with the torch operations.
+
+The extension is built with torch's C++ extension loader (a C++ compiler and ninja) into
+``torch_extensions`` under the user's cache (``TORCH_EXTENSIONS_DIR`` moves it) the first time it is
+needed, about half a minute, and reused by later processes; ``make install`` builds it
+. Where it cannot be built the networks run as torch
+operations, with a warning. ``CGAT_CPU_KERNELS=0`` turns the kernels off.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import io
+import logging
+import os
+import platform
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+log = logging.getLogger(__name__)
+
+SOURCES = [
+    Path(__file__).with_name("kernels") / name
+    for name in ("bindings.cpp", "blas.cpp", "edge_networks.cpp", "attention.cpp", "hypernetwork.cpp")
+]
+ENABLE_ENV = "CGAT_CPU_KERNELS"
+LEAKY_SLOPE = 0.01  # torch.nn.functional.leaky_relu's default, as the networks use
+
+
+class KernelUnavailable(RuntimeError):
+    """The CPU kernels could not be compiled or loaded here."""
+
+
+_turned_off = 0
+
+
+def build_name() -> str:
+    """The extension's name, one per instruction set: it is compiled for the machine it runs on
+    (-march=native), and the build folder may be shared by machines with different CPUs."""
+    flags = ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            flags = next((line for line in cpuinfo if line.startswith(("flags", "Features"))), "")
+    except OSError:
+        pass
+    digest = hashlib.sha1(f"{platform.machine()} {flags}".encode()).hexdigest()[:10]
+    return f"cgat_cpu_kernels_{digest}"
+
+
+@functools.lru_cache(maxsize=None)
+def load() -> Any:
+    """The compiled extension module; raises KernelUnavailable with the compiler's reason."""
+    with contextlib.redirect_stderr(io.StringIO()):  # its import notes where it found no CUDA
+        from torch.utils import cpp_extension
+
+    try:
+        return cpp_extension.load(
+            name=build_name(),
+            sources=[str(path) for path in SOURCES],
+            extra_cflags=["-O3", "-march=native", "-fno-trapping-math", "-fopenmp"],
+            extra_ldflags=["-fopenmp"],
+            verbose=False,
+        )
+    except Exception as error:  # compiler missing, ninja missing, build failure
+        raise KernelUnavailable(f"could not build the CPU kernels in {SOURCES[0].parent}: {error}") from error
+
+
+@functools.lru_cache(maxsize=None)
+def available() -> bool:
+    """Whether the kernels build and load on this machine (the reason is logged once if not)."""
+    try:
+        load()
+    except KernelUnavailable as error:
+        log.warning("%s; the edge networks run as torch operations", error)
+        return False
+    return True
+
+
+def applies(values: torch.Tensor) -> bool:
+    """Whether the kernels run on tensors like ``values``: float32 on CPU, not turned off, built."""
+    if values.device.type != "cpu" or values.dtype != torch.float32:
+        return False
+    if _turned_off or os.environ.get(ENABLE_ENV, "1") == "0":
+        return False
+    return available()
+
+
+@contextlib.contextmanager
+def turned_off() -> Iterator[None]:
+    """Run the torch operations instead of the kernels inside the block (for comparisons, and for
+    counting the model's operations, which the kernels hide from torch's counters)."""
+    global _turned_off
+    _turned_off += 1
+    try:
+        yield
+    finally:
+        _turned_off -= 1
+
+
+class TiledEdgeNetworks(torch.autograd.Function):
+    """out_g (E, F) = W2_g LeakyReLU(edge term + R[receiver] + S[sender]) + b2_g, edges K per sender,
+    returned in parts of ``part_groups`` groups, (part_groups, E, F) each.
+
+    The edge term is ``features`` (E, F) times ``weight`` (H, F)^T, or ``table[rows]`` with the
+    table already projected (R, H).
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, receiver_term: torch.Tensor, sender_term: torch.Tensor, receiver: torch.Tensor, block: int,
+        second_weight: torch.Tensor, second_bias: torch.Tensor, part_groups: int, features: torch.Tensor | None,
+        weight: torch.Tensor | None, table: torch.Tensor | None, rows: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, ...]:  # fmt: skip
+        ctx.save_for_backward(receiver_term, sender_term, receiver, second_weight, second_bias, features, weight, table, rows)
+        ctx.block = block
+        parts = load().edge_networks_forward(
+            receiver_term, sender_term, receiver, block, second_weight, second_bias, part_groups,
+            features, weight, table, rows, LEAKY_SLOPE,
+        )  # fmt: skip
+        return tuple(parts)
+
+    @staticmethod
+    def backward(ctx: Any, *grad_parts: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
+        receiver_term, sender_term, receiver, second_weight, second_bias, features, weight, table, rows = ctx.saved_tensors
+        empty = receiver_term.new_empty(0)
+        grads = load().edge_networks_backward(
+            [empty if g is None else g for g in grad_parts], receiver_term, sender_term, receiver, ctx.block,
+            second_weight, second_bias, features, weight, table, rows, LEAKY_SLOPE,
+        )  # fmt: skip
+        d_receiver, d_sender, d_second, d_bias, d_features, d_weight, d_table = grads
+        return d_receiver, d_sender, None, None, d_second, d_bias, None, d_features, d_weight, d_table, None
+
+
+def tiled_edge_networks(
+    receiver_term: torch.Tensor, sender_term: torch.Tensor, receiver: torch.Tensor, block: int,
+    second_weight: torch.Tensor, second_bias: torch.Tensor, part_groups: int, *,
+    features: torch.Tensor | None = None, weight: torch.Tensor | None = None,
+    table: torch.Tensor | None = None, rows: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, ...]:  # fmt: skip
+    """The edge networks' outputs in parts of ``part_groups`` groups, as ``networks.evaluate_networks``."""
+    parts = TiledEdgeNetworks.apply(
+        receiver_term, sender_term, receiver, block, second_weight, second_bias, part_groups,
+        features, weight, table, rows,
+    )  # fmt: skip
+    return parts  # type: ignore[no-any-return]
+
+
+@dataclass(frozen=True)
+class ReceiverIndex:
+    """Edges sorted by receiver (stable) and where each atom's run of them starts: a CSR."""
+
+    order: torch.Tensor  # (E,) edge ids
+    offsets: torch.Tensor  # (N + 1,)
+
+    @classmethod
+    def of(cls, receiver: torch.Tensor, num_nodes: int) -> "ReceiverIndex":
+        order = torch.argsort(receiver, stable=True)
+        counts = torch.bincount(receiver, minlength=num_nodes)
+        offsets = torch.zeros(num_nodes + 1, dtype=torch.long, device=receiver.device)
+        torch.cumsum(counts, 0, out=offsets[1:])
+        return cls(order, offsets)
+
+
+class AttentionAggregate(torch.autograd.Function):
+    """(N, F) = 1/heads sum_n sum_{j->i} softmax_j(s^n_ij) m^n_ij, from (heads, M, F) scores and
+    messages with a row per edge, or per edge kind through ``rows``."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, scores: torch.Tensor, messages: torch.Tensor, order: torch.Tensor, offsets: torch.Tensor,
+        rows: torch.Tensor | None,
+    ) -> torch.Tensor:  # fmt: skip
+        aggregate, log_norm, head_means = load().attention_aggregate_forward(scores, messages, order, offsets, rows)
+        ctx.save_for_backward(scores, messages, order, offsets, rows, log_norm, head_means)
+        return aggregate  # type: ignore[no-any-return]
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
+        d_scores, d_messages = load().attention_aggregate_backward(grad, *ctx.saved_tensors)
+        return d_scores, d_messages, None, None, None
+
+
+def attention_aggregate(
+    scores: torch.Tensor, messages: torch.Tensor, receivers: ReceiverIndex, rows: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Eq. 1b and the aggregate of eq. 1d: ``ops.aggregate((ops.edge_softmax(s) * m).mean(1))`` for
+    edge-major s and m, here from group-major (heads, M, F) ones; with ``rows`` (E,), edge e reads
+    row ``rows[e]``."""
+    return AttentionAggregate.apply(scores, messages, receivers.order, receivers.offsets, rows)  # type: ignore[no-any-return]
+
+
+class GeneratedProduct(torch.autograd.Function):
+    """(N, O) = (x_i (x) z_i) A for every row i: x (N, F), z (N, K), A (F * K, O)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, z: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(x, z, weight)
+        return load().generated_product_forward(x, z, weight)  # type: ignore[no-any-return]
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, ...]:  # type: ignore[override]
+        return tuple(load().generated_product_backward(grad, *ctx.saved_tensors))
+
+
+def generated_product(x: torch.Tensor, z: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``(x.unsqueeze(2) * z.unsqueeze(1)).view(n, -1) @ weight`` without the (N, F * K) product."""
+    return GeneratedProduct.apply(x, z, weight)  # type: ignore[no-any-return]
