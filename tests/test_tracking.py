@@ -72,6 +72,7 @@ def test_params_metrics_and_artifact_of_a_training_run(store: str, runs) -> None
     assert run.data.tags["cgat.version.cgat_dgl"] == cgat_dgl.__version__
     assert run.data.tags["cgat.version.torch"] == metadata.version("torch")
     assert run.data.tags["cgat.version.dgl"] not in ("", "absent")
+    assert run.data.tags["cgat.cpu_kernels"] == "on"  # the fast implementation in float32 on CPU
 
 
 def test_transfer_run_links_its_pretraining_run(store: str, runs) -> None:

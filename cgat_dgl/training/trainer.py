@@ -34,6 +34,7 @@ from torch.utils.data import DataLoader
 from .. import progress as progress_output
 from ..graphs.collate import make_loader
 from ..model import CGAT, ModelConfig
+from ..model.fast import cpu_kernels
 from ..versions import machine_label, version_tags
 from . import distributed
 from .allocator import keep_freed_memory
@@ -437,8 +438,15 @@ def train(
     if tracker is not None:
         tracker.log_config(model=run.model_values, train=train_config.model_dump(mode="json"))
         # Tags, not params: a run resumed on another machine may differ in them (params cannot change).
+        kernels_on = model_config.implementation == "fast" and cpu_kernels.applies(torch.zeros(0, device=run.device))
         tracker.set_tags(
-            {**version_tags(), "cgat.torch_threads": str(torch.get_num_threads()), "cgat.machine": machine_label()}
+            {
+                **version_tags(),
+                "cgat.torch_threads": str(torch.get_num_threads()),
+                "cgat.machine": machine_label(),
+                # The same functions either way; which ran explains a run's speed.
+                "cgat.cpu_kernels": "on" if kernels_on else "off",
+            }
         )
         tracker.log_params({**counts, "frozen_groups": ",".join(run.plan.frozen) or "none"})
         tracker.log_params({"normalization.mean": run.normalizer.as_dict()["mean"],
