@@ -1,10 +1,12 @@
-"""CPU kernels of the per-edge work of a message-passing step (``kernels/``), compiled on first use.
+"""CPU kernels of the per-edge and per-atom work of a message-passing step (``kernels/``),
+compiled on first use.
 
-On CPU the per-edge work is bound by memory traffic, not arithmetic: as torch operations, the
-(E, H) hidden layer of the edge networks (H = every group's hidden width, 256 for the cpu preset)
-is written and read back about twenty times between the forward and the backward, and the edge
-softmax and aggregation of eq. 1b-1d pass over (E, heads, F) tensors a dozen times. Two kernels
-do the same functions with a pass or two:
+On CPU that work is bound by memory traffic, not arithmetic: as torch operations, the (E, H)
+hidden layer of the edge networks (H = every group's hidden width, 256 for the cpu preset) is
+written and read back about twenty times between the forward and the backward, the edge softmax
+and aggregation of eq. 1b-1d pass over (E, heads, F) tensors a dozen times, and the hypernetwork
+update stores an (N, F * hyper_hidden) outer product per generated layer. Three kernels do the
+same functions while keeping those intermediates in cache:
 
 - ``tiled_edge_networks`` (``edge_networks.cpp``): the edge networks in tiles of whole sender
   blocks whose hidden layer stays in cache; the backward recomputes it, so no (E, H) tensor is
@@ -16,13 +18,14 @@ do the same functions with a pass or two:
   generated layer in tiles of atoms whose outer products stay in cache. Equal to the product in
   ``hypernetwork.apply_hyper_mlp``.
 
-Tests compare both with the torch operations.
+``tests/test_cpu_kernels.py`` compares each with the torch operations, and the model with and
+without them.
 
 The extension is built with torch's C++ extension loader (a C++ compiler and ninja) into
 ``torch_extensions`` under the user's cache (``TORCH_EXTENSIONS_DIR`` moves it) the first time it is
-needed, about half a minute, and reused by later processes; ``make install`` builds it
-. Where it cannot be built the networks run as torch
-operations, with a warning. ``CGAT_CPU_KERNELS=0`` turns the kernels off.
+needed, about a minute, and reused by later processes; ``make install`` builds it. Where it cannot
+be built the model runs as torch operations, with a warning. ``CGAT_CPU_KERNELS=0`` turns the
+kernels off.
 """
 
 from __future__ import annotations
@@ -95,7 +98,7 @@ def available() -> bool:
     try:
         load()
     except KernelUnavailable as error:
-        log.warning("%s; the edge networks run as torch operations", error)
+        log.warning("%s; the model runs as torch operations", error)
         return False
     return True
 
