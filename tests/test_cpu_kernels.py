@@ -1,4 +1,4 @@
-"""The tiled CPU kernel of the edge networks against the same networks as torch operations."""
+"""The CPU kernels against the torch operations they replace, and the model with and without them."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import torch
 from cgat_dgl.graphs.collate import collate
 from cgat_dgl.model import CGAT, ModelConfig
 from cgat_dgl.model.edge_networks import EdgeNetworks
+from cgat_dgl.model.layers import MLP
 from cgat_dgl.model.fast import cpu_kernels
 from cgat_dgl.model.fast.edge_features import EdgeFeatures, EdgeSet
 from cgat_dgl.model.fast.networks import evaluate_networks
@@ -34,22 +35,26 @@ def block_edges(senders: int, block: int, receivers: int, seed: int) -> tuple[to
 
 
 def networks_and_grads(
-    networks: list[EdgeNetworks], edges: EdgeSet, grad: torch.Tensor, inputs: list[torch.Tensor]
-) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    networks: list[EdgeNetworks], edges: EdgeSet, grad: torch.Tensor, inputs: list[torch.Tensor],
+    receiver_order: cpu_kernels.ReceiverIndex | None = None,
+) -> tuple[torch.Tensor, list[torch.Tensor]]:  # fmt: skip
     params = inputs + [p for n in networks for p in n.parameters()]
     for p in params:
         p.grad = None
-    out = torch.cat(evaluate_networks(networks, edges))
+    out = torch.cat(evaluate_networks(networks, edges, receiver_order))
     out.backward(grad)
     return out.detach(), [p.grad.clone() for p in params]  # type: ignore[union-attr]
 
 
+@pytest.mark.parametrize("in_receiver_order", [False, True])
 @pytest.mark.parametrize("edge_term", ["per_edge", "table"])
 @pytest.mark.parametrize(("atoms", "block", "features", "hidden"), [(7, 3, 5, 4), (600, 24, 32, 32), (53, 24, 16, 48)])
 def test_tiled_networks_equal_the_torch_operations(
-    monkeypatch: pytest.MonkeyPatch, edge_term: str, atoms: int, block: int, features: int, hidden: int
-) -> None:
-    """Outputs and every gradient, in float32, for tile counts from one to many (the last one partial)."""
+    monkeypatch: pytest.MonkeyPatch, edge_term: str, atoms: int, block: int, features: int, hidden: int,
+    in_receiver_order: bool,
+) -> None:  # fmt: skip
+    """Outputs and every gradient, in float32, for tile counts from one to many (the last one partial),
+    with the first network's outputs in edge order or in receiver order."""
     torch.manual_seed(atoms)
     networks = [EdgeNetworks(features, heads=3, hidden=hidden), EdgeNetworks(features, heads=3, hidden=hidden)]
     src, dst = block_edges(atoms, block, atoms, seed=atoms)
@@ -67,11 +72,16 @@ def test_tiled_networks_equal_the_torch_operations(
     calls = []
     original = cpu_kernels.tiled_edge_networks
     monkeypatch.setattr(cpu_kernels, "tiled_edge_networks", lambda *a, **k: calls.append(1) or original(*a, **k))
-    tiled, tiled_grads = networks_and_grads(networks, edges, grad, [h, values])
+    order = cpu_kernels.ReceiverIndex.of(dst, atoms) if in_receiver_order else None
+    tiled, tiled_grads = networks_and_grads(networks, edges, grad, [h, values], order)
     assert calls, "the tiled kernel did not run"
     monkeypatch.setenv(cpu_kernels.ENABLE_ENV, "0")
-    expected, expected_grads = networks_and_grads(networks, edges, grad, [h, values])
+    expected, expected_grads = networks_and_grads(networks, edges, grad, [h, values], order)
     assert len(calls) == 1
+    if order is not None:  # the torch operations' receiver order is a gather of their edge order
+        unordered, _ = networks_and_grads(networks, edges, grad, [h, values])
+        heads = 3
+        torch.testing.assert_close(expected[: 2 * heads], unordered[: 2 * heads].index_select(1, order.order))
 
     torch.testing.assert_close(tiled, expected, rtol=1e-5, atol=1e-5)
     for got, want in zip(tiled_grads, expected_grads):
@@ -101,10 +111,12 @@ def test_parts_without_a_gradient_count_as_zero(monkeypatch: pytest.MonkeyPatch)
 
 @pytest.mark.parametrize("backend", ["dgl", "torch"])
 @pytest.mark.parametrize("spread", [1.0, 60.0])
-@pytest.mark.parametrize("per_kind", [False, True])
-def test_attention_aggregate_equals_edge_softmax_and_aggregate(backend: str, spread: float, per_kind: bool) -> None:
+@pytest.mark.parametrize("layout", ["per edge", "per kind", "receiver order"])
+def test_attention_aggregate_equals_edge_softmax_and_aggregate(backend: str, spread: float, layout: str) -> None:
     """Against both backends' primitives, with atoms that receive nothing, score gaps beyond exp's
-    float32 range (spread 60: differences of several hundred), and rows shared by edges (kinds)."""
+    float32 range (spread 60: differences of several hundred), rows shared by edges (kinds), and
+    rows stored in receiver order."""
+    per_kind = layout == "per kind"
     generator = torch.Generator().manual_seed(int(spread) + per_kind)
     atoms, edges, heads, features = 50, 700, 3, 16
     dst = torch.randint(0, atoms - 5, (edges,), generator=generator)  # the last five receive nothing
@@ -116,8 +128,16 @@ def test_attention_aggregate_equals_edge_softmax_and_aggregate(backend: str, spr
     messages = torch.randn(heads, members, features, generator=generator, requires_grad=True)
     grad = torch.randn(atoms, features, generator=generator)
 
-    aggregate = cpu_kernels.attention_aggregate(scores, messages, cpu_kernels.ReceiverIndex.of(dst, atoms), rows)
-    aggregate.backward(grad)
+    receivers = cpu_kernels.ReceiverIndex.of(dst, atoms)
+    if layout == "receiver order":
+        stored = [t.detach().index_select(1, receivers.order).requires_grad_() for t in (scores, messages)]
+        aggregate = cpu_kernels.attention_aggregate(*stored, receivers, in_receiver_order=True)
+        aggregate.backward(grad)
+        for t, ordered in zip((scores, messages), stored):  # back to edge order
+            t.grad = ordered.grad.index_select(1, receivers.positions)  # type: ignore[union-attr]
+    else:
+        aggregate = cpu_kernels.attention_aggregate(scores, messages, receivers, rows)
+        aggregate.backward(grad)
     got = [aggregate.detach(), scores.grad.clone(), messages.grad.clone()]  # type: ignore[union-attr]
     scores.grad = messages.grad = None
     s, m = (t if rows is None else t.index_select(1, rows) for t in (scores, messages))
@@ -146,6 +166,54 @@ def test_generated_product_equals_the_outer_product_form(atoms: int, features: i
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5 * float(want.abs().max()))
     for a, t in zip(got_grads, (x, z, weight)):
         torch.testing.assert_close(a, t.grad, rtol=1e-5, atol=1e-5 * float(t.grad.abs().max()))  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(("heads", "edges", "features", "spread"), [(2, 1000, 32, 1.0), (3, 7, 5, 60.0), (1, 300, 16, 1.0)])
+def test_head_attention_fcnn_equals_the_torch_operations(heads: int, edges: int, features: int, spread: float) -> None:
+    """Eq. 2b-2d without the residual, against softmax over heads, weighted sum and the MLP, with
+    score gaps beyond exp's float32 range (spread 60) and tile counts from one to several."""
+    generator = torch.Generator().manual_seed(edges)
+    torch.manual_seed(edges)
+    scores = (spread * torch.randn(heads, edges, features, generator=generator)).requires_grad_()
+    messages = torch.randn(heads, edges, features, generator=generator, requires_grad=True)
+    fcnn = MLP(features, features, features)
+    grad = torch.randn(edges, features, generator=generator)
+    leaves = [scores, messages, *fcnn.parameters()]
+
+    def outputs_and_grads(out: torch.Tensor) -> list[torch.Tensor]:
+        out.backward(grad)
+        result = [out.detach()] + [t.grad.clone() for t in leaves]  # type: ignore[union-attr]
+        for t in leaves:
+            t.grad = None
+        return result
+
+    got = outputs_and_grads(cpu_kernels.head_attention_fcnn(scores, messages, fcnn))
+    want = outputs_and_grads(fcnn((torch.softmax(scores, dim=0) * messages).sum(dim=0)))
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5 * max(1.0, float(b.abs().max())))
+
+
+@pytest.mark.parametrize(("rows", "matrices", "features", "out"), [(1600, 50, 32, 32), (5, 2, 3, 4), (0, 3, 8, 8)])
+def test_indexed_product_equals_a_gathered_batched_product(rows: int, matrices: int, features: int, out: int) -> None:
+    generator = torch.Generator().manual_seed(rows)
+    x = torch.randn(rows, features, generator=generator, requires_grad=True)
+    weights = torch.randn(matrices, features, out, generator=generator, requires_grad=True)
+    index = torch.randint(0, matrices, (rows,), generator=generator)
+    grad = torch.randn(rows, out, generator=generator)
+    got = cpu_kernels.indexed_product(x, weights, index)
+    got.backward(grad)
+    got_grads = [x.grad.clone(), weights.grad.clone()]  # type: ignore[union-attr]
+    x.grad = weights.grad = None
+    want = torch.bmm(x.unsqueeze(1), weights.index_select(0, index)).squeeze(1)
+    want.backward(grad)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    for a, t in zip(got_grads, (x, weights)):
+        torch.testing.assert_close(a, t.grad, rtol=1e-5, atol=1e-4)
+
+
+def test_indexed_product_refuses_an_index_out_of_range() -> None:
+    with pytest.raises(RuntimeError, match="out of range of the 2 weight matrices"):
+        cpu_kernels.indexed_product(torch.randn(3, 4), torch.randn(2, 4, 4), torch.tensor([0, 2, 1]))
 
 
 def test_kernels_apply_to_float32_cpu_tensors_only(kernels_off: None, monkeypatch: pytest.MonkeyPatch) -> None:

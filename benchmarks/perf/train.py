@@ -36,6 +36,7 @@ from cgat_dgl.graphs.crystal_graph import CrystalGraph
 from cgat_dgl.model import CGAT, ModelConfig
 from cgat_dgl.model.fast import cpu_kernels
 from cgat_dgl.training.allocator import keep_freed_memory
+from cgat_dgl.training.optimizer import AdamW
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "mp_multifidelity.jsonl.gz"
@@ -100,7 +101,7 @@ def bench_backend(
     config = ModelConfig.preset(args.preset, backend=backend, **overrides)
     torch.manual_seed(0)
     model = CGAT(config).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1.25e-4, weight_decay=1e-6)
+    optimizer = AdamW(model.parameters(), lr=1.25e-4, weight_decay=1e-6)
 
     chunks = [items[i : i + args.batch_size] for i in range(0, len(items), args.batch_size)]
     chunks = [c for c in chunks if len(c) == args.batch_size] or chunks[:1]

@@ -43,6 +43,7 @@ from .config import FROM_SCRATCH, TrainConfig
 from .inference import predict_loader
 from .metrics import regression_metrics
 from .normalization import Normalizer
+from .optimizer import AdamW
 from .transfer import FreezePlan, apply_freeze, config_differences, load_pretrained, param_groups
 
 if TYPE_CHECKING:
@@ -180,7 +181,7 @@ class _Run:
         self.train_model: nn.Module = distributed.wrap_model(self.model)
         if distributed.is_active():
             self.metadata["world_size"] = distributed.world_size()
-        self.optimizer = torch.optim.AdamW(
+        self.optimizer = AdamW(
             param_groups(self.plan, train_config), lr=train_config.lr, weight_decay=train_config.weight_decay
         )
         self.scheduler = make_scheduler(self.optimizer, train_config)

@@ -48,7 +48,10 @@ log = logging.getLogger(__name__)
 
 SOURCES = [
     Path(__file__).with_name("kernels") / name
-    for name in ("bindings.cpp", "blas.cpp", "edge_networks.cpp", "attention.cpp", "hypernetwork.cpp")
+    for name in (
+        "bindings.cpp", "blas.cpp", "tile_gemm.cpp", "edge_networks.cpp", "attention.cpp", "hypernetwork.cpp",
+        "edge_update.cpp", "indexed_product.cpp", "adamw.cpp",
+    )
 ]
 ENABLE_ENV = "CGAT_CPU_KERNELS"
 LEAKY_SLOPE = 0.01  # torch.nn.functional.leaky_relu's default, as the networks use
@@ -129,7 +132,8 @@ class TiledEdgeNetworks(torch.autograd.Function):
     returned in parts of ``part_groups`` groups, (part_groups, E, F) each.
 
     The edge term is ``features`` (E, F) times ``weight`` (H, F)^T, or ``table[rows]`` with the
-    table already projected (R, H).
+    table already projected (R, H). With ``positions``, edge e's row of the first
+    ``ordered_groups`` groups is positions[e].
     """
 
     @staticmethod
@@ -137,25 +141,30 @@ class TiledEdgeNetworks(torch.autograd.Function):
         ctx: Any, receiver_term: torch.Tensor, sender_term: torch.Tensor, receiver: torch.Tensor, block: int,
         second_weight: torch.Tensor, second_bias: torch.Tensor, part_groups: int, features: torch.Tensor | None,
         weight: torch.Tensor | None, table: torch.Tensor | None, rows: torch.Tensor | None,
+        positions: torch.Tensor | None, ordered_groups: int,
     ) -> tuple[torch.Tensor, ...]:  # fmt: skip
-        ctx.save_for_backward(receiver_term, sender_term, receiver, second_weight, second_bias, features, weight, table, rows)
-        ctx.block = block
+        ctx.save_for_backward(
+            receiver_term, sender_term, receiver, second_weight, second_bias, features, weight, table, rows, positions
+        )
+        ctx.block, ctx.ordered_groups = block, ordered_groups
         parts = load().edge_networks_forward(
             receiver_term, sender_term, receiver, block, second_weight, second_bias, part_groups,
-            features, weight, table, rows, LEAKY_SLOPE,
+            features, weight, table, rows, LEAKY_SLOPE, positions, ordered_groups,
         )  # fmt: skip
         return tuple(parts)
 
     @staticmethod
     def backward(ctx: Any, *grad_parts: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
-        receiver_term, sender_term, receiver, second_weight, second_bias, features, weight, table, rows = ctx.saved_tensors
+        receiver_term, sender_term, receiver, second_weight, second_bias, features, weight, table, rows, positions = (
+            ctx.saved_tensors
+        )
         empty = receiver_term.new_empty(0)
         grads = load().edge_networks_backward(
             [empty if g is None else g for g in grad_parts], receiver_term, sender_term, receiver, ctx.block,
-            second_weight, second_bias, features, weight, table, rows, LEAKY_SLOPE,
+            second_weight, second_bias, features, weight, table, rows, LEAKY_SLOPE, positions, ctx.ordered_groups,
         )  # fmt: skip
         d_receiver, d_sender, d_second, d_bias, d_features, d_weight, d_table = grads
-        return d_receiver, d_sender, None, None, d_second, d_bias, None, d_features, d_weight, d_table, None
+        return d_receiver, d_sender, None, None, d_second, d_bias, None, d_features, d_weight, d_table, None, None, None
 
 
 def tiled_edge_networks(
@@ -163,11 +172,14 @@ def tiled_edge_networks(
     second_weight: torch.Tensor, second_bias: torch.Tensor, part_groups: int, *,
     features: torch.Tensor | None = None, weight: torch.Tensor | None = None,
     table: torch.Tensor | None = None, rows: torch.Tensor | None = None,
+    receiver_order: "ReceiverIndex | None" = None, ordered_parts: int = 0,
 ) -> tuple[torch.Tensor, ...]:  # fmt: skip
-    """The edge networks' outputs in parts of ``part_groups`` groups, as ``networks.evaluate_networks``."""
+    """The edge networks' outputs in parts of ``part_groups`` groups, as ``networks.evaluate_networks``;
+    with ``receiver_order``, the first ``ordered_parts`` parts hold the edges in that order."""
+    positions = None if receiver_order is None else receiver_order.positions
     parts = TiledEdgeNetworks.apply(
         receiver_term, sender_term, receiver, block, second_weight, second_bias, part_groups,
-        features, weight, table, rows,
+        features, weight, table, rows, positions, ordered_parts * part_groups,
     )  # fmt: skip
     return parts  # type: ignore[no-any-return]
 
@@ -176,8 +188,9 @@ def tiled_edge_networks(
 class ReceiverIndex:
     """Edges sorted by receiver (stable) and where each atom's run of them starts: a CSR."""
 
-    order: torch.Tensor  # (E,) edge ids
+    order: torch.Tensor  # (E,) edge ids in receiver order
     offsets: torch.Tensor  # (N + 1,)
+    positions: torch.Tensor  # (E,) each edge's place in receiver order: order's inverse
 
     @classmethod
     def of(cls, receiver: torch.Tensor, num_nodes: int) -> "ReceiverIndex":
@@ -185,16 +198,19 @@ class ReceiverIndex:
         counts = torch.bincount(receiver, minlength=num_nodes)
         offsets = torch.zeros(num_nodes + 1, dtype=torch.long, device=receiver.device)
         torch.cumsum(counts, 0, out=offsets[1:])
-        return cls(order, offsets)
+        positions = torch.empty_like(order)
+        positions[order] = torch.arange(order.numel(), device=order.device)
+        return cls(order, offsets, positions)
 
 
 class AttentionAggregate(torch.autograd.Function):
     """(N, F) = 1/heads sum_n sum_{j->i} softmax_j(s^n_ij) m^n_ij, from (heads, M, F) scores and
-    messages with a row per edge, or per edge kind through ``rows``."""
+    messages with a row per edge (in ``order``'s order, or in receiver order without one), or per
+    edge kind through ``rows``."""
 
     @staticmethod
     def forward(  # type: ignore[override]
-        ctx: Any, scores: torch.Tensor, messages: torch.Tensor, order: torch.Tensor, offsets: torch.Tensor,
+        ctx: Any, scores: torch.Tensor, messages: torch.Tensor, order: torch.Tensor | None, offsets: torch.Tensor,
         rows: torch.Tensor | None,
     ) -> torch.Tensor:  # fmt: skip
         aggregate, log_norm, head_means = load().attention_aggregate_forward(scores, messages, order, offsets, rows)
@@ -208,12 +224,14 @@ class AttentionAggregate(torch.autograd.Function):
 
 
 def attention_aggregate(
-    scores: torch.Tensor, messages: torch.Tensor, receivers: ReceiverIndex, rows: torch.Tensor | None = None
+    scores: torch.Tensor, messages: torch.Tensor, receivers: ReceiverIndex, rows: torch.Tensor | None = None,
+    *, in_receiver_order: bool = False,
 ) -> torch.Tensor:
     """Eq. 1b and the aggregate of eq. 1d: ``ops.aggregate((ops.edge_softmax(s) * m).mean(1))`` for
     edge-major s and m, here from group-major (heads, M, F) ones; with ``rows`` (E,), edge e reads
-    row ``rows[e]``."""
-    return AttentionAggregate.apply(scores, messages, receivers.order, receivers.offsets, rows)  # type: ignore[no-any-return]
+    row ``rows[e]``; with ``in_receiver_order``, the rows hold the edges in ``receivers``' order."""
+    order = None if in_receiver_order else receivers.order
+    return AttentionAggregate.apply(scores, messages, order, receivers.offsets, rows)  # type: ignore[no-any-return]
 
 
 class GeneratedProduct(torch.autograd.Function):
@@ -232,3 +250,46 @@ class GeneratedProduct(torch.autograd.Function):
 def generated_product(x: torch.Tensor, z: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """``(x.unsqueeze(2) * z.unsqueeze(1)).view(n, -1) @ weight`` without the (N, F * K) product."""
     return GeneratedProduct.apply(x, z, weight)  # type: ignore[no-any-return]
+
+
+class HeadAttentionFCNN(torch.autograd.Function):
+    """(E, F) = FCNN(sum_n softmax_n(s^n) m^n), the softmax over the heads n per channel, from
+    (heads, E, F) scores and messages; FCNN = Linear, LeakyReLU, Linear."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, scores: torch.Tensor, messages: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor,
+        w2: torch.Tensor, b2: torch.Tensor,
+    ) -> torch.Tensor:  # fmt: skip
+        ctx.save_for_backward(scores, messages, w1, b1, w2, b2)
+        return load().head_attention_fcnn_forward(scores, messages, w1, b1, w2, b2, LEAKY_SLOPE)  # type: ignore[no-any-return]
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, ...]:  # type: ignore[override]
+        return tuple(load().head_attention_fcnn_backward(grad, *ctx.saved_tensors, LEAKY_SLOPE))
+
+
+def head_attention_fcnn(scores: torch.Tensor, messages: torch.Tensor, fcnn: torch.nn.Sequential) -> torch.Tensor:
+    """Eq. 2b-2d without the residual: ``fcnn((torch.softmax(scores, 0) * messages).sum(0))`` for
+    group-major (heads, E, F) scores and messages and the edge update's ``MLP``."""
+    first, _, second = fcnn
+    return HeadAttentionFCNN.apply(scores, messages, first.weight, first.bias, second.weight, second.bias)  # type: ignore[no-any-return]
+
+
+class IndexedProduct(torch.autograd.Function):
+    """(N, O) = x_i W[index_i] for every row i: x (N, F), W (U, F, O), index (N,)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, weights: torch.Tensor, index: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(x, weights, index)
+        return load().indexed_product_forward(x, weights, index)  # type: ignore[no-any-return]
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
+        grad_x, grad_weights = load().indexed_product_backward(grad, *ctx.saved_tensors)
+        return grad_x, grad_weights, None
+
+
+def indexed_product(x: torch.Tensor, weights: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``torch.bmm(x.unsqueeze(1), weights[index]).squeeze(1)`` without the (N, F, O) gather."""
+    return IndexedProduct.apply(x, weights, index)  # type: ignore[no-any-return]

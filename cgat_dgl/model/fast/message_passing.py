@@ -33,9 +33,11 @@ def fast_message_passing(
             edges = EdgeSet(h, receiver=ops.dst, sender=ops.src, e=e, sender_block=block)
         node, edge = step.node, step.edge
         networks = [node.networks] + ([edge.networks] if isinstance(edge, PaperEdgeUpdate) else [])
-        # Score and message groups of each network, (heads, M, F) each, the node update's first.
-        parts = evaluate_networks(networks, edges)
-        h_next = node_update(node, h, h0, parts[0], parts[1], kinds, ops, receivers)
+        # Score and message groups of each network, (heads, M, F) each, the node update's first;
+        # with the attention kernel, those of the node update per edge in receiver order.
+        in_receiver_order = receivers is not None and kinds is None
+        parts = evaluate_networks(networks, edges, receivers if in_receiver_order else None)
+        h_next = node_update(node, h, h0, parts[0], parts[1], kinds, ops, receivers, in_receiver_order)
         if isinstance(edge, PaperEdgeUpdate):
             e = paper_edge_update(edge, parts[2], parts[3], edges, kinds)
         elif isinstance(edge, ReferenceEdgeUpdate):
@@ -53,13 +55,14 @@ def _edge_major(values: torch.Tensor, kinds: EdgeKinds | None) -> torch.Tensor:
 def node_update(
     node: NodeUpdate, h: torch.Tensor, h0: InitialFeatures, scores: torch.Tensor,
     messages: torch.Tensor, kinds: EdgeKinds | None, ops: GraphOps,
-    receivers: cpu_kernels.ReceiverIndex | None = None,
+    receivers: cpu_kernels.ReceiverIndex | None = None, in_receiver_order: bool = False,
 ) -> torch.Tensor:  # fmt: skip
     """Eq. 1b-1d given the score and message networks' outputs (heads, M, F) each; with
-    ``receivers``, eq. 1b and the aggregate run as one CPU kernel."""
+    ``receivers``, eq. 1b and the aggregate run as one CPU kernel (``in_receiver_order``: the
+    outputs hold the edges in ``receivers``' order)."""
     if receivers is not None:
         rows = None if kinds is None else kinds.of_edge
-        aggregate = cpu_kernels.attention_aggregate(scores, messages, receivers, rows)
+        aggregate = cpu_kernels.attention_aggregate(scores, messages, receivers, rows, in_receiver_order=in_receiver_order)
     else:
         scores, messages = _edge_major(scores, kinds), _edge_major(messages, kinds)
         attention = ops.edge_softmax(scores)
@@ -77,9 +80,14 @@ def paper_edge_update(
     kinds: EdgeKinds | None,
 ) -> EdgeFeatures:  # fmt: skip
     """Eq. 2b-2d given the score and message networks' outputs (heads, M, F) each; with ``kinds``
-    (first step) the result is a table with one row per edge kind."""
-    attention = torch.softmax(scores, dim=0)  # heads lead: the softmax over heads is over dim 0
-    updated = edges.e.values() + edge.fcnn((attention * messages).sum(dim=0))
+    (first step) the result is a table with one row per edge kind. Per edge on CPU, the attention
+    over heads and the FCNN run as one kernel."""
+    if kinds is None and cpu_kernels.applies(scores):
+        change = cpu_kernels.head_attention_fcnn(scores, messages, edge.fcnn)
+    else:
+        attention = torch.softmax(scores, dim=0)  # heads lead: the softmax over heads is over dim 0
+        change = edge.fcnn((attention * messages).sum(dim=0))
+    updated = edges.e.values() + change
     if kinds is None:
         return EdgeFeatures(edges.e.row, per_edge=updated)
     return EdgeFeatures(kinds.of_edge, table=updated)

@@ -12,9 +12,12 @@ from cgat_dgl.model.fast import cpu_kernels
 from cgat_dgl.model.fast.edge_features import EdgeSet
 
 
-def evaluate_networks(networks: Sequence[EdgeNetworks], edges: EdgeSet) -> tuple[torch.Tensor, ...]:
+def evaluate_networks(
+    networks: Sequence[EdgeNetworks], edges: EdgeSet, receiver_order: cpu_kernels.ReceiverIndex | None = None
+) -> tuple[torch.Tensor, ...]:
     """Every group of every network for every member of ``edges``: the score and message groups of
-    each network in turn, (heads, M, F) each, group-major.
+    each network in turn, (heads, M, F) each, group-major. With ``receiver_order`` the first
+    network's two hold the members in that order (what the attention of the node update reads).
 
     The networks read the same z and run as one: their first layers are stacked into one
     projection and their second layers into one grouped product. The node terms are projected
@@ -37,10 +40,11 @@ def evaluate_networks(networks: Sequence[EdgeNetworks], edges: EdgeSet) -> tuple
     if edges.sender_block is not None and cpu_kernels.applies(sender):
         block, tiled = edges.sender_block, cpu_kernels.tiled_edge_networks
         args = (receiver_term, sender, edges.receiver, block, second_weight, second_bias, heads)
+        order = {"receiver_order": receiver_order, "ordered_parts": 2}
         if e.per_edge is not None:
-            return tiled(*args, features=e.per_edge, weight=w_edge)
+            return tiled(*args, features=e.per_edge, weight=w_edge, **order)
         assert e.table is not None
-        return tiled(*args, table=e.table @ w_edge.t(), rows=e.row)
+        return tiled(*args, table=e.table @ w_edge.t(), rows=e.row, **order)
 
     receiver = receiver_term.index_select(0, edges.receiver)
     # Out of place: in-place updates of views make autograd copy whole tensors in the backward.
@@ -58,4 +62,7 @@ def evaluate_networks(networks: Sequence[EdgeNetworks], edges: EdgeSet) -> tuple
     # One split rather than slices: the backward of a split is one concatenation, while each
     # slice's backward writes a zero tensor of the whole size.
     out = torch.baddbmm(second_bias, hidden.view(-1, groups, hidden_width).transpose(0, 1), second_weight)
-    return out.split(heads)
+    parts = out.split(heads)
+    if receiver_order is None:
+        return parts
+    return tuple(p.index_select(1, receiver_order.order) for p in parts[:2]) + parts[2:]

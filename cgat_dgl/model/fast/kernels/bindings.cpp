@@ -1,10 +1,17 @@
 #include "kernels.h"
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("edge_networks_forward", &edge_networks_forward, "edge networks of a step, tiled (forward)");
-  m.def("edge_networks_backward", &edge_networks_backward, "edge networks of a step, tiled (backward)");
-  m.def("attention_aggregate_forward", &attention_aggregate_forward, "eq. 1b and the sum of eq. 1d (forward)");
-  m.def("attention_aggregate_backward", &attention_aggregate_backward, "eq. 1b and the sum of eq. 1d (backward)");
-  m.def("generated_product_forward", &generated_product_forward, "the hypernetwork update's generated product (forward)");
-  m.def("generated_product_backward", &generated_product_backward, "the hypernetwork update's generated product (backward)");
+  // The kernels touch no Python object: other Python threads run while they do.
+  const auto release = py::call_guard<py::gil_scoped_release>();
+  m.def("edge_networks_forward", &edge_networks_forward, "edge networks of a step, tiled (forward)", release);
+  m.def("edge_networks_backward", &edge_networks_backward, "edge networks of a step, tiled (backward)", release);
+  m.def("attention_aggregate_forward", &attention_aggregate_forward, "eq. 1b and the sum of eq. 1d (forward)", release);
+  m.def("attention_aggregate_backward", &attention_aggregate_backward, "eq. 1b and the sum of eq. 1d (backward)", release);
+  m.def("generated_product_forward", &generated_product_forward, "the hypernetwork update's generated product (forward)", release);
+  m.def("generated_product_backward", &generated_product_backward, "the hypernetwork update's generated product (backward)", release);
+  m.def("head_attention_fcnn_forward", &head_attention_fcnn_forward, "eq. 2b-2d without the residual (forward)", release);
+  m.def("head_attention_fcnn_backward", &head_attention_fcnn_backward, "eq. 2b-2d without the residual (backward)", release);
+  m.def("indexed_product_forward", &indexed_product_forward, "x_i W[index_i] (forward)", release);
+  m.def("indexed_product_backward", &indexed_product_backward, "x_i W[index_i] (backward)", release);
+  m.def("adamw_step", &adamw_step, "one AdamW step over a group of parameters", release);
 }

@@ -2,7 +2,8 @@
 // blocks: pre = W_e e_ij + R[i] + S[j] (R holds W_i h + b, S holds W_j h), hidden = LeakyReLU(pre),
 // out_g = hidden_g W2_g + b2_g for every group g. A tile's (T, H) hidden layer lives in a per-thread
 // buffer that stays in cache; the backward recomputes it instead of reading it back from memory,
-// so no (E, H) tensor is ever written. Edges come in blocks of K per sender, in sender order.
+// so no (E, H) tensor is ever written. Edges come in blocks of K per sender, in sender order; the
+// rows of the first groups can be written in another order (the receivers', for the attention).
 #include "kernels.h"
 
 #include <ATen/Parallel.h>
@@ -31,7 +32,7 @@ void hidden_layer(float* hidden, const EdgeTerm& edge_term, const float* receive
   const int64_t h = s.hidden;
   const bool table = edge_term.table != nullptr;
   if (!table) {
-    blas_gemm(false, true, rows, h, s.features, edge_term.features + first * s.features, s.features, edge_term.weight,
+    tile_gemm(false, true, rows, h, s.features, edge_term.features + first * s.features, s.features, edge_term.weight,
          s.features, 0.0f, hidden, h);
   }
   for (int64_t t = 0; t < rows; ++t) {
@@ -106,6 +107,26 @@ Inputs inputs_of(const at::Tensor& receiver_term, const at::Tensor& sender_term,
   return in;
 }
 
+// Where the rows of the first `groups` groups go: edge e's row is positions[e] (the receiver
+// order, which the attention kernel reads in sequence), the others' row is e.
+struct Placement {
+  at::Tensor positions;
+  const int64_t* pos = nullptr;
+  int64_t groups = 0;
+
+  Placement(const c10::optional<at::Tensor>& positions_in, int64_t ordered_groups, const Shapes& s) {
+    if (!positions_in.has_value()) return;
+    positions = positions_in->to(at::kLong).contiguous();
+    TORCH_CHECK(positions.numel() == s.edges, "one position per edge");
+    TORCH_CHECK(ordered_groups >= 0 && ordered_groups <= s.groups, "ordered groups out of range");
+    pos = positions.data_ptr<int64_t>();
+    groups = ordered_groups;
+  }
+
+  bool applies(int64_t group) const { return pos != nullptr && group < groups; }
+  int64_t row(int64_t edge) const { return pos[edge]; }
+};
+
 }  // namespace
 
 // The groups' outputs in parts of `part_groups` groups, (part_groups, E, F) each: separate tensors,
@@ -116,10 +137,12 @@ std::vector<at::Tensor> edge_networks_forward(const at::Tensor& receiver_term, c
                                               int64_t part_groups, const c10::optional<at::Tensor>& features,
                                               const c10::optional<at::Tensor>& weight,
                                               const c10::optional<at::Tensor>& table,
-                                              const c10::optional<at::Tensor>& rows, double slope) {
+                                              const c10::optional<at::Tensor>& rows, double slope,
+                                              const c10::optional<at::Tensor>& positions, int64_t ordered_groups) {
   const Inputs in =
       inputs_of(receiver_term, sender_term, receiver, block, second_weight, second_bias, features, weight, table, rows);
   const Shapes& s = in.shapes;
+  const Placement placed(positions, ordered_groups, s);
   TORCH_CHECK(part_groups > 0 && s.groups % part_groups == 0, "parts must hold whole groups");
   std::vector<at::Tensor> parts;
   std::vector<float*> group_out;
@@ -135,14 +158,18 @@ std::vector<at::Tensor> edge_networks_forward(const at::Tensor& receiver_term, c
   const int64_t* rec = in.receiver.data_ptr<int64_t>();
   const int64_t tiles = (s.edges + s.tile - 1) / s.tile, f = s.features, d = s.group_hidden;
   at::parallel_for(0, tiles, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> hidden(s.tile * s.hidden);
+    std::vector<float> hidden(s.tile * s.hidden), staged(s.tile * f);
     for (int64_t k = begin; k < end; ++k) {
       const int64_t first = k * s.tile, count = std::min(s.tile, s.edges - first);
       hidden_layer(hidden.data(), edge_term, r, q, rec, first, count, s, static_cast<float>(slope));
       for (int64_t g = 0; g < s.groups; ++g) {
-        float* target = group_out[g] + first * f;
+        const bool placed_g = placed.applies(g);
+        float* target = placed_g ? staged.data() : group_out[g] + first * f;
         for (int64_t t = 0; t < count; ++t) std::copy(b2 + g * f, b2 + (g + 1) * f, target + t * f);
-        blas_gemm(false, false, count, f, d, hidden.data() + g * d, s.hidden, w2 + g * d * f, f, 1.0f, target, f);
+        tile_gemm(false, false, count, f, d, hidden.data() + g * d, s.hidden, w2 + g * d * f, f, 1.0f, target, f);
+        if (placed_g) {
+          for (int64_t t = 0; t < count; ++t) std::copy_n(target + t * f, f, group_out[g] + placed.row(first + t) * f);
+        }
       }
     }
   });
@@ -160,10 +187,12 @@ std::vector<at::Tensor> edge_networks_backward(const std::vector<at::Tensor>& gr
                                                const c10::optional<at::Tensor>& features,
                                                const c10::optional<at::Tensor>& weight,
                                                const c10::optional<at::Tensor>& table,
-                                               const c10::optional<at::Tensor>& rows, double slope) {
+                                               const c10::optional<at::Tensor>& rows, double slope,
+                                               const c10::optional<at::Tensor>& positions, int64_t ordered_groups) {
   const Inputs in =
       inputs_of(receiver_term, sender_term, receiver, block, second_weight, second_bias, features, weight, table, rows);
   const Shapes& s = in.shapes;
+  const Placement placed(positions, ordered_groups, s);
   const EdgeTerm edge_term = in.edge_term();
   const bool by_table = in.table.defined();
   TORCH_CHECK(!grad_parts.empty() && s.groups % static_cast<int64_t>(grad_parts.size()) == 0,
@@ -204,12 +233,13 @@ std::vector<at::Tensor> edge_networks_backward(const std::vector<at::Tensor>& gr
 
   at::parallel_for(0, tiles, 1, [&](int64_t begin, int64_t end) {
     const int id = at::get_thread_num();
+    const float leak = a;  // a local: read through the capture, it blocks vectorising the loops below
     float* d_receiver = grad_receiver[id].data_ptr<float>();
     float* d_second = grad_second[id].data_ptr<float>();
     float* d_bias = grad_bias[id].data_ptr<float>();
     float* d_sender = grad_sender.data_ptr<float>();
     float* d_table = by_table ? grad_table[id].data_ptr<float>() : nullptr;
-    std::vector<float> hidden(s.tile * h), grad_pre(s.tile * h);
+    std::vector<float> hidden(s.tile * h), grad_pre(s.tile * h), gathered(s.tile * f);
     for (int64_t k = begin; k < end; ++k) {
       const int64_t first = k * s.tile, count = std::min(s.tile, s.edges - first);
       hidden_layer(hidden.data(), edge_term, r, q, rec, first, count, s, a);
@@ -219,14 +249,18 @@ std::vector<at::Tensor> edge_networks_backward(const std::vector<at::Tensor>& gr
           continue;
         }
         const float* dout_g = group_grad[g] + first * f;
+        if (placed.applies(g)) {
+          for (int64_t t = 0; t < count; ++t) std::copy_n(group_grad[g] + placed.row(first + t) * f, f, gathered.data() + t * f);
+          dout_g = gathered.data();
+        }
         // dW2_g += hidden_g^T dout_g; db2_g += sum_t dout_g; dhidden_g = dout_g W2_g^T
-        blas_gemm(true, false, d, f, count, hidden.data() + g * d, h, dout_g, f, 1.0f, d_second + g * d * f, f);
+        tile_gemm(true, false, d, f, count, hidden.data() + g * d, h, dout_g, f, 1.0f, d_second + g * d * f, f);
         float* db = d_bias + g * f;
         for (int64_t t = 0; t < count; ++t) {
 #pragma omp simd
           for (int64_t j = 0; j < f; ++j) db[j] += dout_g[t * f + j];
         }
-        blas_gemm(false, true, count, d, f, dout_g, f, w2 + g * d * f, f, 0.0f, grad_pre.data() + g * d, h);
+        tile_gemm(false, true, count, d, f, dout_g, f, w2 + g * d * f, f, 0.0f, grad_pre.data() + g * d, h);
       }
       // dpre = dhidden * LeakyReLU'(pre); LeakyReLU keeps the sign, so hidden > 0 exactly where pre > 0.
       for (int64_t t = 0; t < count; ++t) {
@@ -238,7 +272,7 @@ std::vector<at::Tensor> edge_networks_backward(const std::vector<at::Tensor>& gr
         float* dt = by_table ? d_table + edge_term.row[edge] * h : nullptr;
 #pragma omp simd
         for (int64_t j = 0; j < h; ++j) {
-          const float v = ht[j] > 0.0f ? gt[j] : gt[j] * a;
+          const float v = ht[j] > 0.0f ? gt[j] : gt[j] * leak;
           gt[j] = v;
           dr[j] += v;
           ds[j] += v;
@@ -249,9 +283,9 @@ std::vector<at::Tensor> edge_networks_backward(const std::vector<at::Tensor>& gr
         }
       }
       if (!by_table) {
-        blas_gemm(false, false, count, f, h, grad_pre.data(), h, edge_term.weight, f, 0.0f,
+        tile_gemm(false, false, count, f, h, grad_pre.data(), h, edge_term.weight, f, 0.0f,
              grad_features.data_ptr<float>() + first * f, f);
-        blas_gemm(true, false, h, f, count, grad_pre.data(), h, edge_term.features + first * f, f, 1.0f,
+        tile_gemm(true, false, h, f, count, grad_pre.data(), h, edge_term.features + first * f, f, 1.0f,
              grad_weight[id].data_ptr<float>(), f);
       }
     }

@@ -56,7 +56,7 @@ at::Tensor generated_product_forward(const at::Tensor& x_in, const at::Tensor& z
     for (int64_t k = begin; k < end; ++k) {
       const int64_t first = k * s.tile, count = std::min(s.tile, s.atoms - first);
       outer_products(outer.data(), x.data_ptr<float>(), z.data_ptr<float>(), first, count, s);
-      blas_gemm(false, false, count, s.out, width, outer.data(), width, weight.data_ptr<float>(), s.out, 0.0f,
+      tile_gemm(false, false, count, s.out, width, outer.data(), width, weight.data_ptr<float>(), s.out, 0.0f,
                 y.data_ptr<float>() + first * s.out, s.out);
     }
   });
@@ -72,18 +72,21 @@ std::vector<at::Tensor> generated_product_backward(const at::Tensor& grad_in, co
   const int64_t width = s.in * s.hidden;
   at::Tensor grad_x = at::empty_like(x), grad_z = at::empty_like(z);
   at::Tensor grad_weight = at::zeros({at::get_num_threads(), width, s.out}, x.options());
-  const int64_t tiles = (s.atoms + s.tile - 1) / s.tile;
+  // A^T, (O, F * K), once rather than per tile.
+  const at::Tensor weight_t = weight.t().contiguous();
+  // Larger tiles than the forward's: dA's (F * K, O) block is read and written once per tile.
+  const int64_t tile = 4 * s.tile, tiles = (s.atoms + tile - 1) / tile;
   at::parallel_for(0, tiles, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> outer(s.tile * width), grad_outer(s.tile * width);
+    std::vector<float> outer(tile * width), grad_outer(tile * width);
     float* d_weight = grad_weight[at::get_thread_num()].data_ptr<float>();
     const float* xs = x.data_ptr<float>();
     const float* zs = z.data_ptr<float>();
     for (int64_t k = begin; k < end; ++k) {
-      const int64_t first = k * s.tile, count = std::min(s.tile, s.atoms - first);
+      const int64_t first = k * tile, count = std::min(tile, s.atoms - first);
       const float* dy = grad.data_ptr<float>() + first * s.out;
       outer_products(outer.data(), xs, zs, first, count, s);
-      blas_gemm(true, false, width, s.out, count, outer.data(), width, dy, s.out, 1.0f, d_weight, s.out);
-      blas_gemm(false, true, count, width, s.out, dy, s.out, weight.data_ptr<float>(), s.out, 0.0f,
+      tile_gemm(true, false, width, s.out, count, outer.data(), width, dy, s.out, 1.0f, d_weight, s.out);
+      tile_gemm(false, false, count, width, s.out, dy, s.out, weight_t.data_ptr<float>(), width, 0.0f,
                 grad_outer.data(), width);
       for (int64_t t = 0; t < count; ++t) {
         const int64_t atom = first + t;

@@ -3,11 +3,37 @@
 
 #include <torch/extension.h>
 
+#include <cstdint>
+#include <cstring>
 #include <vector>
+
+// exp(x) for x <= 0 (the softmax's shifted scores) in a form the compiler vectorises: Cephes'
+// expf, 2^n p(x - n ln 2) with n = round(x / ln 2), the scale 2^n built from its exponent bits.
+inline float exp_nonpositive(float x) {
+  x = x > -87.0f ? x : -87.0f;
+  const int32_t n = static_cast<int32_t>(x * 1.44269504088896341f - 0.5f);  // toward zero: rounds
+  const float nf = static_cast<float>(n);
+  const float r = x - nf * 0.693359375f + nf * 2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  const int32_t bits = (n + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  return (p * r * r + r + 1.0f) * scale;
+}
 
 // Row-major C (m x n, row stride ldc) = op(A) op(B) + beta C, op(A) m x k and op(B) k x n; with
 // trans_a, A is stored k x m (op(A) = A^T), likewise B. Called on tiles, single-threaded (blas.cpp).
 void blas_gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
+               const float* b, int64_t ldb, float beta, float* c, int64_t ldc);
+
+// The same product, computed by tile_gemm.cpp's register-blocked loops where n is a
+// multiple of 32, else by BLAS.
+void tile_gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
                const float* b, int64_t ldb, float beta, float* c, int64_t ldc);
 
 std::vector<at::Tensor> edge_networks_forward(const at::Tensor& receiver_term, const at::Tensor& sender_term,
@@ -16,7 +42,8 @@ std::vector<at::Tensor> edge_networks_forward(const at::Tensor& receiver_term, c
                                               int64_t part_groups, const c10::optional<at::Tensor>& features,
                                               const c10::optional<at::Tensor>& weight,
                                               const c10::optional<at::Tensor>& table,
-                                              const c10::optional<at::Tensor>& rows, double slope);
+                                              const c10::optional<at::Tensor>& rows, double slope,
+                                              const c10::optional<at::Tensor>& positions, int64_t ordered_groups);
 
 std::vector<at::Tensor> edge_networks_backward(const std::vector<at::Tensor>& grad_parts,
                                                const at::Tensor& receiver_term,
@@ -26,14 +53,15 @@ std::vector<at::Tensor> edge_networks_backward(const std::vector<at::Tensor>& gr
                                                const c10::optional<at::Tensor>& features,
                                                const c10::optional<at::Tensor>& weight,
                                                const c10::optional<at::Tensor>& table,
-                                               const c10::optional<at::Tensor>& rows, double slope);
+                                               const c10::optional<at::Tensor>& rows, double slope,
+                                               const c10::optional<at::Tensor>& positions, int64_t ordered_groups);
 
 std::vector<at::Tensor> attention_aggregate_forward(const at::Tensor& scores, const at::Tensor& messages,
-                                                    const at::Tensor& order, const at::Tensor& offsets,
+                                                    const c10::optional<at::Tensor>& order, const at::Tensor& offsets,
                                                     const c10::optional<at::Tensor>& rows);
 
 std::vector<at::Tensor> attention_aggregate_backward(const at::Tensor& grad_aggregate, const at::Tensor& scores,
-                                                     const at::Tensor& messages, const at::Tensor& order,
+                                                     const at::Tensor& messages, const c10::optional<at::Tensor>& order,
                                                      const at::Tensor& offsets, const c10::optional<at::Tensor>& rows,
                                                      const at::Tensor& log_norm, const at::Tensor& head_means);
 
@@ -41,3 +69,21 @@ at::Tensor generated_product_forward(const at::Tensor& x, const at::Tensor& z, c
 
 std::vector<at::Tensor> generated_product_backward(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& z,
                                                    const at::Tensor& weight);
+
+at::Tensor head_attention_fcnn_forward(const at::Tensor& scores, const at::Tensor& messages, const at::Tensor& w1,
+                                       const at::Tensor& b1, const at::Tensor& w2, const at::Tensor& b2, double slope);
+
+std::vector<at::Tensor> head_attention_fcnn_backward(const at::Tensor& grad, const at::Tensor& scores,
+                                                     const at::Tensor& messages, const at::Tensor& w1,
+                                                     const at::Tensor& b1, const at::Tensor& w2, const at::Tensor& b2,
+                                                     double slope);
+
+at::Tensor indexed_product_forward(const at::Tensor& x, const at::Tensor& weights, const at::Tensor& index);
+
+std::vector<at::Tensor> indexed_product_backward(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& weights,
+                                                 const at::Tensor& index);
+
+void adamw_step(const std::vector<at::Tensor>& params, const std::vector<at::Tensor>& grads,
+                const std::vector<at::Tensor>& exp_avgs, const std::vector<at::Tensor>& exp_avg_sqs,
+                const std::vector<at::Tensor>& steps, double lr, double beta1, double beta2, double eps,
+                double weight_decay);
