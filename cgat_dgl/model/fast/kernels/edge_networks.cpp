@@ -165,10 +165,10 @@ std::vector<at::Tensor> edge_networks_forward(const at::Tensor& receiver_term, c
       for (int64_t g = 0; g < s.groups; ++g) {
         const bool placed_g = placed.applies(g);
         float* target = placed_g ? staged.data() : group_out[g] + first * f;
-        for (int64_t t = 0; t < count; ++t) std::copy(b2 + g * f, b2 + (g + 1) * f, target + t * f);
-        tile_gemm(false, false, count, f, d, hidden.data() + g * d, s.hidden, w2 + g * d * f, f, 1.0f, target, f);
+        tile_gemm(false, false, count, f, d, hidden.data() + g * d, s.hidden, w2 + g * d * f, f, 0.0f, target, f,
+                  b2 + g * f);
         if (placed_g) {
-          for (int64_t t = 0; t < count; ++t) std::copy_n(target + t * f, f, group_out[g] + placed.row(first + t) * f);
+          for (int64_t t = 0; t < count; ++t) copy_row(target + t * f, f, group_out[g] + placed.row(first + t) * f);
         }
       }
     }
@@ -226,7 +226,9 @@ std::vector<at::Tensor> edge_networks_backward(const std::vector<at::Tensor>& gr
 
   const float* r = in.receiver_term.data_ptr<float>();
   const float* q = in.sender_term.data_ptr<float>();
-  const float* w2 = in.second_weight.data_ptr<float>();
+  // W2_g^T (F x D) of every group, once rather than per tile.
+  const at::Tensor second_t = in.second_weight.transpose(1, 2).contiguous();
+  const float* w2t = second_t.data_ptr<float>();
   const int64_t* rec = in.receiver.data_ptr<int64_t>();
   const float a = static_cast<float>(slope);
   const int64_t tiles = (s.edges + s.tile - 1) / s.tile;
@@ -250,7 +252,7 @@ std::vector<at::Tensor> edge_networks_backward(const std::vector<at::Tensor>& gr
         }
         const float* dout_g = group_grad[g] + first * f;
         if (placed.applies(g)) {
-          for (int64_t t = 0; t < count; ++t) std::copy_n(group_grad[g] + placed.row(first + t) * f, f, gathered.data() + t * f);
+          for (int64_t t = 0; t < count; ++t) copy_row(group_grad[g] + placed.row(first + t) * f, f, gathered.data() + t * f);
           dout_g = gathered.data();
         }
         // dW2_g += hidden_g^T dout_g; db2_g += sum_t dout_g; dhidden_g = dout_g W2_g^T
@@ -260,7 +262,7 @@ std::vector<at::Tensor> edge_networks_backward(const std::vector<at::Tensor>& gr
 #pragma omp simd
           for (int64_t j = 0; j < f; ++j) db[j] += dout_g[t * f + j];
         }
-        tile_gemm(false, true, count, d, f, dout_g, f, w2 + g * d * f, f, 0.0f, grad_pre.data() + g * d, h);
+        tile_gemm(false, false, count, d, f, dout_g, f, w2t + g * f * d, d, 0.0f, grad_pre.data() + g * d, h);
       }
       // dpre = dhidden * LeakyReLU'(pre); LeakyReLU keeps the sign, so hidden > 0 exactly where pre > 0.
       for (int64_t t = 0; t < count; ++t) {

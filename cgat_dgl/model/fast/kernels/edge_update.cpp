@@ -50,13 +50,13 @@ void attend(float* attention, float* u, const float* s, const float* m, int64_t 
   float top[kMaxFeatures], norm[kMaxFeatures];
   for (int64_t t = 0; t < count; ++t) {
     const int64_t row = (first + t) * f;
-    std::copy_n(s + row, f, top);
+    copy_row(s + row, f, top);
     for (int64_t n = 1; n < sh.heads; ++n) {
       const float* sn = s + n * stride + row;
 #pragma omp simd
       for (int64_t c = 0; c < f; ++c) top[c] = std::max(top[c], sn[c]);
     }
-    std::fill_n(norm, f, 0.0f);
+    for (int64_t c = 0; c < f; ++c) norm[c] = 0.0f;
     for (int64_t n = 0; n < sh.heads; ++n) {
       const float* sn = s + n * stride + row;
       float* an = attention + (n * count + t) * f;
@@ -67,7 +67,7 @@ void attend(float* attention, float* u, const float* s, const float* m, int64_t 
       }
     }
     float* ut = u + t * f;
-    std::fill_n(ut, f, 0.0f);
+    for (int64_t c = 0; c < f; ++c) ut[c] = 0.0f;
     for (int64_t n = 0; n < sh.heads; ++n) {
       const float* mn = m + n * stride + row;
       float* an = attention + (n * count + t) * f;
@@ -116,10 +116,8 @@ at::Tensor head_attention_fcnn_forward(const at::Tensor& scores_in, const at::Te
       attend(attention.data(), u.data(), s, m, first, count, sh);
       hidden_layer(hidden.data(), u.data(), count, sh, w.w1.data_ptr<float>(), w.b1.data_ptr<float>(),
                    static_cast<float>(slope));
-      float* ot = o + first * f;
-      for (int64_t t = 0; t < count; ++t) std::copy(b2, b2 + f, ot + t * f);
-      tile_gemm(false, true, count, f, sh.hidden, hidden.data(), sh.hidden, w.w2.data_ptr<float>(), sh.hidden, 1.0f,
-                ot, f);
+      tile_gemm(false, true, count, f, sh.hidden, hidden.data(), sh.hidden, w.w2.data_ptr<float>(), sh.hidden, 0.0f,
+                o + first * f, f, b2);
     }
   });
   return out;

@@ -31,10 +31,16 @@ inline float exp_nonpositive(float x) {
 void blas_gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
                const float* b, int64_t ldb, float beta, float* c, int64_t ldc);
 
-// The same product, computed by tile_gemm.cpp's register-blocked loops where n is a
-// multiple of 32, else by BLAS.
+// The same product plus a row vector `bias` (n floats, or none) added to every row, computed by
+// tile_gemm.cpp's register-blocked loops where n is a multiple of 32, else by BLAS.
 void tile_gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
-               const float* b, int64_t ldb, float beta, float* c, int64_t ldc);
+               const float* b, int64_t ldb, float beta, float* c, int64_t ldc, const float* bias = nullptr);
+
+// Copies a row of n floats (a short run: inline rather than a call to memmove).
+inline void copy_row(const float* from, int64_t n, float* to) {
+#pragma omp simd
+  for (int64_t j = 0; j < n; ++j) to[j] = from[j];
+}
 
 std::vector<at::Tensor> edge_networks_forward(const at::Tensor& receiver_term, const at::Tensor& sender_term,
                                               const at::Tensor& receiver, int64_t block,

@@ -5,6 +5,7 @@
 #include "kernels.h"
 #include "vec.h"
 
+#include <type_traits>
 #include <vector>
 
 namespace {
@@ -17,11 +18,16 @@ constexpr int kRows = 2;  // 2 x 4 accumulators of the 16 vector registers
 constexpr int kWidth = 32;  // columns of C per block
 constexpr int kVectors = kWidth / kLanes;
 
-// C[rows x 32] = beta C + sum_p A(r, p) B[p, 0:32], with A(r, p) = a[r * a_row + p * a_inner].
+// C[rows x 32] = beta C + bias + sum_p A(r, p) B[p, 0:32], with A(r, p) = a[r * a_row + p * a_inner]
+// and bias a row vector (or none).
 template <int Rows>
-inline void block(int64_t k, const float* a, int64_t a_row, int64_t a_inner, const float* b, int64_t ldb, float beta,
-                  float* c, int64_t ldc) {
-  Vec acc[Rows][kVectors] = {};
+inline void block(int64_t k, const float* a, int64_t a_row, int64_t a_inner, const float* b, int64_t ldb,
+                  const float* bias, float beta, float* c, int64_t ldc) {
+  Vec acc[Rows][kVectors];
+  for (int j = 0; j < kVectors; ++j) {
+    const Vec start = bias != nullptr ? load(bias + j * kLanes) : Vec{};
+    for (int r = 0; r < Rows; ++r) acc[r][j] = start;
+  }
   for (int64_t p = 0; p < k; ++p) {
     Vec bv[kVectors];
 #pragma GCC unroll 4
@@ -43,16 +49,24 @@ inline void block(int64_t k, const float* a, int64_t a_row, int64_t a_inner, con
 
 template <int Rows>
 void rows_of_blocks(int64_t n, int64_t k, const float* a, int64_t a_row, int64_t a_inner, const float* b, int64_t ldb,
-                    float beta, float* c, int64_t ldc) {
-  for (int64_t j = 0; j < n; j += kWidth) block<Rows>(k, a, a_row, a_inner, b + j, ldb, beta, c + j, ldc);
+                    const float* bias, float beta, float* c, int64_t ldc) {
+  for (int64_t j = 0; j < n; j += kWidth) {
+    block<Rows>(k, a, a_row, a_inner, b + j, ldb, bias != nullptr ? bias + j : nullptr, beta, c + j, ldc);
+  }
 }
 
 }  // namespace
 
 void tile_gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
-               const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+               const float* b, int64_t ldb, float beta, float* c, int64_t ldc, const float* bias) {
   if (m == 0 || n == 0) return;
   if (n % kWidth != 0) {
+    if (bias != nullptr) {
+      for (int64_t r = 0; r < m; ++r) {
+        for (int64_t q = 0; q < n; ++q) c[r * ldc + q] = (beta == 0.0f ? 0.0f : beta * c[r * ldc + q]) + bias[q];
+      }
+      beta = 1.0f;
+    }
     blas_gemm(trans_a, trans_b, m, n, k, a, lda, b, ldb, beta, c, ldc);
     return;
   }
@@ -67,20 +81,24 @@ void tile_gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, cons
     ldb = n;
   }
   const int64_t a_row = trans_a ? 1 : lda, a_inner = trans_a ? lda : 1;
+  const auto rows = [&](auto block_rows, int64_t r) {
+    constexpr int kBlockRows = decltype(block_rows)::value;
+    rows_of_blocks<kBlockRows>(n, k, a + r * a_row, a_row, a_inner, b, ldb, bias, beta, c + r * ldc, ldc);
+  };
   int64_t r = 0;
-  for (; r + kRows <= m; r += kRows) rows_of_blocks<kRows>(n, k, a + r * a_row, a_row, a_inner, b, ldb, beta, c + r * ldc, ldc);
+  for (; r + kRows <= m; r += kRows) rows(std::integral_constant<int, kRows>{}, r);
   // The last m mod kRows rows, in blocks of 4, 2 and 1.
   if constexpr (kRows > 4) {
     if (m - r >= 4) {
-      rows_of_blocks<4>(n, k, a + r * a_row, a_row, a_inner, b, ldb, beta, c + r * ldc, ldc);
+      rows(std::integral_constant<int, 4>{}, r);
       r += 4;
     }
   }
   if constexpr (kRows > 2) {
     if (m - r >= 2) {
-      rows_of_blocks<2>(n, k, a + r * a_row, a_row, a_inner, b, ldb, beta, c + r * ldc, ldc);
+      rows(std::integral_constant<int, 2>{}, r);
       r += 2;
     }
   }
-  if (m - r == 1) rows_of_blocks<1>(n, k, a + r * a_row, a_row, a_inner, b, ldb, beta, c + r * ldc, ldc);
+  if (m - r == 1) rows(std::integral_constant<int, 1>{}, r);
 }
