@@ -16,7 +16,8 @@ What it does differently, each exact up to floating-point rounding:
   only on the edge's kind (element_i, element_j, rank); the first step evaluates its networks once
   per kind, about a tenth of the edges of a batch.
 - The hypernetwork update applies the generated layers without forming per-atom weight matrices
-  (``hypernetwork``).
+  (``hypernetwork``); at the first step, whose hypernetwork input h0 depends on the element alone,
+  it forms one matrix per element instead.
 """
 
 from cgat_dgl.model.fast.message_passing import fast_message_passing

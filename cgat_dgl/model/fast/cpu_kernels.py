@@ -1,25 +1,35 @@
-"""CPU kernels of the per-edge and per-atom work of a message-passing step (``kernels/``),
-compiled on first use.
+"""CPU kernels of the per-edge and per-atom work of a message-passing step, and of the optimiser
+step (``kernels/``), compiled on first use.
 
-On CPU that work is bound by memory traffic, not arithmetic: as torch operations, the (E, H)
-hidden layer of the edge networks (H = every group's hidden width, 256 for the cpu preset) is
-written and read back about twenty times between the forward and the backward, the edge softmax
-and aggregation of eq. 1b-1d pass over (E, heads, F) tensors a dozen times, and the hypernetwork
-update stores an (N, F * hyper_hidden) outer product per generated layer. Three kernels do the
-same functions while keeping those intermediates in cache:
+On CPU that work is bound by memory traffic and by the dispatch of many small operations, not by
+arithmetic: as torch operations, the (E, H) hidden layer of the edge networks (H = every group's
+hidden width, 256 for the cpu preset) is written and read back about twenty times between the
+forward and the backward, the edge softmax and aggregation of eq. 1b-1d pass over (E, heads, F)
+tensors a dozen times, and the hypernetwork update stores an (N, F * hyper_hidden) outer product
+per generated layer. The kernels do the same functions while keeping those intermediates in cache:
 
 - ``tiled_edge_networks`` (``edge_networks.cpp``): the edge networks in tiles of whole sender
   blocks whose hidden layer stays in cache; the backward recomputes it, so no (E, H) tensor is
-  stored. Equal to ``networks.evaluate_networks``.
+  stored. The node update's outputs can be written in receiver order, which the attention kernel
+  then reads in sequence. Equal to ``networks.evaluate_networks``.
 - ``attention_aggregate`` (``attention.cpp``): the softmax over each atom's incoming edges and
-  the head-mean of the attended messages, per atom over its edges in a receiver-sorted order.
+  the head-mean of the attended messages, per atom over its edges in receiver order.
   Equal to ``ops.edge_softmax`` and ``ops.aggregate`` of either backend.
+- ``head_attention_fcnn`` (``edge_update.cpp``): eq. 2b-2d without the residual, the softmax over
+  heads, the attended sum and the FCNN in tiles of edges. Equal to the torch operations of
+  ``message_passing.paper_edge_update``.
 - ``generated_product`` (``hypernetwork.cpp``): the hypernetwork update's (x (x) z) A of every
   generated layer in tiles of atoms whose outer products stay in cache. Equal to the product in
   ``hypernetwork.apply_hyper_mlp``.
+- ``indexed_product`` (``indexed_product.cpp``): x_i W[index_i] with one of a few matrices per
+  row, the first step's generated layers (one matrix per element).
+- ``adamw_step`` (``adamw.cpp``): one AdamW update of a whole parameter group
+  (``cgat_dgl.training.optimizer.AdamW``).
 
-``tests/test_cpu_kernels.py`` compares each with the torch operations, and the model with and
-without them.
+The tiles' small matrix products run as register-blocked loops (``tile_gemm.cpp``) rather than
+BLAS calls, which would copy their operands into packed panels on every call. The kernels release
+the GIL. ``tests/test_cpu_kernels.py`` compares each with the torch operations, and the model with
+and without them; ``tests/test_optimizer.py`` the optimiser with torch's.
 
 The extension is built with torch's C++ extension loader (a C++ compiler and ninja) into
 ``torch_extensions`` under the user's cache (``TORCH_EXTENSIONS_DIR`` moves it) the first time it is
