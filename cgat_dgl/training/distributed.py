@@ -24,11 +24,13 @@ How a data-parallel run stays the same run as one process with the same global b
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import datetime
 import logging
 import math
 import os
+import pickle
 from collections.abc import Iterator, Sequence
 from typing import Any, TypeVar
 
@@ -113,20 +115,33 @@ def init(
     return backend
 
 
+# Tensors of the latest collectives, held until the group is destroyed. With torch 2.2's gloo,
+# destroying the group joins its worker threads while holding the GIL, and a worker that still
+# releases a finished collective's tensors needs the GIL where it holds their last reference (a
+# barrier's work keeps the works before it, and their tensors, alive until it ends): a deadlock,
+# seen in the tests. While these references exist the workers never release the last one. Every
+# collective here goes through ``_held``; torch's object collectives, whose tensors are dropped
+# inside torch, are not used.
+_recent: collections.deque[torch.Tensor] = collections.deque(maxlen=256)
+
+
+def _held(tensor: torch.Tensor) -> torch.Tensor:
+    _recent.append(tensor)
+    return tensor
+
+
 def destroy(wait: bool = True) -> None:
     """Leave the process group (a no-op without one), so the process can exit or join another.
 
-    ``wait``: meet the other ranks in a barrier first. Not only tidiness: with torch 2.2's gloo,
-    destroying the group joins its worker threads while holding the GIL, and a worker still
-    releasing the tensors of the last collective (e.g. ``broadcast_object``'s) needs the GIL to
-    do so: a deadlock, seen in the tests. While this rank waits in the barrier the GIL is free, and
-    the barrier's own work holds no Python tensors. A rank that fails leaves without waiting
-    (the others may never reach the barrier); its exit makes their collectives fail.
+    ``wait``: meet the other ranks in a barrier first, so that no rank leaves while another still
+    waits in a collective. A rank that fails leaves without waiting (the others may never reach
+    the barrier); its exit makes their collectives fail.
     """
     if is_active():
         if wait:
             dist.barrier()
         dist.destroy_process_group()
+    _recent.clear()
 
 
 @contextlib.contextmanager
@@ -252,8 +267,7 @@ def gather_shards(
     """Every rank's ``shard`` predictions, targets and ids, back in dataset order, on every rank."""
     if not is_active():
         return predicted, actual, ids
-    parts: list[Any] = [None] * world_size()
-    dist.all_gather_object(parts, (np.asarray(predicted), np.asarray(actual), np.asarray(ids, dtype=object)))
+    parts = all_gather_object((np.asarray(predicted), np.asarray(actual), np.asarray(ids, dtype=object)))
     merged_ids = _interleave([part[2] for part in parts]).tolist()
     targets = [part[1] for part in parts]
     # predict_loader gives no targets for unlabelled items: then there are none to put in order
@@ -275,7 +289,7 @@ def all_reduce_sum(values: Sequence[float]) -> list[float]:
     themselves without DDP."""
     if not is_active():
         return list(values)
-    tensor = torch.tensor(list(values), dtype=torch.float64, device=_collective_device())
+    tensor = _held(torch.tensor(list(values), dtype=torch.float64, device=_collective_device()))
     dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor.cpu().tolist()
 
@@ -286,7 +300,7 @@ def all_finite(loss: torch.Tensor) -> bool:
     finite = torch.isfinite(loss.detach())
     if not is_active():
         return bool(finite)
-    flag = finite.to(device=_collective_device(), dtype=torch.int32).reshape(1)
+    flag = _held(finite.to(device=_collective_device(), dtype=torch.int32).reshape(1))
     dist.all_reduce(flag, op=dist.ReduceOp.MIN)
     return bool(flag.item())
 
@@ -295,6 +309,30 @@ def broadcast_object(value: T) -> T:
     """Rank 0's ``value`` on every rank (e.g. whether to resume, the MLflow run id)."""
     if not is_active():
         return value
-    holder = [value]
-    dist.broadcast_object_list(holder, src=0)
-    return holder[0]
+    payload = pickle.dumps(value) if rank() == 0 else b""
+    device = _collective_device()
+    size = _held(torch.tensor([len(payload)], dtype=torch.int64, device=device))
+    dist.broadcast(size, src=0)
+    if rank() == 0:
+        data = _held(torch.frombuffer(bytearray(payload), dtype=torch.uint8).to(device))
+    else:
+        data = _held(torch.empty(int(size.item()), dtype=torch.uint8, device=device))
+    dist.broadcast(data, src=0)
+    return pickle.loads(data.cpu().numpy().tobytes())  # type: ignore[no-any-return]
+
+
+def all_gather_object(value: Any) -> list[Any]:
+    """Every rank's ``value``, in rank order, on every rank."""
+    if not is_active():
+        return [value]
+    payload = pickle.dumps(value)
+    device = _collective_device()
+    size = _held(torch.tensor([len(payload)], dtype=torch.int64, device=device))
+    sizes = [_held(torch.empty_like(size)) for _ in range(world_size())]
+    dist.all_gather(sizes, size)
+    longest = max(int(s.item()) for s in sizes)
+    data = _held(torch.zeros(longest, dtype=torch.uint8, device=device))
+    data[: len(payload)] = torch.frombuffer(bytearray(payload), dtype=torch.uint8).to(device)
+    gathered = [_held(torch.empty_like(data)) for _ in range(world_size())]
+    dist.all_gather(gathered, data)
+    return [pickle.loads(g[: int(n.item())].cpu().numpy().tobytes()) for g, n in zip(gathered, sizes)]
