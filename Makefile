@@ -13,7 +13,7 @@ $(STAMP): setup.cfg setup.py requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade "pip" "setuptools<70" wheel
 	$(PY) -m pip install --quiet -c requirements.lock -e ".[test]"
-	@# The CPU kernels compile once per machine (about a minute); without a C++ compiler the model
+	@# The CPU kernels compile once per machine (about 40 s on two cores); without a C++ compiler the model
 	@# runs as torch operations.
 	$(PY) -c "from cgat_dgl.model.fast import cpu_kernels; cpu_kernels.load()" || echo "warning: the CPU kernels did not build; training runs slower"
 	touch $(STAMP)

@@ -33,7 +33,7 @@ and without them; ``tests/test_optimizer.py`` the optimiser with torch's.
 
 The extension is built with torch's C++ extension loader (a C++ compiler and ninja) into
 ``torch_extensions`` under the user's cache (``TORCH_EXTENSIONS_DIR`` moves it) the first time it is
-needed, about a minute, and reused by later processes; ``make install`` builds it. Where it cannot
+needed, about 40 s on two cores, and reused by later processes; ``make install`` builds it. Where it cannot
 be built the model runs as torch operations, with a warning. ``CGAT_CPU_KERNELS=0`` turns the
 kernels off.
 """
