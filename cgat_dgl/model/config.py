@@ -83,7 +83,7 @@ PRESETS: dict[str, dict[str, object]] = {
     # hypernetworks of 3 x 128 (tanh), 24 neighbours, the paper's residual network.
     "paper": {"implementation": "fast"},
     # The paper's model at a size that pre-trains on ~30k structures on two CPU cores in a few
-    # minutes per epoch: ~90 MFLOP per training step of a 25-atom structure; benchmarks/perf/train.py
+    # minutes per epoch: ~80 MFLOP per training step of a 25-atom structure; benchmarks/perf/train.py
     # measures its structures/s (benchmarks/results/train.json). FCNN hidden 32 rather than 64
     # doubles the speed; edge_update="reference" would be ~1.25x faster.
     "cpu": {
