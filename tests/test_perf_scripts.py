@@ -38,8 +38,9 @@ def test_gpu_benchmark_runs_without_dgl_pymatgen_or_matminer(tmp_path: Path) -> 
 
 def test_compare_runs_an_earlier_commit_and_the_working_tree_by_turns(tmp_path: Path, shared_data_path: Path) -> None:
     out = tmp_path / "compare.json"
+    # No --data: each side reads its default, ../shared beside its tree (or $CGAT_SHARED_DATA).
     train = ["--preset", "smoke", "--backend", "torch", "--structures", "16", "--batch-size", "8", "--steps", "2",
-             "--warmup", "1", "--data", str(shared_data_path)]  # fmt: skip
+             "--warmup", "1"]  # fmt: skip
     command = [sys.executable, "-m", "benchmarks.perf.compare", "--before", "HEAD", "--rounds", "2", "--out", str(out),
                "--", *train]  # fmt: skip
     env = {**os.environ, "CGAT_CPU_KERNELS": "0"}  # no kernel build for the worktree's side

@@ -83,6 +83,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="cgat-compare-") as scratch:
         worktree = Path(scratch) / "before"
         _git("worktree", "add", "--detach", str(worktree), before_commit)
+        shared = REPO_ROOT.parent / "shared"
+        if shared.exists():  # the earlier tree's default data is ../shared beside it, as the working tree's
+            (Path(scratch) / "shared").symlink_to(shared)
         try:
             for index in range(args.rounds):
                 result: dict[str, dict[str, Any]] = {}
