@@ -112,13 +112,16 @@ def test_parts_without_a_gradient_count_as_zero(monkeypatch: pytest.MonkeyPatch)
 @pytest.mark.parametrize("backend", ["dgl", "torch"])
 @pytest.mark.parametrize("spread", [1.0, 60.0])
 @pytest.mark.parametrize("layout", ["per edge", "per kind", "receiver order"])
-def test_attention_aggregate_equals_edge_softmax_and_aggregate(backend: str, spread: float, layout: str) -> None:
+@pytest.mark.parametrize("features", [16, 5])
+def test_attention_aggregate_equals_edge_softmax_and_aggregate(
+    backend: str, spread: float, layout: str, features: int
+) -> None:
     """Against both backends' primitives, with atoms that receive nothing, score gaps beyond exp's
-    float32 range (spread 60: differences of several hundred), rows shared by edges (kinds), and
-    rows stored in receiver order."""
+    float32 range (spread 60: differences of several hundred), rows shared by edges (kinds), rows
+    stored in receiver order, and widths of whole vectors (16) and not (5: the per-float loop)."""
     per_kind = layout == "per kind"
     generator = torch.Generator().manual_seed(int(spread) + per_kind)
-    atoms, edges, heads, features = 50, 700, 3, 16
+    atoms, edges, heads = 50, 700, 3
     dst = torch.randint(0, atoms - 5, (edges,), generator=generator)  # the last five receive nothing
     src = torch.randint(0, atoms, (edges,), generator=generator)
     ops = make_graph_ops(backend, src, dst, atoms, torch.zeros(atoms, dtype=torch.long), 1)

@@ -8,7 +8,6 @@
 // o^n_i = sum_j a^n_ij m^n_ij, (N, heads, F) each, for the backward:
 //   d m^n_ij = a^n_ij g_i,  d s^n_ij = a^n_ij g_i (m^n_ij - o^n_i),  g_i = d aggregate_i / heads.
 #include "kernels.h"
-#include "vec.h"
 
 #include <ATen/Parallel.h>
 

@@ -22,6 +22,7 @@ struct Shapes {
 struct EdgeTerm {
   const float* features;  // (E, F), or nullptr
   const float* weight;    // (H, F), with features
+  const float* weight_t;  // its transpose (F, H)
   const float* table;     // (R, H) = rows of W_e e, or nullptr
   const int64_t* row;     // (E,) row of table, with table
 };
@@ -32,8 +33,8 @@ void hidden_layer(float* hidden, const EdgeTerm& edge_term, const float* receive
   const int64_t h = s.hidden;
   const bool table = edge_term.table != nullptr;
   if (!table) {
-    tile_gemm(false, true, rows, h, s.features, edge_term.features + first * s.features, s.features, edge_term.weight,
-         s.features, 0.0f, hidden, h);
+    tile_gemm(false, false, rows, h, s.features, edge_term.features + first * s.features, s.features,
+              edge_term.weight_t, h, 0.0f, hidden, h);
   }
   for (int64_t t = 0; t < rows; ++t) {
     const int64_t edge = first + t;
@@ -52,12 +53,12 @@ void hidden_layer(float* hidden, const EdgeTerm& edge_term, const float* receive
 // The inputs, contiguous and detached; the edge term is (features, weight) or (table, rows).
 struct Inputs {
   at::Tensor receiver_term, sender_term, receiver, second_weight, second_bias;
-  at::Tensor features, weight, table, rows;
+  at::Tensor features, weight, weight_t, table, rows;
   Shapes shapes;
 
   EdgeTerm edge_term() const {
-    if (table.defined()) return {nullptr, nullptr, table.data_ptr<float>(), rows.data_ptr<int64_t>()};
-    return {features.data_ptr<float>(), weight.data_ptr<float>(), nullptr, nullptr};
+    if (table.defined()) return {nullptr, nullptr, nullptr, table.data_ptr<float>(), rows.data_ptr<int64_t>()};
+    return {features.data_ptr<float>(), weight.data_ptr<float>(), weight_t.data_ptr<float>(), nullptr, nullptr};
   }
 };
 
@@ -98,6 +99,7 @@ Inputs inputs_of(const at::Tensor& receiver_term, const at::Tensor& sender_term,
     TORCH_CHECK(features.has_value() && weight.has_value(), "the edge term needs features and a weight");
     in.features = prepared(*features, "edge_features");
     in.weight = prepared(*weight, "edge_weight");
+    in.weight_t = in.weight.t().contiguous();  // once per call rather than per tile
     TORCH_CHECK(in.features.size(0) == s.edges && in.features.size(1) == s.features &&
                     in.weight.size(0) == s.hidden && in.weight.size(1) == s.features,
                 "inconsistent edge features");
@@ -257,11 +259,7 @@ std::vector<at::Tensor> edge_networks_backward(const std::vector<at::Tensor>& gr
         }
         // dW2_g += hidden_g^T dout_g; db2_g += sum_t dout_g; dhidden_g = dout_g W2_g^T
         tile_gemm(true, false, d, f, count, hidden.data() + g * d, h, dout_g, f, 1.0f, d_second + g * d * f, f);
-        float* db = d_bias + g * f;
-        for (int64_t t = 0; t < count; ++t) {
-#pragma omp simd
-          for (int64_t j = 0; j < f; ++j) db[j] += dout_g[t * f + j];
-        }
+        add_row_sums(dout_g, count, f, d_bias + g * f);
         tile_gemm(false, false, count, d, f, dout_g, f, w2t + g * f * d, d, 0.0f, grad_pre.data() + g * d, h);
       }
       // dpre = dhidden * LeakyReLU'(pre); LeakyReLU keeps the sign, so hidden > 0 exactly where pre > 0.

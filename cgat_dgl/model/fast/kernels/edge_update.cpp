@@ -19,8 +19,9 @@ struct Shapes {
   int64_t heads, edges, features, hidden;
 };
 
+// The FCNN's weights, and W1^T (F, D) and W2^T (D, F) once per call for the tiles' products.
 struct Weights {
-  at::Tensor w1, b1, w2, b2;
+  at::Tensor w1, b1, w2, b2, w1t, w2t;
 };
 
 Shapes shapes_of(const at::Tensor& scores, const at::Tensor& messages, const Weights& w) {
@@ -41,7 +42,8 @@ Weights weights_of(const at::Tensor& w1, const at::Tensor& b1, const at::Tensor&
   for (const at::Tensor* t : {&w1, &b1, &w2, &b2}) {
     TORCH_CHECK(t->device().is_cpu() && t->scalar_type() == at::kFloat, "FCNN weights must be float32 CPU tensors");
   }
-  return {w1.detach().contiguous(), b1.detach().contiguous(), w2.detach().contiguous(), b2.detach().contiguous()};
+  const at::Tensor w1c = w1.detach().contiguous(), w2c = w2.detach().contiguous();
+  return {w1c, b1.detach().contiguous(), w2c, b2.detach().contiguous(), w1c.t().contiguous(), w2c.t().contiguous()};
 }
 
 // For the tile's edges [first, first + count): attention (heads, count, F) and u (count, F).
@@ -80,11 +82,11 @@ void attend(float* attention, float* u, const float* s, const float* m, int64_t 
   }
 }
 
-// hidden = LeakyReLU(u W1^T + b1), (count, D).
-void hidden_layer(float* hidden, const float* u, int64_t count, const Shapes& sh, const float* w1, const float* b1,
+// hidden = LeakyReLU(u W1^T + b1), (count, D), from W1^T (F, D).
+void hidden_layer(float* hidden, const float* u, int64_t count, const Shapes& sh, const float* w1t, const float* b1,
                   float slope) {
   const int64_t d = sh.hidden;
-  tile_gemm(false, true, count, d, sh.features, u, sh.features, w1, sh.features, 0.0f, hidden, d);
+  tile_gemm(false, false, count, d, sh.features, u, sh.features, w1t, d, 0.0f, hidden, d);
   for (int64_t t = 0; t < count; ++t) {
     float* ht = hidden + t * d;
 #pragma omp simd
@@ -114,9 +116,9 @@ at::Tensor head_attention_fcnn_forward(const at::Tensor& scores_in, const at::Te
     for (int64_t k = begin; k < end; ++k) {
       const int64_t first = k * kTile, count = std::min(kTile, sh.edges - first);
       attend(attention.data(), u.data(), s, m, first, count, sh);
-      hidden_layer(hidden.data(), u.data(), count, sh, w.w1.data_ptr<float>(), w.b1.data_ptr<float>(),
+      hidden_layer(hidden.data(), u.data(), count, sh, w.w1t.data_ptr<float>(), w.b1.data_ptr<float>(),
                    static_cast<float>(slope));
-      tile_gemm(false, true, count, f, sh.hidden, hidden.data(), sh.hidden, w.w2.data_ptr<float>(), sh.hidden, 0.0f,
+      tile_gemm(false, false, count, f, sh.hidden, hidden.data(), sh.hidden, w.w2t.data_ptr<float>(), f, 0.0f,
                 o + first * f, f, b2);
     }
   });
@@ -159,13 +161,10 @@ std::vector<at::Tensor> head_attention_fcnn_backward(const at::Tensor& grad_in, 
       const int64_t first = k * kTile, count = std::min(kTile, sh.edges - first);
       const float* gt = g + first * f;
       attend(attention.data(), u.data(), s, m, first, count, sh);
-      hidden_layer(hidden.data(), u.data(), count, sh, w1, w.b1.data_ptr<float>(), leak);
+      hidden_layer(hidden.data(), u.data(), count, sh, w.w1t.data_ptr<float>(), w.b1.data_ptr<float>(), leak);
       // dW2 += g^T hidden; db2 += sum g; dhidden = g W2
       tile_gemm(true, false, f, d, count, gt, f, hidden.data(), d, 1.0f, dw2, d);
-      for (int64_t t = 0; t < count; ++t) {
-#pragma omp simd
-        for (int64_t c = 0; c < f; ++c) db2[c] += gt[t * f + c];
-      }
+      add_row_sums(gt, count, f, db2);
       tile_gemm(false, false, count, d, f, gt, f, w2, d, 0.0f, dhidden.data(), d);
       // LeakyReLU keeps the sign: hidden > 0 exactly where its input is.
       for (int64_t t = 0; t < count; ++t) {

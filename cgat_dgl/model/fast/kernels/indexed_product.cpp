@@ -65,6 +65,7 @@ std::vector<at::Tensor> indexed_product_backward(const at::Tensor& grad_in, cons
   const float* ws = weights.data_ptr<float>();
   const float* gs = grad.data_ptr<float>();
   const int64_t* idx = index.data_ptr<int64_t>();
+  float* dx = grad_x.data_ptr<float>();
   at::parallel_for(0, s.rows, kRowGrain, [&](int64_t begin, int64_t end) {
     float* dws = grad_weights[at::get_thread_num()].data_ptr<float>();
     for (int64_t i = begin; i < end; ++i) {
@@ -81,7 +82,7 @@ std::vector<at::Tensor> indexed_product_backward(const at::Tensor& grad_in, cons
           sum += gi[o] * wf[o];
           dwf[o] += xf * gi[o];
         }
-        grad_x.data_ptr<float>()[i * s.in + f] = sum;
+        dx[i * s.in + f] = sum;
       }
     }
   });

@@ -9,24 +9,7 @@
 #include <cstring>
 #include <vector>
 
-// exp(x) for x <= 0 (the softmax's shifted scores) in a form the compiler vectorises: Cephes'
-// expf, 2^n p(x - n ln 2) with n = round(x / ln 2), the scale 2^n built from its exponent bits.
-inline float exp_nonpositive(float x) {
-  x = x > -87.0f ? x : -87.0f;
-  const int32_t n = static_cast<int32_t>(x * 1.44269504088896341f - 0.5f);  // toward zero: rounds
-  const float nf = static_cast<float>(n);
-  const float r = x - nf * 0.693359375f + nf * 2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  const int32_t bits = (n + 127) << 23;
-  float scale;
-  std::memcpy(&scale, &bits, sizeof scale);
-  return (p * r * r + r + 1.0f) * scale;
-}
+#include "vec.h"
 
 // Row-major C (m x n, row stride ldc) = op(A) op(B) + beta C, op(A) m x k and op(B) k x n; with
 // trans_a, A is stored k x m (op(A) = A^T), likewise B. Called on tiles, single-threaded (blas.cpp).
@@ -34,7 +17,8 @@ void blas_gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, cons
                const float* b, int64_t ldb, float beta, float* c, int64_t ldc);
 
 // The same product plus a row vector `bias` (n floats, or none) added to every row, computed by
-// tile_gemm.cpp's register-blocked loops where n is a multiple of 32, else by BLAS.
+// tile_gemm.cpp's register-blocked loops where n is a multiple of 32 and B is not transposed, else
+// by BLAS.
 void tile_gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
                const float* b, int64_t ldb, float beta, float* c, int64_t ldc, const float* bias = nullptr);
 
@@ -42,6 +26,14 @@ void tile_gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, cons
 inline void copy_row(const float* from, int64_t n, float* to) {
 #pragma omp simd
   for (int64_t j = 0; j < n; ++j) to[j] = from[j];
+}
+
+// sums[j] += sum_t rows[t * n + j] over `count` rows of n floats (a bias's gradient).
+inline void add_row_sums(const float* rows, int64_t count, int64_t n, float* sums) {
+  for (int64_t t = 0; t < count; ++t) {
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) sums[j] += rows[t * n + j];
+  }
 }
 
 std::vector<at::Tensor> edge_networks_forward(const at::Tensor& receiver_term, const at::Tensor& sender_term,

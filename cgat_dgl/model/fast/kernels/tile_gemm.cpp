@@ -3,10 +3,8 @@
 // small operand that fits in cache, so a register-blocked loop over the inner dimension reads both
 // operands where they lie, at the machine's vector width (vec.h). Other shapes go to BLAS (blas.cpp).
 #include "kernels.h"
-#include "vec.h"
 
 #include <type_traits>
-#include <vector>
 
 namespace {
 
@@ -60,7 +58,8 @@ void rows_of_blocks(int64_t n, int64_t k, const float* a, int64_t a_row, int64_t
 void tile_gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
                const float* b, int64_t ldb, float beta, float* c, int64_t ldc, const float* bias) {
   if (m == 0 || n == 0) return;
-  if (n % kWidth != 0) {
+  // A transposed B goes to BLAS too: the kernels pass their weights transposed once per call.
+  if (n % kWidth != 0 || trans_b) {
     if (bias != nullptr) {
       for (int64_t r = 0; r < m; ++r) {
         for (int64_t q = 0; q < n; ++q) c[r * ldc + q] = (beta == 0.0f ? 0.0f : beta * c[r * ldc + q]) + bias[q];
@@ -69,16 +68,6 @@ void tile_gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, cons
     }
     blas_gemm(trans_a, trans_b, m, n, k, a, lda, b, ldb, beta, c, ldc);
     return;
-  }
-  // A transposed B (the tiles' weights, k x n floats at most a few hundred kB) is copied row-major.
-  thread_local std::vector<float> transposed;
-  if (trans_b) {
-    transposed.resize(k * n);
-    for (int64_t q = 0; q < n; ++q) {
-      for (int64_t p = 0; p < k; ++p) transposed[p * n + q] = b[q * ldb + p];
-    }
-    b = transposed.data();
-    ldb = n;
   }
   const int64_t a_row = trans_a ? 1 : lda, a_inner = trans_a ? lda : 1;
   const auto rows = [&](auto block_rows, int64_t r) {

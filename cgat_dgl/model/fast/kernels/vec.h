@@ -26,20 +26,31 @@ inline Vec splat(float x) { return Vec{} + x; }
 
 inline Vec max(Vec a, Vec b) { return a > b ? a : b; }
 
-// exp_nonpositive (kernels.h) on every lane.
-inline Vec exp_nonpositive(Vec x) {
-  x = max(x, splat(-87.0f));
-  const IntVec n = __builtin_convertvector(x * 1.44269504088896341f - 0.5f, IntVec);
-  const Vec nf = __builtin_convertvector(n, Vec);
-  const Vec r = x - nf * 0.693359375f + nf * 2.12194440e-4f;
-  Vec p = splat(1.9875691500e-4f);
+// Conversions and maximum of a float or of a vector's lanes, so that one definition serves both.
+inline int32_t to_int(float x) { return static_cast<int32_t>(x); }  // toward zero
+inline IntVec to_int(Vec x) { return __builtin_convertvector(x, IntVec); }
+inline float to_float(int32_t n) { return static_cast<float>(n); }
+inline Vec to_float(IntVec n) { return __builtin_convertvector(n, Vec); }
+inline float max(float a, float b) { return a > b ? a : b; }
+
+// exp(x) for x <= 0 (the softmaxes' shifted scores), of a float or of every lane of a Vec, in a
+// form the compiler vectorises: Cephes' expf, 2^n p(x - n ln 2) with n = round(x / ln 2), the
+// scale 2^n built from its exponent bits.
+template <typename F>
+inline F exp_nonpositive(F x) {
+  x = max(x, F{} - 87.0f);
+  const auto n = to_int(x * 1.44269504088896341f - 0.5f);  // toward zero: rounds
+  const F nf = to_float(n);
+  const F r = x - nf * 0.693359375f + nf * 2.12194440e-4f;
+  F p = F{} + 1.9875691500e-4f;
   p = p * r + 1.3981999507e-3f;
   p = p * r + 8.3334519073e-3f;
   p = p * r + 4.1665795894e-2f;
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
-  const IntVec bits = (n + 127) << 23;
-  Vec scale;
+  const auto bits = (n + 127) << 23;
+  F scale;
+  static_assert(sizeof bits == sizeof scale, "an int32 per float");
   std::memcpy(&scale, &bits, sizeof scale);
   return (p * r * r + r + 1.0f) * scale;
 }
