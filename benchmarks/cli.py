@@ -67,6 +67,8 @@ def _run(args: argparse.Namespace) -> int:
             suites=_split_names(args.suite),
             workers=args.workers,
             progress=not args.no_progress,
+            pretrain_only=args.pretrain_only,
+            use_shipped=not args.retrain_pretrained,
         )
         runner = Runner(manifest, options)
     except (ManifestError, DataCheckError, FileNotFoundError, KeyError) as error:
@@ -95,7 +97,7 @@ def _run(args: argparse.Namespace) -> int:
     )
     for key, error in outcome.failed.items():
         print(f"  FAILED {key}: {error}")
-    if not args.no_report:
+    if not args.no_report and not args.pretrain_only:
         sources = ReportSources(runner.store.tracking_uri, args.experiments, args.profile, None, _split_names(args.suite))
         _write_report(sources, paths.report_root, paths.work_dir, data.loaded)
     return 1 if outcome.failed else 0
@@ -117,6 +119,10 @@ def add_run_command(commands: argparse._SubParsersAction) -> None:
                      help="processes sharing the store (default: the profile's workers)")
     run.add_argument("--split-seed", type=int, default=None,
                      help="another 80/10/10 split (default: the manifest's data.split_seed): new pre-trainings and runs")
+    run.add_argument("--retrain-pretrained", action="store_true",
+                     help="train every pre-training even where a shipped model (pretrained_models/) matches it")
+    run.add_argument("--pretrain-only", action="store_true",
+                     help="only the pre-trainings the selected experiments start from (no transfers, no report)")
     run.add_argument("--dry-run", action="store_true", help="list the runs and which already exist")
     run.add_argument("--no-report", action="store_true", help="skip the report at the end")
     _add_report_dir_option(run)
@@ -299,6 +305,58 @@ def add_report_command(commands: argparse._SubParsersAction) -> None:
     report.set_defaults(handler=_report)
 
 
+# --- pretrained ----------------------------------------------------------------------------------
+def _pretrained(args: argparse.Namespace) -> int:
+    """List the profile's pre-trainings with their store status and the shipped model serving each;
+    with --export, write every finished one as a shipped model with its card."""
+    from benchmarks import pretrained
+    from benchmarks.runner import Runner, RunnerOptions
+
+    paths = command_paths(args.experiments, args.tracking_uri, None, None)
+    try:
+        manifest = load_manifest(args.experiments)
+        data_path = data_path_for(args.data, manifest.resolve(manifest.data.path))
+        runner = Runner(manifest, RunnerOptions(profile=args.profile, data_path=data_path, work_dir=paths.work_dir,
+                                                tracking_uri=paths.tracking_uri, cache_dir=args.cache_dir,
+                                                pretrain_only=True, progress=False))
+    except (ManifestError, FileNotFoundError, KeyError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    root = args.out or manifest.resolve(manifest.pretrained_models)
+    states = runner.store.runs_by_key()
+    for spec in runner.pretrains:
+        state = states.get(spec.key)
+        shipped = pretrained.find_shipped(spec, root, runner.task_data)
+        line = f"{state.status if state else 'NEW':<9} {spec.key}  {spec.label}"
+        line += f"  shipped: {shipped.folder.name}" if shipped else "  shipped: none"
+        if args.export and state is not None and state.finished:
+            run = runner.store.run(state.run_id)
+            if pretrained.SHIPPED_TAG in run.data.tags:
+                line += " (the run is that shipped model)"
+            else:
+                card = pretrained.export_model(spec, run, paths.work_dir, runner.task_data, root,
+                                               manifest.pretrain_targets.get(spec.prop))
+                line += f"  -> exported {root / card.name} (test MAE {card.test_mae:.4g}, {card.stop_reason})"
+        print(line, flush=True)
+    if args.export:
+        pretrained.write_index(root)
+    return 0
+
+
+def add_pretrained_command(commands: argparse._SubParsersAction) -> None:
+    command = commands.add_parser("pretrained", help="the shipped pre-trained models: list, or export finished pre-trainings")
+    command.add_argument("experiments", type=Path, help="experiments.yaml")
+    command.add_argument("--profile", default="cpu", help="manifest profile (default: cpu)")
+    command.add_argument("--data", type=Path, default=None, help=f"data file (default: ${SHARED_DATA_ENV} or the manifest's)")
+    command.add_argument("--cache-dir", type=Path, default=None)
+    command.add_argument("--tracking-uri", default=None)
+    command.add_argument("--out", type=Path, default=None,
+                         help="folder of the shipped models (default: the manifest's pretrained_models)")
+    command.add_argument("--export", action="store_true",
+                         help="write each finished pre-training as a shipped model (checkpoint, card.json, README.md)")
+    command.set_defaults(handler=_pretrained)
+
+
 # --- ui ----------------------------------------------------------------------------------------
 def _ui(args: argparse.Namespace) -> int:
     uri = resolve_tracking_uri(args.tracking_uri, default_base())  # no manifest: the working directory's store
@@ -323,6 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_report_command(commands)
     add_tune_parser(commands)
     add_ui_command(commands)
+    add_pretrained_command(commands)
     add_server_parser(commands)
     return parser
 

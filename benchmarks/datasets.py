@@ -88,6 +88,15 @@ class TaskData:
             self.loaded, prop, self.targets_by_source.get(prop, ()), self.protected_targets
         )
 
+    def protected_ids(self, prop: str) -> list[str]:
+        """The validation and test materials of the properties protected from a pre-training on
+        ``prop``, sorted: none of them may be in its pool."""
+        ids: set[str] = set()
+        for other in set(self.protected(prop)) - {prop}:
+            split = self.split(other)
+            ids.update(split.val, split.test)
+        return sorted(ids)
+
     def pretrain_split(self, prop: str) -> Split:
         """The split of a pre-training property without any val/test material of a protected property
         (the rule of ``cgat_dgl.data.leakage``, shared with ``cgat compare``)."""

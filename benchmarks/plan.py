@@ -38,6 +38,17 @@ def _digest(payload: dict[str, Any]) -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
+def config_key(spec: "PretrainRun") -> str:
+    """What determines a pre-trained model's weights apart from software versions: its property,
+    size, seed, model and stage settings, split, data and protected properties. A shipped model is
+    matched on it, so a version bump neither reuses an incompatible model (it must still load) nor
+    throws a valid one away."""
+    payload = asdict(spec)
+    payload.pop("profile")
+    text = json.dumps({"v": KEY_VERSION, **payload}, sort_keys=True, default=str)
+    return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
 @dataclass(frozen=True)
 class PretrainRun:
     profile: str

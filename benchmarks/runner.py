@@ -21,6 +21,7 @@ import torch
 from benchmarks.datasets import TaskData
 from benchmarks.manifest import Manifest
 from benchmarks.plan import PretrainRun, TransferRun, expand
+from benchmarks.pretrained import find_shipped, install_shipped
 from benchmarks.store import Store
 from benchmarks.strategies import pretrain_inputs, transfer_inputs, trained_structures
 from cgat_dgl.model.config import ModelConfig
@@ -41,6 +42,8 @@ class RunnerOptions:
     only: list[str] | None = None
     suites: list[str] | None = None
     workers: int | None = None  # None: the profile's workers
+    pretrain_only: bool = False  # only the pre-trainings the selected experiments start from
+    use_shipped: bool = True  # a shipped pre-trained model whose card matches replaces its pre-training
     progress: bool = True
     poll_s: float = 5.0
 
@@ -59,23 +62,11 @@ def model_config_for(settings: dict[str, Any], backend: str) -> ModelConfig:
 
 
 def train_config_for(spec: Spec) -> TrainConfig:
-    stage = dict(spec.stage)
+    """The run's training config: its stage settings (every StageSpec field is a TrainConfig field),
+    strategy and seed."""
+    stage = {name: value for name, value in spec.stage.items() if name in TrainConfig.model_fields}
     strategy = "none" if spec.kind == "pretrain" else spec.strategy
-    seed = spec.seed
-    return TrainConfig(
-        epochs=stage["epochs"],
-        batch_size=stage["batch_size"],
-        lr=stage["lr"],
-        weight_decay=stage["weight_decay"],
-        cycle_period=stage["cycle_period"],
-        normalization=stage["normalization"],
-        backend=stage["backend"],
-        device=stage["device"],
-        amp=stage["amp"],
-        threads=stage.get("threads"),
-        strategy=strategy,
-        seed=seed,
-    )
+    return TrainConfig(**stage, strategy=strategy, seed=spec.seed)
 
 
 def spec_tags(spec: Spec) -> dict[str, str]:
@@ -115,6 +106,8 @@ class Runner:
         self.pretrains, self.transfers = expand(
             manifest, options.profile, options.only, data_key=self.data_key, suites=options.suites
         )
+        if options.pretrain_only:
+            self.transfers = []
 
     @property
     def data_key(self) -> str:
@@ -231,7 +224,12 @@ class Runner:
         train_config = train_config_for(spec)
         work_dir = self.options.work_dir
         if isinstance(spec, PretrainRun):
-            inputs = pretrain_inputs(spec, data, self.profile.max_eval_size)
+            if self.options.use_shipped:
+                shipped = find_shipped(spec, self.manifest.resolve(self.manifest.pretrained_models), data)
+                if shipped is not None:
+                    install_shipped(shipped, spec, tracker, work_dir)
+                    return
+            inputs = pretrain_inputs(spec, data)
         else:
             inputs = transfer_inputs(spec, data, work_dir)
         states = self.store.runs_by_key()

@@ -50,13 +50,17 @@ def checkpoint_of(work_dir: Path, spec: PretrainRun | TransferRun, name: str = B
 
 
 def trained_structures(work_dir: Path, spec: PretrainRun | TransferRun) -> int:
-    """The structures a finished run trained on, from its last checkpoint's history."""
-    history = read_checkpoint(checkpoint_of(work_dir, spec, LAST_NAME))["history"]
+    """The structures a finished run trained on, from its last checkpoint's history (a shipped
+    pre-trained model has only its best checkpoint, which holds the whole history)."""
+    name = LAST_NAME if (work_dir / "checkpoints" / spec.key / LAST_NAME).is_file() else BEST_NAME
+    history = read_checkpoint(checkpoint_of(work_dir, spec, name))["history"]
     return int(sum(row.get("structures", 0) for row in history))
 
 
-def pretrain_inputs(spec: PretrainRun, data: TaskData, eval_cap: int | None) -> RunInputs:
-    train_set, val_set, test_set = data.pretrain_sets(spec.prop, spec.size, spec.cap, eval_cap)
+def pretrain_inputs(spec: PretrainRun, data: TaskData) -> RunInputs:
+    """A pre-training's pool and its whole validation and test splits: a pre-trained model is chosen,
+    stopped and reported on every material it may be judged on, not a capped sample."""
+    train_set, val_set, test_set = data.pretrain_sets(spec.prop, spec.size, spec.cap, None)
     return RunInputs(
         train_set, val_set, test_set, target_test=test_set, target_train_size=len(train_set),
         source_structures=len(train_set),

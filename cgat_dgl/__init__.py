@@ -5,4 +5,4 @@ import os
 # DGL picks its tensor backend from the environment at import time; this package only speaks PyTorch.
 os.environ.setdefault("DGLBACKEND", "pytorch")
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"

@@ -97,6 +97,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--epochs", type=int, default=None, help="default: 390 (paper), 280 with --init-checkpoint")
     train.add_argument("--cycle-period", type=int, default=None,
                        help="epochs of one learning-rate cycle (default: 130, 70 with --init-checkpoint)")
+    train.add_argument("--schedule", choices=("triangular", "cosine", "plateau"), default=None,
+                       help="learning-rate schedule (default: triangular, the paper's cycle)")
+    train.add_argument("--warmup-epochs", type=int, default=None, help="cosine and plateau: linear warm-up epochs")
+    train.add_argument("--patience", type=int, default=None,
+                       help="stop after this many epochs without a validation improvement (default: run to --epochs)")
+    train.add_argument("--min-delta", type=float, default=None,
+                       help="relative validation improvement that counts as one (default: 0)")
     train.add_argument("--train-size", type=int, default=None, help="use this many training materials (a fixed subset)")
     train.add_argument("--split", type=Path, default=None, help="split file (default: OUT/split.json), created if missing")
     train.add_argument("--init-checkpoint", type=Path, default=None, help="pre-trained checkpoint to transfer from")
@@ -260,6 +267,8 @@ def _train(args: argparse.Namespace) -> int:
         lr_factors=dict(args.lr_factor),
         normalization=args.normalization,
         checkpoint_every=args.checkpoint_every,
+        **{name: value for name in ("schedule", "warmup_epochs", "patience", "min_delta")
+           if (value := getattr(args, name)) is not None},
     )
     main = distributed.is_main()  # every process without DDP
     with distributed.main_first():  # rank 0 builds the graph cache and the split file; the others read them

@@ -176,3 +176,24 @@ def test_losses_and_normalizer() -> None:
     assert torch.allclose(normalizer.decode(normalizer.encode(values)), values)
     with pytest.raises(ValueError, match="positive"):
         Normalizer(0.0, 0.0)
+
+
+def test_early_stopping_ends_on_a_plateau_and_a_resumed_run_stays_stopped(sets, tmp_path: Path) -> None:
+    # an unreachable margin: no epoch after the first counts as an improvement
+    config = BASE.model_copy(update={"epochs": 20, "schedule": "plateau", "patience": 2, "min_delta": 0.99})
+    result = train(SMOKE, config, *sets, out_dir=tmp_path)
+    assert (result.epochs_run, result.stop_reason, result.converged) == (3, "plateau", True)
+    assert len(result.history) == 3
+    again = train(SMOKE, config, *sets, out_dir=tmp_path)  # resumes from last.pt: nothing left to train
+    assert again.history == result.history and again.stop_reason == "plateau"
+    capped = train(SMOKE, BASE.model_copy(update={"epochs": 2, "patience": 5}), *sets, out_dir=tmp_path / "cap")
+    assert (capped.epochs_run, capped.stop_reason, capped.converged) == (2, "cap", False)
+
+
+def test_a_capped_run_continues_under_a_larger_cap(sets, tmp_path: Path) -> None:
+    config = BASE.model_copy(update={"schedule": "plateau", "patience": 50})
+    first = train(SMOKE, config.model_copy(update={"epochs": 2}), *sets, out_dir=tmp_path)
+    assert first.stop_reason == "cap"
+    longer = train(SMOKE, config.model_copy(update={"epochs": 4}), *sets, out_dir=tmp_path)
+    straight = train(SMOKE, config.model_copy(update={"epochs": 4}), *sets, out_dir=tmp_path / "straight")
+    assert longer.epochs_run == 4 and longer.history == straight.history

@@ -27,6 +27,17 @@ class TrainConfig(BaseModel):
     cycle_period: int = Field(130, ge=1)
     cycle_base_factor: float = Field(0.1, gt=0)
     cycle_max_factor: float = Field(1.0, gt=0)
+    # The learning-rate schedule (cgat_dgl.training.schedules): the paper's triangular cycle, or one that
+    # anneals: warm-up then cosine to the epoch cap, or warm-up then decay on a validation plateau.
+    schedule: Literal["triangular", "cosine", "plateau"] = "triangular"
+    warmup_epochs: int = Field(0, ge=0)
+    min_lr_factor: float = Field(0.01, gt=0, le=1)  # cosine's end and plateau's floor, times lr
+    lr_patience: int = Field(3, ge=1)  # plateau: epochs without improvement before the rate decays
+    lr_decay: float = Field(0.5, gt=0, lt=1)
+    # Early stopping: stop after `patience` epochs whose validation MAE does not beat the best by the
+    # relative margin `min_delta` (a plateau); `epochs` is the cap. None: always run to the cap.
+    patience: int | None = Field(None, ge=1)
+    min_delta: float = Field(0.0, ge=0, lt=1)
     loss: Literal["l1", "robust_l1"] = "l1"
     seed: int = 0
     device: Literal["cpu", "cuda", "auto"] = "auto"

@@ -1,5 +1,6 @@
-"""The training loop: AdamW, L1 on normalised targets, a triangular cyclical learning rate stepped per
-epoch, validation every epoch, the best checkpoint by validation MAE, and its test metrics.
+"""The training loop: AdamW, L1 on normalised targets, a learning-rate schedule stepped per epoch
+(``cgat_dgl.training.schedules``), validation every epoch, early stopping on a validation plateau
+under an epoch cap, the best checkpoint by validation MAE, and its test metrics.
 
 Every epoch writes ``last.pt`` (weights, optimiser, scheduler, RNG states, history) so that
 ``train(..., resume=True)`` continues a killed run to the same result as an uninterrupted one.
@@ -28,7 +29,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 from torch import nn
-from torch.optim.lr_scheduler import CyclicLR
 from torch.utils.data import DataLoader
 
 from .. import progress as progress_output
@@ -44,6 +44,7 @@ from .inference import predict_loader
 from .metrics import regression_metrics
 from .normalization import Normalizer
 from .optimizer import AdamW
+from .schedules import StopReason, make_schedule, replay_stopping
 from .transfer import FreezePlan, apply_freeze, config_differences, load_pretrained, param_groups
 
 if TYPE_CHECKING:
@@ -57,7 +58,10 @@ LAST_NAME = "last.pt"
 TEST_PREDICTIONS_NAME = "test_predictions.csv"
 PREDICTIONS_ARTIFACT_DIR = "predictions"
 # Train-config fields that may change between a killed run and its resumption without changing results.
-_RESUMABLE_CHANGES = {"epochs", "device", "num_workers", "checkpoint_every", "eval_batch_size", "backend"}
+# A larger cap or another stopping rule continues a run (a pre-training extended after its cap); the
+# stopping state is recomputed from the history, so it applies to the epochs already run.
+_RESUMABLE_CHANGES = {"epochs", "patience", "min_delta", "device", "num_workers", "checkpoint_every",
+                      "eval_batch_size", "backend"}
 
 
 @dataclass
@@ -76,7 +80,13 @@ class TrainResult:
     # the best checkpoint's test predictions in target units, by material id (empty without a test set)
     test_predictions: dict[str, float] = field(default_factory=dict)
     trained_structures: int = 0  # structures seen in training, summed over the epochs
+    epochs_run: int = 0
+    stop_reason: StopReason = "cap"  # "plateau": the validation MAE stopped improving before the cap
+    train_seconds: float = 0.0  # wall time of training and validation epochs, over every resumption
 
+    @property
+    def converged(self) -> bool:
+        return self.stop_reason == "plateau"
 
 
 def resolve_device(name: str) -> torch.device:
@@ -91,19 +101,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig) -> CyclicLR:
-    """Triangular cycle per epoch: base factor x lr at the start, max factor x lr at mid-period."""
-    group_lrs = [group["lr"] for group in optimizer.param_groups]
-    return CyclicLR(
-        optimizer,
-        base_lr=[lr * config.cycle_base_factor for lr in group_lrs],
-        max_lr=[lr * config.cycle_max_factor for lr in group_lrs],
-        step_size_up=config.cycle_period / 2,  # type: ignore[arg-type]  # a float works and allows odd periods
-        mode="triangular",
-        cycle_momentum=False,
-    )
 
 
 def regression_loss(output: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:
@@ -184,11 +181,12 @@ class _Run:
         self.optimizer = AdamW(
             param_groups(self.plan, train_config), lr=train_config.lr, weight_decay=train_config.weight_decay
         )
-        self.scheduler = make_scheduler(self.optimizer, train_config)
+        self.scheduler = make_schedule(self.optimizer, train_config)
         self.scaler = torch.cuda.amp.GradScaler(enabled=self.use_amp and self.amp_dtype == torch.float16)
         self.epoch = 0  # epochs completed
         self.best_epoch = -1
         self.best_val_mae = math.inf
+        self.train_seconds = 0.0  # wall time of the epochs run, over every resumption
         self.history: list[dict[str, float]] = []
         self._train_loader: DataLoader | None = None
 
@@ -203,6 +201,7 @@ class _Run:
             "best_epoch": self.best_epoch,
             "best_val_mae": self.best_val_mae,
             "history": [dict(row) for row in self.history],
+            "train_seconds": self.train_seconds,
             "metadata": self.metadata,
             "n_trainable": self.plan.n_trainable,
             "n_frozen": self.plan.n_frozen,
@@ -233,6 +232,7 @@ class _Run:
         self.best_epoch = int(saved["best_epoch"])
         self.best_val_mae = float(saved["best_val_mae"])
         self.history = [dict(row) for row in saved["history"]]
+        self.train_seconds = float(saved.get("train_seconds", 0.0))
         self.metadata = {**saved.get("metadata", {}), **self.metadata}
         # With DDP every rank restores rank 0's RNG state: all ranks start from the same seed and
         # draw the same numbers (shuffling has its own generator), so they are the same anyway.
@@ -465,15 +465,18 @@ def train(
 
     progress = progress and main
     val_loader = run.loader(distributed.shard(val_set), train=False)
-    epochs = progress_output.bar(range(run.epoch, train_config.epochs), desc="epochs", enabled=progress,
-                                 initial=run.epoch, total=train_config.epochs)
+    stopper = replay_stopping(run.history, train_config.patience, train_config.min_delta)
+    remaining = range(run.epoch, run.epoch if stopper.plateaued else train_config.epochs)
+    epochs = progress_output.bar(remaining, desc="epochs", enabled=progress, initial=run.epoch, total=train_config.epochs)
     for epoch in epochs:
         started = time.perf_counter()
         lr = run.current_lr()
         train_mae, structures = run.train_epoch(train_set, progress)
-        run.scheduler.step()
         val_mae = run.evaluate(val_loader)["mae"]
+        run.scheduler.step(val_mae)
+        stopper.update(val_mae)
         run.epoch = epoch + 1
+        run.train_seconds += time.perf_counter() - started
         row = {"epoch": epoch, "train_mae": train_mae, "val_mae": val_mae, "lr": lr, "structures": structures}
         run.history.append(row)
         # val_mae is the same number on every rank (gathered predictions), so all agree on the best.
@@ -497,7 +500,15 @@ def train(
             tracker.log_epoch(epoch, metrics)
         if epoch_callback is not None:
             epoch_callback(epoch, metrics)
+        if stopper.plateaued:
+            break
 
+    stop_reason: StopReason = "plateau" if stopper.plateaued else "cap"
+    progress_output.line(
+        f"stopped after epoch {run.epoch} ({'validation plateau' if stop_reason == 'plateau' else 'epoch cap'}); "
+        f"best epoch {run.best_epoch + 1}, val_mae {run.best_val_mae:.4g}",
+        enabled=progress,
+    )
     distributed.barrier()
     if not best_path.exists():
         raise RuntimeError(f"{out_dir}: no best checkpoint (validation MAE never finite)")
@@ -516,7 +527,9 @@ def train(
         if main:
             predictions_path = write_predictions(out_dir / TEST_PREDICTIONS_NAME, ids, actual, predicted)
     if tracker is not None:
-        tracker.log_metrics({"best_val_mae": run.best_val_mae, "best_epoch": run.best_epoch, **counts})
+        tracker.log_metrics({"best_val_mae": run.best_val_mae, "best_epoch": run.best_epoch,
+                             "epochs_run": run.epoch, "train_seconds": run.train_seconds, **counts})
+        tracker.set_tags({"cgat.stop_reason": stop_reason, "cgat.converged": str(stop_reason == "plateau").lower()})
         if test:
             tracker.log_test(test)
         if predictions_path is not None:
@@ -536,4 +549,7 @@ def train(
         run_id=distributed.broadcast_object(tracker.run_id if tracker is not None else None),
         test_predictions=test_predictions,
         trained_structures=int(sum(row.get("structures", 0) for row in run.history)),
+        epochs_run=run.epoch,
+        stop_reason=stop_reason,
+        train_seconds=run.train_seconds,
     )

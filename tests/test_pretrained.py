@@ -1,0 +1,138 @@
+"""Shipped pre-trained models: export with a card, use by a fresh store, refusal of a damaged or
+mismatched one, and re-training on request."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from benchmarks import pretrained
+from benchmarks.manifest import load_manifest
+from benchmarks.runner import Runner, RunnerOptions
+from benchmarks.sample_data import write_gap_sample
+from benchmarks.store import Store
+from cgat_dgl.training.checkpoint import read_checkpoint
+
+MANIFEST = """\
+data: {{cache_dir: {cache}}}
+pretrain_targets: {{gap_pbe: 0.4}}
+pretrained_models: {models}
+profiles:
+  smoke:
+    model: smoke
+    pretrain: {{epochs: 3, batch_size: 32, lr: 1.0e-3, schedule: plateau, patience: 2, min_delta: 0.5}}
+    transfer: {{epochs: 2, batch_size: 16, lr: 1.0e-3, cycle_period: 2}}
+    max_eval_size: 16
+experiments:
+  - name: gap
+    source: gap_pbe
+    target: gap_hse
+    strategies: [full]
+    train_sizes: [20]
+"""
+
+
+@pytest.fixture(scope="module")
+def small_data(shared_data_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_gap_sample(shared_data_path, tmp_path_factory.mktemp("pretrained_data") / "small.jsonl.gz")
+
+
+def make_runner(folder: Path, data: Path, models: Path, use_shipped: bool = True, pretrain_only: bool = False) -> Runner:
+    folder.mkdir(parents=True, exist_ok=True)
+    manifest = folder / "experiments.yaml"
+    manifest.write_text(MANIFEST.format(cache=folder / "cache", models=models))
+    options = RunnerOptions(
+        profile="smoke", data_path=data, work_dir=folder / "work", tracking_uri=f"sqlite:///{folder / 'mlflow.db'}",
+        progress=False, poll_s=0.5, use_shipped=use_shipped, pretrain_only=pretrain_only,
+    )
+    return Runner(load_manifest(manifest), options)
+
+
+@pytest.fixture(scope="module")
+def exported(small_data: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pretrained.ModelCard, Runner]:
+    """A pre-training run by the runner alone, exported as a shipped model."""
+    torch.set_num_threads(1)
+    base = tmp_path_factory.mktemp("exporting")
+    models = base / "models"
+    runner = make_runner(base / "origin", small_data, models, pretrain_only=True)
+    outcome = runner.run()
+    assert not outcome.failed and len(outcome.done) == 1 and runner.transfers == []
+    spec = runner.pretrains[0]
+    state = runner.store.runs_by_key()[spec.key]
+    card = pretrained.export_model(spec, runner.store.run(state.run_id), runner.options.work_dir, runner.task_data,
+                                   models, target_mae=0.4)
+    pretrained.write_index(models)
+    return models, card, runner
+
+
+def test_export_writes_checkpoint_card_and_pages(exported) -> None:
+    models, card, runner = exported
+    folder = models / card.name
+    assert card.name == "smoke-gap_pbe"
+    assert {p.name for p in folder.iterdir()} == {"model.pt", "card.json", "README.md", "learning_curve.png"}
+    on_disk = json.loads((folder / "card.json").read_text())
+    for field in ("property", "preset", "test_mae", "val_mae", "best_epoch", "epochs_run", "stop_reason", "n_train",
+                  "data_fingerprint", "protected_ids_hash", "train_seconds", "machine", "commit", "command"):
+        assert field in on_disk, field
+    assert on_disk["property"] == "gap_pbe" and on_disk["stop_reason"] in ("plateau", "cap")
+    assert on_disk["epochs_run"] == len(on_disk["history"]) <= 3
+    assert on_disk["sha256"] == pretrained.file_sha256(folder / "model.pt")
+    state = read_checkpoint(folder / "model.pt")
+    assert len(state["history"]) == on_disk["epochs_run"]  # the whole run's curve, not only up to the best
+    assert card.n_train == len(runner.task_data.pretrain_sets("gap_pbe", 1.0, None, None)[0])
+    assert card.name in (models / "README.md").read_text()
+
+
+def test_a_fresh_store_uses_the_shipped_model_for_transfers(exported, small_data: Path, tmp_path: Path) -> None:
+    models, card, _ = exported
+    runner = make_runner(tmp_path, small_data, models)
+    outcome = runner.run()
+    assert not outcome.failed and len(outcome.done) == 2  # the installed pre-training and the transfer
+    spec = runner.pretrains[0]
+    run = runner.store.run(runner.store.runs_by_key()[spec.key].run_id)
+    assert run.data.tags[pretrained.SHIPPED_TAG] == card.name
+    assert run.data.metrics["test_mae"] == pytest.approx(card.test_mae)
+    assert run.data.tags["cgat.stop_reason"] == card.stop_reason
+    installed = runner.options.work_dir / "checkpoints" / spec.key / "best.pt"
+    assert pretrained.file_sha256(installed) == card.sha256
+    history = Store(runner.options.tracking_uri, runner.options.work_dir).client.get_metric_history(run.info.run_id, "val_mae")
+    assert len(history) == card.epochs_run
+
+
+def test_a_damaged_or_mismatched_model_is_not_used(exported, small_data: Path, tmp_path: Path, capsys) -> None:
+    models, card, _ = exported
+    damaged = tmp_path / "models"
+    shutil.copytree(models, damaged)
+    with open(damaged / card.name / "model.pt", "r+b") as handle:
+        handle.seek(2000)
+        handle.write(b"\0\1\2\3")
+    runner = make_runner(tmp_path / "a", small_data, damaged, pretrain_only=True)
+    spec = runner.pretrains[0]
+    assert pretrained.find_shipped(spec, damaged, runner.task_data) is None
+    assert "SHA-256 differs" in capsys.readouterr().out
+    shutil.copyfile(models / card.name / "model.pt", damaged / card.name / "model.pt")
+    assert pretrained.find_shipped(spec, damaged, runner.task_data) is not None
+    card_path = damaged / card.name / "card.json"
+    values = json.loads(card_path.read_text())
+    card_path.write_text(json.dumps({**values, "protected_ids_hash": "0" * 16}))
+    assert pretrained.find_shipped(spec, damaged, runner.task_data) is None
+    assert "protected" in capsys.readouterr().out
+    card_path.write_text(json.dumps({**values, "config_key": "1" * 16}))  # another configuration: no candidate
+    assert pretrained.find_shipped(spec, damaged, runner.task_data) is None
+    card_path.write_text("{not json")
+    with pytest.raises(ValueError, match="card.json"):
+        pretrained.find_shipped(spec, damaged, runner.task_data)
+
+
+def test_retrain_flag_trains_despite_a_matching_model(exported, small_data: Path, tmp_path: Path) -> None:
+    models, card, _ = exported
+    runner = make_runner(tmp_path, small_data, models, use_shipped=False, pretrain_only=True)
+    assert not runner.run().failed
+    spec = runner.pretrains[0]
+    run = runner.store.run(runner.store.runs_by_key()[spec.key].run_id)
+    assert pretrained.SHIPPED_TAG not in run.data.tags
+    assert (runner.options.work_dir / "checkpoints" / spec.key / "last.pt").is_file()
