@@ -9,10 +9,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
+from benchmarks.manifest import Manifest
 from benchmarks.report import collect_runs, write_report
+from benchmarks.report.statistics import NOT_CONVERGED
 
 SUBSET = "test_mae_gap_above_0.1"
 
@@ -70,8 +73,10 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, str]
     parent_tags = {"cgat.parent": "1", "cgat.experiment": "gap_hse", "cgat.profile": "smoke"}
     parent = client.create_run(exp, tags=parent_tags).info.run_id
     client.set_terminated(parent)
-    linked = _tags("transfer", "full", **{"cgat.pretrain_run_id": "x"})
-    full_scores = {"test_mae": 0.4, "test_rmse": 0.5, "test_r2": 0.7, "best_val_mae": 0.38, SUBSET: 0.6}
+    stopped = {"cgat.pretrain_run_id": "x", "cgat.stop_reason": "plateau", "cgat.converged": "true"}
+    linked = _tags("transfer", "full", **stopped)
+    full_scores = {"test_mae": 0.4, "test_rmse": 0.5, "test_r2": 0.7, "best_val_mae": 0.38, SUBSET: 0.6,
+                   "best_epoch": 1.0, "epochs_run": 3.0}  # fmt: skip
     ids = {
         "pretrain": _child(client, exp, parent, _tags("pretrain", "pretrain"), (800, 0), SCORES, HISTORY),
         "full": _child(client, exp, parent, linked, (120, 800), full_scores, HISTORY),
@@ -94,6 +99,11 @@ def test_collect_runs_reads_finished_children_only(store: tuple[str, dict[str, s
     assert full["test_mae"] == pytest.approx(0.4) and full["best_val_mae"] == pytest.approx(0.38)
     assert full[SUBSET] == pytest.approx(0.6) and full["pretrain_run_id"] == "x"
     assert math.isnan(runs.set_index("run_id").loc[ids["none"], SUBSET])
+    # how each run stopped; nothing for runs from before early stopping
+    assert (full["best_epoch"], full["epochs_run"], full["stop_reason"], full["converged"]) == (1, 3, "plateau", True)
+    old = runs.set_index("run_id").loc[ids["none"]]
+    assert math.isnan(old["best_epoch"]) and math.isnan(old["epochs_run"])
+    assert old["stop_reason"] is None and old["converged"] is None
     history = histories[ids["full"]]
     assert list(history.columns) == ["epoch", "train_mae", "val_mae", "lr"]
     assert history["epoch"].tolist() == [0, 1, 2]
@@ -146,7 +156,31 @@ def _mae(strategy: str, n_train: int, n_pretrain: int, seed: int, inter: bool) -
 
 def _run(mae: float, subset: float, **fields: object) -> dict[str, object]:
     scores = {"test_mae": mae, "test_rmse": 1.3 * mae, "test_r2": 0.8, "best_val_mae": 1.05 * mae, SUBSET: subset}
-    return {"profile": "smoke", **fields, **scores}
+    stopped = {"best_epoch": 8, "epochs_run": 12, "stop_reason": "plateau", "converged": True}
+    return {"profile": "smoke", **stopped, **fields, **scores}
+
+
+# The run that hit its epoch cap: one point of one line (head over training size), in no comparison at
+# the largest training size.
+CAPPED = "gap_intra-head-4000-100-0"
+# Targets of the pre-trained models: the 4000-structure gap_pbe model (MAE 0.066) meets 1.5 x 0.05,
+# the e_form_pbe one misses 1.5 x 0.03.
+PRETRAIN_TARGETS = {"gap_pbe": 0.05, "e_form_pbe": 0.03}
+
+
+def _manifest(pipeline_check: bool = False) -> dict[str, object]:
+    stage = {"epochs": 12}
+    return {
+        "profiles": {"smoke": {"model": "smoke", "pretrain": stage, "transfer": stage, "pipeline_check": pipeline_check}},
+        "pretrain_targets": PRETRAIN_TARGETS,
+        "experiments": [{"name": name, "source": source, "target": target} for name, (source, target, *_) in EXPERIMENTS.items()],
+    }
+
+
+def _curve(final: float) -> pd.DataFrame:
+    epochs = np.arange(12)
+    val = final * (1 + 2.0 * np.exp(-epochs / 3))
+    return pd.DataFrame({"epoch": epochs, "train_mae": 0.9 * val, "val_mae": val, "lr": 1e-4})
 
 
 def _synthetic() -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
@@ -154,6 +188,7 @@ def _synthetic() -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
     for source, sizes in (("gap_pbe", (1000, 4000)), ("e_form_pbe", (4000,))):
         for n in sizes:
             run_id = pretrain_ids[(source, n)] = f"pre-{source}-{n}"
+            histories[run_id] = _curve(0.1 * (n / 1000) ** -0.3)
             rows.append(
                 _run(
                     0.1 * (n / 1000) ** -0.3,
@@ -192,11 +227,10 @@ def _synthetic() -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
                         train_size=n_train,
                         pretrain_size=n_pretrain,
                         pretrain_run_id=pretrain_ids.get((source, n_pretrain)),
+                        **({"stop_reason": "cap", "converged": False, "best_epoch": 11} if run_id == CAPPED else {}),
                     )
                 )
-                epochs = np.arange(12)
-                val = mae * (1 + 2.0 * np.exp(-epochs / 3))
-                histories[run_id] = pd.DataFrame({"epoch": epochs, "train_mae": 0.9 * val, "val_mae": val, "lr": 1e-4})
+                histories[run_id] = _curve(mae)
     return pd.DataFrame(rows), histories
 
 
@@ -225,14 +259,15 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> Report:
     runs, histories = _synthetic()
     targets, elements = _targets_and_elements()
     out = tmp_path_factory.mktemp("report")
-    path = write_report(runs, histories, out, targets=targets, elements=elements, cost_ratio=5.0)
+    manifest = Manifest.model_validate(_manifest())
+    path = write_report(runs, histories, out, targets=targets, elements=elements, cost_ratio=5.0, manifest=manifest)
     return path, runs, elements, targets
 
 
 EXPECTED_FILES = (
     "report.md", "table1.csv", "table1.md", "fits.csv", "extrapolations.csv", "budget.csv", "budget_fit.csv",
-    "intra_inter.csv", "target_stats.csv", "element_counts.csv", "runs.csv",
-    "learning_curves.png", "loglog_train_size.png", "loglog_pretrain_size.png", "budget.png", "intra_inter.png",
+    "intra_inter.csv", "target_stats.csv", "element_counts.csv", "runs.csv", "pretrain_models.csv",
+    "learning_curves.png", "pretrain_curves.png", "loglog_train_size.png", "loglog_pretrain_size.png", "budget.png", "intra_inter.png",
     "target_distributions.png", "element_counts.png",
 )
 
@@ -315,6 +350,79 @@ def test_budget_and_intra_inter_tables(report: Report) -> None:
     full_mean = _mae("full", 300, 4000, 0.5, False)  # the noise factor is linear in the seed
     assert at.loc["intra", "improvement_pct"] == pytest.approx(100 * (1 - full_mean / none_mean))
     assert at.loc["inter", "improvement_pct"] < at.loc["intra", "improvement_pct"]
+
+
+STOP_COLUMNS = ["best_epoch", "epochs_run", "stop_reason", "converged"]
+
+
+def test_verdicts_resting_on_unconverged_runs_are_not_converged(report: Report) -> None:
+    path, *_ = report
+    claims = pd.read_csv(path.parent / "claims.csv", keep_default_na=False)
+    # the capped run turns its line's slope (reproduced by the interval) into not converged ...
+    line = _pick(claims, claim_id="loglog_train", check="gap_intra, head, pre-training 4000")
+    assert line["verdict"] == NOT_CONVERGED
+    assert line["detail"].startswith(
+        "1 of 6 runs stopped at their epoch cap: gap_intra head N100 seed 0 (the interval alone: reproduced)"
+    )
+    # ... and no check at the largest training size, where it is not measured
+    assert _pick(claims, claim_id="full_beats_head", check="gap_intra: gap_pbe → gap_hse")["verdict"] == "reproduced"
+    assert _pick(claims, claim_id="full_beats_none", check="gap_intra: gap_pbe → gap_hse")["verdict"] == "reproduced"
+    # the e_form_pbe pre-training misses 1.5 x its target: every check on a transfer from it is refused
+    eform = _pick(claims, claim_id="full_beats_none", check="eform_expt: e_form_pbe → e_form_expt")
+    assert eform["verdict"] == NOT_CONVERGED
+    assert eform["detail"].startswith("pre-trained e_form_pbe test MAE 0.066 > 1.5 x 0.03 (N pretrain 4000)")
+    assert set(claims.loc[claims["claim_id"] == "inter_full_no_gain", "verdict"]) == {NOT_CONVERGED}
+    summary = (path.parent / "claims.md").read_text()
+    assert "checks (reproduced / contradicted / not converged / inconclusive)" in summary
+    assert "**not converged**" in summary and "Pipeline check" not in summary
+
+
+def test_pretrained_models_table_and_curves(report: Report) -> None:
+    path, *_ = report
+    table = pd.read_csv(path.parent / "pretrain_models.csv")
+    eform = _pick(table, property="e_form_pbe", pretrain_size=4000)
+    assert eform["target"] == 0.03 and eform["ratio"] == pytest.approx(0.1 * 4**-0.3 / 0.03) and eform["judged"]
+    assert not _pick(table, property="gap_pbe", pretrain_size=1000)["judged"]  # judged by the 4000 model
+    text = path.read_text()
+    # best epoch counted from 1 (the metric is 0-based); no duration logged by the fixture
+    assert "| e_form_pbe | 4.0 k | 0.06598 | 0.03 | 2.20× | 9 | 12 | plateau | n/a | gates verdicts |" in text
+    assert "![" in text and "(pretrain_curves.png)" in text
+
+
+def test_runs_csv_says_how_each_run_stopped(report: Report, tmp_path: Path) -> None:
+    path, *_ = report
+    written = pd.read_csv(path.parent / "runs.csv").set_index("run_id")
+    assert set(STOP_COLUMNS) <= set(written.columns)
+    capped = written.loc[CAPPED]
+    assert capped["stop_reason"] == "cap" and capped["best_epoch"] == 11 and not capped["converged"]
+    assert written.loc["gap_intra-full-4000-1000-1", "stop_reason"] == "plateau"
+    # runs from before early stopping: empty columns, and no verdict rests on them
+    runs, _ = _synthetic()
+    old = runs[runs["experiment"].isin(["eform_expt", "pretrain"])].drop(columns=STOP_COLUMNS)
+    write_report(old, {}, tmp_path)
+    written = pd.read_csv(tmp_path / "runs.csv")
+    assert written[STOP_COLUMNS].isna().all().all()
+    claims = pd.read_csv(tmp_path / "claims.csv")
+    measured = claims[claims["measured"] != "not measured"]
+    assert len(measured) and (measured["verdict"] == NOT_CONVERGED).all()
+    assert measured["detail"].str.contains("have no stop reason").all()
+
+
+def test_a_pipeline_check_profile_states_no_verdicts(tmp_path: Path) -> None:
+    runs, histories = _synthetic()
+    runs = runs[runs["experiment"].isin(["eform_expt", "pretrain"])]
+    manifest = tmp_path / "experiments.yaml"
+    manifest.write_text(yaml.safe_dump(_manifest(pipeline_check=True)))
+    # the manifest reaches the writer as the source named in sources.md, as from `cgat-bench report`
+    path = write_report(runs, histories, tmp_path / "report", sources={"manifest": str(manifest)})
+    heading = "\n\n## Pipeline check: no verdicts\n"
+    assert path.read_text().startswith("# Transfer-learning benchmark report" + heading)
+    claims_md = (path.parent / "claims.md").read_text()
+    assert claims_md.startswith("# Claims of the paper: verdicts" + heading) and "states no verdicts" in claims_md
+    claims = pd.read_csv(path.parent / "claims.csv")
+    # every check, measured or not, whatever its runs' stop reasons
+    assert len(claims) > 1 and (claims["verdict"] == NOT_CONVERGED).all()
+    assert claims["detail"].str.startswith("pipeline check profile").all()
 
 
 def test_element_counts_and_target_stats(report: Report) -> None:

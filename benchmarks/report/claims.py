@@ -3,8 +3,10 @@
 A claim is checked on every task it applies to. Each check has a measured value with a 95 % interval
 and a verdict: ``reproduced`` when the interval lies entirely on the paper's side, ``contradicted``
 when it lies entirely on the other, ``inconclusive`` when it crosses the boundary or no interval
-exists (one seed without per-material predictions, fewer than three sizes, nothing run). The claim's
-own verdict combines its checks (``statistics.combine_verdicts``).
+exists (one seed without per-material predictions, fewer than three sizes, nothing run). Every check
+names the runs it rests on, so that a ``ConvergenceGate`` can replace its verdict by ``not converged``
+when those runs had not finished learning (``convergence``). The claim's own verdict combines its
+checks (``statistics.combine_verdicts``).
 
 Claims on strategies the paper did not run itself (delta learning, multi-fidelity; from the related
 work it cites) are checked against full transfer at every training size, and only when they were run.
@@ -13,16 +15,19 @@ work it cites) are checked against full transfer at every training size, and onl
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import cast
 
 import pandas as pd
 
 from benchmarks.manifest import property_kind
-from benchmarks.report.comparisons import by_seed, fmt_interval, interval_of
+from benchmarks.report.comparisons import by_seed, fmt_interval, interval_of, paired_run_ids
+from benchmarks.report.convergence import ConvergenceGate
 from benchmarks.report.scaling import seed_slopes
 from benchmarks.report.statistics import (
     INCONCLUSIVE,
+    VERDICTS,
     Interval,
     bootstrap_mae_difference,
     combine_verdicts,
@@ -34,6 +39,7 @@ from benchmarks.report.statistics import (
 from benchmarks.report.tables import DELTA_KNOWN_NOTE, markdown_table, transfer_runs
 
 CLAIM_COLUMNS = ("claim_id", "claim", "check", "measured", "mean", "low", "high", "n", "method", "verdict", "detail")
+RUN_IDS = "run_ids"  # a check row's runs, for the convergence gate; not a column of the table
 # "Similar slopes": the paper's lines over training size differ by a few hundredths between
 # pre-training sizes; the report calls slopes similar when they differ by less than this.
 SIMILAR_SLOPE = 0.1
@@ -75,7 +81,10 @@ CLAIMS = (
 CLAIM_TEXT = {c.claim_id: c.text for c in CLAIMS}
 
 
-def _row(claim_id: str, check: str, interval: Interval, verdict: str, measured: str, detail: str = "") -> dict[str, object]:
+def _row(
+    claim_id: str, check: str, interval: Interval, verdict: str, measured: str, detail: str = "", runs: Iterable[str] = ()
+) -> dict[str, object]:
+    """A check of a claim; ``runs``: the ids of the runs it rests on."""
     return {
         "claim_id": claim_id,
         "claim": CLAIM_TEXT[claim_id],
@@ -88,7 +97,20 @@ def _row(claim_id: str, check: str, interval: Interval, verdict: str, measured: 
         "method": interval.method,
         "verdict": verdict,
         "detail": detail,
+        RUN_IDS: tuple(runs),
     }
+
+
+def _of(runs: pd.DataFrame, **keys: object) -> pd.DataFrame:
+    """The transfer runs with these column values."""
+    transfer = transfer_runs(runs)
+    for column, value in keys.items():
+        transfer = transfer[transfer[column] == value]
+    return transfer
+
+
+def _ids(runs: pd.DataFrame) -> list[str]:
+    return runs["run_id"].astype(str).tolist()
 
 
 def _missing(claim_id: str, why: str) -> dict[str, object]:
@@ -131,7 +153,8 @@ def _difference_checks(
         check = f"{r['experiment']}: {r['source']} → {r['target']}"
         if every_size:
             check += f", N train {int(r['train_size'])}"
-        out.append(_row(claim_id, check, interval, sign_verdict(interval, expected), measured, detail))
+        runs = str(r.get("run_ids", "") or "").split()
+        out.append(_row(claim_id, check, interval, sign_verdict(interval, expected), measured, detail, runs))
     return out or [_missing(claim_id, f"no task with both {a} and {b} runs")]
 
 
@@ -152,7 +175,9 @@ def _is_intra(r: pd.Series) -> bool:
     return r["task_type"] == "intra"
 
 
-def _slope_checks(claim_id: str, fits: pd.DataFrame, x: str, strategies: tuple[str, ...]) -> list[dict[str, object]]:
+def _slope_checks(
+    claim_id: str, runs: pd.DataFrame, fits: pd.DataFrame, x: str, strategies: tuple[str, ...]
+) -> list[dict[str, object]]:
     chosen = fits[(fits["x"] == x) & fits["strategy"].isin(strategies)]
     out = []
     for r in chosen.itertuples():
@@ -165,7 +190,10 @@ def _slope_checks(claim_id: str, fits: pd.DataFrame, x: str, strategies: tuple[s
         if r.n_points < 3:
             detail += "; two sizes cannot show linearity"
         verdict = sign_verdict(interval, "negative")
-        out.append(_row(claim_id, f"{r.experiment}, {r.strategy}, {at}", interval, verdict, measured, detail))
+        # the line's runs: every size along x at the fixed other size
+        fixed = {"pretrain_size": r.pretrain_size} if x == "train_size" else {"train_size": r.train_size}
+        line = _of(runs, experiment=r.experiment, strategy=r.strategy, **fixed)
+        out.append(_row(claim_id, f"{r.experiment}, {r.strategy}, {at}", interval, verdict, measured, detail, _ids(line)))
     return out or [_missing(claim_id, f"no fit over {x.replace('_', ' ')} with two or more sizes")]
 
 
@@ -182,7 +210,9 @@ def _similar_slopes(runs: pd.DataFrame, fits: pd.DataFrame) -> list[dict[str, ob
         interval = paired_difference(by_seed_large, by_seed_small)
         verdict = range_verdict(interval, -SIMILAR_SLOPE, SIMILAR_SLOPE)
         measured = f"slope at {large} − slope at {small} = {fmt_interval(interval.mean, interval.low, interval.high)}"
-        out.append(_row("similar_slopes", f"{experiment}, full", interval, verdict, measured, f"n={interval.n} seeds"))
+        lines = _of(runs, experiment=experiment, strategy="full")
+        lines = lines[lines["pretrain_size"].isin([small, large]) & lines["seed"].isin(set(by_seed_small) & set(by_seed_large))]
+        out.append(_row("similar_slopes", f"{experiment}, full", interval, verdict, measured, f"n={interval.n} seeds", _ids(lines)))
     return out or [_missing("similar_slopes", "no experiment has full-transfer lines at two pre-training sizes")]
 
 
@@ -203,7 +233,9 @@ def _none_worst(runs: pd.DataFrame) -> list[dict[str, object]]:
             interval = paired_difference(by_seed(at_size), by_seed(base))
             measured = f"MAE full − none = {fmt_interval(interval.mean, interval.low, interval.high)}"
             check = f"{experiment}: smallest pre-training {smallest}, training {int(train_size)}"
-            out.append(_row("none_worst_all_sizes", check, interval, sign_verdict(interval, "negative"), measured, f"n={interval.n} seeds"))
+            verdict = sign_verdict(interval, "negative")
+            runs_used = paired_run_ids(at_size, base)
+            out.append(_row("none_worst_all_sizes", check, interval, verdict, measured, f"n={interval.n} seeds", runs_used))
     return out or [_missing("none_worst_all_sizes", "no full-transfer runs at several pre-training sizes with a no-transfer baseline")]
 
 
@@ -228,11 +260,12 @@ def _inter_vs_intra(runs: pd.DataFrame) -> list[dict[str, object]]:
             interval = paired_difference(by_seed(a), by_seed(b))
             measured = f"MAE inter − intra = {fmt_interval(interval.mean, interval.low, interval.high)}"
             detail = f"n={interval.n} seeds; N train {int(n_train)}; intra source {', '.join(sorted(set(b['source'])))}"
-            out.append(_row("inter_worse_than_intra", f"{source} → {target}", interval, sign_verdict(interval, "positive"), measured, detail))
+            verdict = sign_verdict(interval, "positive")
+            out.append(_row("inter_worse_than_intra", f"{source} → {target}", interval, verdict, measured, detail, paired_run_ids(a, b)))
     return out or [_missing("inter_worse_than_intra", "no target is reached by full transfer from both an intra- and an inter-property source")]
 
 
-def _budget(budget: pd.DataFrame | None) -> list[dict[str, object]]:
+def _budget(budget: pd.DataFrame | None, runs: pd.DataFrame) -> list[dict[str, object]]:
     if budget is None or budget.empty:
         return [_missing("budget_balance", "no scenario has both a training-size and a pre-training-size line")]
     out = []
@@ -244,7 +277,11 @@ def _budget(budget: pd.DataFrame | None) -> list[dict[str, object]]:
         detail = f"n={int(r.n_seeds)} seeds; ratio from the mean lines {r.break_even:.3g}; better first step: {r.better_first_step}"
         if int(getattr(r, "n_seeds_no_ratio", 0) or 0):
             detail += f"; {int(r.n_seeds_no_ratio)} seed(s) without a ratio (a slope not negative)"
-        out.append(_row("budget_balance", check, interval, range_verdict(interval, *BALANCE_RANGE), measured, detail))
+        # the scenario's two lines: full transfer over training size at its pre-training size, and over
+        # pre-training size at its training size
+        full = _of(runs, experiment=r.experiment, strategy="full")
+        lines = full[(full["pretrain_size"] == r.pretrain_size) | (full["train_size"] == r.train_size)]
+        out.append(_row("budget_balance", check, interval, range_verdict(interval, *BALANCE_RANGE), measured, detail, _ids(lines)))
     return out
 
 
@@ -277,7 +314,9 @@ def _study(studies: pd.DataFrame | None, errors: Mapping[str, pd.Series] | None,
         else:
             interval = unknown(float(best["test_mae"]) - float(default.iloc[0]["test_mae"]), 1)
         measured = f"MAE best trial − default = {fmt_interval(interval.mean, interval.low, interval.high)}"
-        out.append(_row("lr_wd_no_gain", check, interval, sign_verdict(interval, "positive"), measured, interval.method or "one seed, no predictions"))
+        verdict = sign_verdict(interval, "positive")
+        # trials are not runs of the runs frame: the gate sees the manifest's default run
+        out.append(_row("lr_wd_no_gain", check, interval, verdict, measured, interval.method or "one seed, no predictions", [run_default]))
     return out or [_missing("lr_wd_no_gain", "no finished study of an inter-property task")]
 
 
@@ -288,8 +327,10 @@ def claims_table(
     budget: pd.DataFrame | None = None,
     studies: pd.DataFrame | None = None,
     errors: Mapping[str, pd.Series] | None = None,
+    gate: ConvergenceGate | None = None,
 ) -> pd.DataFrame:
-    """One row per check of every claim in ``CLAIMS``, in that order."""
+    """One row per check of every claim in ``CLAIMS``, in that order. With ``gate``, a check whose runs
+    had not finished learning gets verdict ``not converged`` (``ConvergenceGate.apply``)."""
     gap = lambda r: _is_intra(r) and property_kind(r["target"]) == "gap"  # noqa: E731
     energy = lambda r: _is_intra(r) and property_kind(r["target"]) != "gap"  # noqa: E731
     inter = lambda r: r["task_type"] == "inter"  # noqa: E731
@@ -298,28 +339,35 @@ def claims_table(
     rows += _difference_checks("full_beats_head", comparisons, "full", "head", "negative", _is_intra)
     rows += _difference_checks("head_worse_gaps", comparisons, "head", "none", "positive", gap)
     rows += _difference_checks("head_helps_energies", comparisons, "head", "none", "negative", energy)
-    rows += _slope_checks("loglog_train", fits, "train_size", ("none", "head", "full"))
-    rows += _slope_checks("loglog_pretrain", fits, "pretrain_size", ("full",))
+    rows += _slope_checks("loglog_train", runs, fits, "train_size", ("none", "head", "full"))
+    rows += _slope_checks("loglog_pretrain", runs, fits, "pretrain_size", ("full",))
     rows += _similar_slopes(runs, fits)
     rows += _none_worst(runs)
     rows += _inter_vs_intra(runs)
     rows += _difference_checks("inter_head_no_gain", comparisons, "head", "none", "positive", inter)
     rows += _difference_checks("inter_full_no_gain", comparisons, "full", "none", "positive", inter)
-    rows += _budget(budget)
+    rows += _budget(budget, runs)
     rows += _study(studies, errors, runs)
     rows += _strategy_checks(runs, comparisons)
+    if gate is not None:
+        rows = [gate.apply(row, runs, cast(tuple[str, ...], row[RUN_IDS])) for row in rows]
     return pd.DataFrame(rows, columns=list(CLAIM_COLUMNS))
 
 
+def _count_column(verdict: str) -> str:
+    return verdict.replace(" ", "_")  # "not converged" -> not_converged: a column and metric name
+
+
 def claim_verdicts(table: pd.DataFrame) -> pd.DataFrame:
-    """One row per claim: its combined verdict and how many checks gave each verdict."""
+    """One row per claim: its combined verdict and how many checks gave each verdict (columns
+    reproduced, contradicted, not_converged, inconclusive)."""
     rows = []
     for claim in CLAIMS:
         checks = table[table["claim_id"] == claim.claim_id]
         if claim.strategy is not None and checks.empty:
             continue  # its strategy was not run: no claim, rather than an inconclusive one
         verdicts = checks["verdict"].tolist()
-        counts = {v: verdicts.count(v) for v in ("reproduced", "contradicted", "inconclusive")}
+        counts = {_count_column(v): verdicts.count(v) for v in VERDICTS}
         rows.append({"claim_id": claim.claim_id, "claim": claim.text, "verdict": combine_verdicts(verdicts), "checks": len(verdicts), **counts})
     return pd.DataFrame(rows)
 
@@ -329,8 +377,11 @@ def claims_markdown(table: pd.DataFrame) -> str:
     summary = claim_verdicts(table)
     blocks = [
         markdown_table(
-            ["claim", "verdict", "checks (reproduced / contradicted / inconclusive)"],
-            [[r.claim, f"**{r.verdict}**", f"{r.checks} ({r.reproduced} / {r.contradicted} / {r.inconclusive})"] for r in summary.itertuples()],
+            ["claim", "verdict", "checks (reproduced / contradicted / not converged / inconclusive)"],
+            [
+                [r.claim, f"**{r.verdict}**", f"{r.checks} ({r.reproduced} / {r.contradicted} / {r.not_converged} / {r.inconclusive})"]
+                for r in summary.itertuples()
+            ],
         )
     ]
     detail_rows = [
@@ -344,5 +395,6 @@ def claims_markdown(table: pd.DataFrame) -> str:
 
 
 def verdict_counts(table: pd.DataFrame) -> dict[str, int]:
+    """How many claims got each verdict, keyed reproduced, contradicted, not_converged, inconclusive."""
     summary = claim_verdicts(table)
-    return {v: int((summary["verdict"] == v).sum()) for v in ("reproduced", "contradicted", "inconclusive")}
+    return {_count_column(v): int((summary["verdict"] == v).sum()) for v in VERDICTS}

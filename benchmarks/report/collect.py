@@ -17,6 +17,10 @@ CORE_METRICS = ("test_mae", "test_rmse", "test_r2", "best_val_mae")
 # Structure passes: this run's own, and with what its starting weights were trained on (NaN on runs
 # from before the runner logged them).
 COST_METRICS = ("trained_structures", "total_trained_structures")
+# How a run ended (early stopping): its best epoch (0-based) and epochs trained, and whether it stopped
+# on a validation plateau or at its epoch cap. NaN / None on runs from before early stopping.
+STOP_METRICS = ("best_epoch", "epochs_run", "train_seconds")
+STOP_TAGS = ("stop_reason", "converged")
 DEFAULT_SUITE = "paper"  # runs from before the cgat.suite tag belong to the paper's suite
 SUBSET_PREFIX = "test_mae_"
 HISTORY_METRICS = ("train_mae", "val_mae", "lr")
@@ -39,6 +43,8 @@ RUN_COLUMNS = (
     "end_time",
     *CORE_METRICS,
     *COST_METRICS,
+    *STOP_METRICS,
+    *STOP_TAGS,
 )
 HISTORY_COLUMNS = ("epoch", *HISTORY_METRICS)
 _PAGE = 1000
@@ -102,8 +108,11 @@ def _row(run: Run) -> dict[str, Any]:
     row["start_time"], row["end_time"] = start, end
     row["duration_s"] = (end - start) / 1000.0 if start and end else math.nan
     metrics = run.data.metrics
-    for name in (*CORE_METRICS, *COST_METRICS):
+    for name in (*CORE_METRICS, *COST_METRICS, *STOP_METRICS):
         row[name] = metrics.get(name, math.nan)
+    row["stop_reason"] = tags.get(TAG_PREFIX + "stop_reason")
+    converged = tags.get(TAG_PREFIX + "converged")
+    row["converged"] = None if converged is None else converged.lower() == "true"
     for name, value in metrics.items():
         if name.startswith(SUBSET_PREFIX):
             row[name] = value

@@ -49,6 +49,7 @@ COMPARISON_COLUMNS = (
     "pct_low",
     "pct_high",
     "method",
+    "run_ids",  # the runs the difference rests on (both cells, common seeds), space-separated
 )
 
 
@@ -56,6 +57,13 @@ def by_seed(runs: pd.DataFrame, metric: str = "test_mae") -> dict[int, float]:
     """{seed: mean of ``metric``} over the runs (several runs of one seed are averaged)."""
     values = runs.dropna(subset=[metric]).groupby("seed")[metric].mean()
     return {int(seed): float(value) for seed, value in values.items()}
+
+
+def paired_run_ids(a: pd.DataFrame, b: pd.DataFrame, metric: str = "test_mae") -> list[str]:
+    """The runs a paired difference of ``a`` and ``b`` rests on: those of the seeds both have a value for."""
+    seeds = set(by_seed(a, metric)) & set(by_seed(b, metric))
+    both = pd.concat([a, b])
+    return both.loc[both["seed"].isin(seeds) & both[metric].notna(), "run_id"].astype(str).tolist()
 
 
 def _run_by_seed(runs: pd.DataFrame) -> dict[int, str]:
@@ -139,6 +147,7 @@ def comparison_table(runs: pd.DataFrame, errors: Mapping[str, pd.Series] | None 
                             "pct_low": pct.low,
                             "pct_high": pct.high,
                             "method": diff.method or ("single seed, no interval" if diff.n == 1 else "no common seed"),
+                            "run_ids": " ".join(paired_run_ids(cells[a], cells[b], metric)),
                         }
                     )
     return pd.DataFrame(rows, columns=list(COMPARISON_COLUMNS))

@@ -121,6 +121,47 @@ def learning_curves(selected: pd.DataFrame, histories: Mapping[str, pd.DataFrame
     return _save(fig, path)
 
 
+def pretrain_curves(
+    pretrain: pd.DataFrame,
+    histories: Mapping[str, pd.DataFrame],
+    targets: Mapping[str, float],
+    path: Path,
+    slack: float | None = None,
+) -> Path | None:
+    """Validation (solid) and training (dashed) MAE per epoch of each pre-training run, one panel per
+    property on a log MAE axis; a marker at the run's best epoch, a grey line at the property's target
+    (and, with ``slack``, a fainter one at slack x target, above which its verdicts are refused)."""
+    curves = {
+        run.run_id: histories[run.run_id]
+        for run in pretrain.itertuples()
+        if run.run_id in histories and histories[run.run_id]["val_mae"].notna().any()
+    }
+    if not curves:
+        return None
+    drawn = pretrain[pretrain["run_id"].isin(set(curves))]
+    properties = sorted(drawn["target"].astype(str).unique())
+    fig, axes = _panels(len(properties))
+    for ax, prop in zip(axes, properties):
+        runs = drawn[drawn["target"] == prop].sort_values(["train_size", "profile"])
+        colors = sns.color_palette("viridis", len(runs))
+        for color, run in zip(colors, runs.itertuples()):
+            history = curves[run.run_id].dropna(subset=["val_mae"])
+            label = f"N {int(run.train_size)}" + (f" ({run.profile})" if drawn["profile"].nunique() > 1 else "")
+            ax.plot(history["epoch"], history["val_mae"], "-", color=color, label=f"{label} validation")
+            ax.plot(history["epoch"], history["train_mae"], "--", color=color, alpha=0.6, label=f"{label} training")
+            # the logged best epoch, else (runs from before it) the lowest validation MAE
+            best_epoch = getattr(run, "best_epoch", math.nan)
+            at = history[history["epoch"] == best_epoch] if pd.notna(best_epoch) else history.nsmallest(1, "val_mae")
+            ax.plot(at["epoch"], at["val_mae"], "*", color=color, markersize=11, markeredgecolor="black")
+        if prop in targets:
+            ax.axhline(targets[prop], color="tab:gray", linestyle=":", label=f"target {targets[prop]:g}")
+            if slack is not None:
+                ax.axhline(slack * targets[prop], color="tab:gray", linestyle="-.", alpha=0.5, label=f"{slack:g} × target")
+        ax.set(yscale="log", xlabel="epoch", ylabel="MAE", title=f"pre-training {prop}")
+        ax.legend(fontsize=6.5)
+    return _save(fig, path)
+
+
 def _draw_series(
     ax: plt.Axes,
     xs: pd.Series,

@@ -19,6 +19,10 @@ BOOTSTRAP_SAMPLES = 2000
 REPRODUCED = "reproduced"
 CONTRADICTED = "contradicted"
 INCONCLUSIVE = "inconclusive"
+# The runs behind a check had not finished learning (``convergence.ConvergenceGate``): whatever its
+# interval says, it is no evidence on the claim yet.
+NOT_CONVERGED = "not converged"
+VERDICTS = (REPRODUCED, CONTRADICTED, NOT_CONVERGED, INCONCLUSIVE)
 
 
 @dataclass(frozen=True)
@@ -120,12 +124,20 @@ def range_verdict(interval: Interval, low: float, high: float) -> str:
 
 
 def combine_verdicts(verdicts: Sequence[str]) -> str:
-    """A claim checked on several tasks: contradicted if any task contradicts it, reproduced only if
-    every task reproduces it, inconclusive otherwise."""
+    """A claim checked on several tasks:
+
+    - ``contradicted`` if any task contradicts it: that check's runs converged (else it would be
+      ``not converged``), and further training of the other tasks' runs cannot undo it;
+    - else ``not converged`` if any task's runs had not finished learning: the evidence is not final,
+      so the claim can be neither reproduced nor called inconclusive on it;
+    - else ``reproduced`` only if every task reproduces it, ``inconclusive`` otherwise (or no task).
+    """
     if not verdicts:
         return INCONCLUSIVE
     if CONTRADICTED in verdicts:
         return CONTRADICTED
+    if NOT_CONVERGED in verdicts:
+        return NOT_CONVERGED
     if all(v == REPRODUCED for v in verdicts):
         return REPRODUCED
     return INCONCLUSIVE

@@ -9,12 +9,14 @@ from typing import Any
 
 import pandas as pd
 
+from benchmarks.manifest import Manifest, ManifestError, load_manifest
 from benchmarks.report import figures
 from benchmarks.report.budget import DEFAULT_RATIOS
 from benchmarks.report.budget_section import budget_section
 from benchmarks.report.claims import claims_markdown, claims_table
 from benchmarks.report.collect import RUN_COLUMNS
 from benchmarks.report.comparisons import comparison_table, fmt_interval
+from benchmarks.report.convergence import PIPELINE_REASON, ConvergenceGate, pretrain_table
 from benchmarks.report.datasets import dataset_members, element_counts, target_stats
 from benchmarks.report.markdown import MarkdownReport, fmt_range, fmt_size, write_csv
 from benchmarks.report.scaling import extrapolations, fit_table, size_points
@@ -48,6 +50,12 @@ def _check_runs(runs: pd.DataFrame) -> pd.DataFrame:
         "duration_s": math.nan,
         "start_time": math.nan,
         "end_time": math.nan,
+        # runs from before early stopping: the gate reads a missing stop reason as not converged
+        "best_epoch": math.nan,
+        "epochs_run": math.nan,
+        "stop_reason": None,
+        "converged": None,
+        "train_seconds": math.nan,
     }
     missing = [c for c in RUN_COLUMNS if c not in runs.columns and c not in optional]
     if missing:
@@ -63,6 +71,42 @@ def _check_runs(runs: pd.DataFrame) -> pd.DataFrame:
             raise ValueError(f"runs frame: {column} is missing or not a number for runs {bad[:5]}")
         runs[column] = runs[column].astype(int)
     return runs
+
+
+def _manifest_of(manifest: Manifest | None, sources: Mapping[str, str] | None) -> Manifest | None:
+    """The manifest given, else the one ``sources`` names when it can be read (``cgat-bench`` passes its
+    path there): its pre-training targets and profiles decide which verdicts stand."""
+    if manifest is not None or not sources or not sources.get("manifest"):
+        return manifest
+    path = Path(sources["manifest"])
+    if not path.is_file():
+        return None
+    try:
+        return load_manifest(path)
+    except ManifestError:
+        return None
+
+
+def _gate(runs: pd.DataFrame, manifest: Manifest | None) -> ConvergenceGate:
+    """The convergence gate of these runs, from their own profile names (before any renaming)."""
+    if manifest is None:
+        return ConvergenceGate()
+    profiles = set(runs["profile"].dropna().astype(str))
+    checks = {p for p in profiles if p in manifest.profiles and manifest.profiles[p].pipeline_check}
+    return ConvergenceGate(
+        pretrain_targets=dict(manifest.pretrain_targets),
+        pipeline_runs=frozenset(runs.loc[runs["profile"].isin(checks), "run_id"].astype(str)),
+        pipeline_check=bool(profiles) and profiles == checks,
+    )
+
+
+PIPELINE_HEADING = "Pipeline check: no verdicts"
+PIPELINE_TEXT = (
+    "These runs come from a profile that only checks the pipeline (`pipeline_check: true` in the "
+    "manifest): they are trained far from convergence on purpose, so this report states no verdicts. "
+    f"Every check of the paper's claims is `not converged` (reason: {PIPELINE_REASON}); the numbers "
+    "show that every table and figure can be computed, not what the benchmark finds."
+)
 
 
 def _separate_versions(runs: pd.DataFrame, report: MarkdownReport) -> pd.DataFrame:
@@ -183,16 +227,21 @@ def _comparison_section(comparisons: pd.DataFrame, report: MarkdownReport, out_d
     _delta_known_note(comparisons["a"], report)
 
 
-def _claims_section(claims: pd.DataFrame, report: MarkdownReport, out_dir: Path) -> None:
+def _claims_section(claims: pd.DataFrame, gate: ConvergenceGate, report: MarkdownReport, out_dir: Path) -> None:
     report.section("Claims of the paper: verdicts")
     csv = write_csv(claims, out_dir / "claims.csv")
     markdown = claims_markdown(claims)
-    (out_dir / "claims.md").write_text("# Claims of the paper: verdicts\n\n" + markdown, encoding="utf-8")
+    pipeline = f"## {PIPELINE_HEADING}\n\n{PIPELINE_TEXT}\n\n" if gate.pipeline_check else ""
+    (out_dir / "claims.md").write_text("# Claims of the paper: verdicts\n\n" + pipeline + markdown, encoding="utf-8")
     report.text(
         "Each finding of the paper, checked on every task it applies to. `reproduced`: the 95 % interval "
         "lies entirely on the paper's side; `contradicted`: entirely on the other; `inconclusive`: it crosses "
-        "the boundary, or no interval exists. A claim is reproduced only if all its checks are, and "
-        "contradicted if any is. The same table alone: [claims.md](claims.md)."
+        "the boundary, or no interval exists. `not converged`, whatever the interval: a transfer run the check "
+        "rests on did not stop on a validation plateau (it hit its epoch cap, or predates early stopping), the "
+        f"pre-training it starts from missed its property's target test MAE by more than {gate.slack:g}×, or "
+        "its runs come from a pipeline-check profile; the detail names why and what the interval alone said. "
+        "A claim is contradicted if any check is, else not converged if any check is, else reproduced only "
+        "if all its checks are. The same table alone: [claims.md](claims.md)."
     )
     report.table(markdown, csv)
 
@@ -219,6 +268,64 @@ def _provenance_section(runs: pd.DataFrame, report: MarkdownReport, sources: Map
         )
     else:
         report.text("Training time: not recorded for these runs.")
+
+
+def _stop_counts(runs: pd.DataFrame) -> str:
+    """How the transfer runs stopped, e.g. "40 on a validation plateau, 2 at their epoch cap"."""
+    stop = runs.loc[runs["kind"] == "transfer", "stop_reason"]
+    counts = stop.fillna("unrecorded").value_counts()
+    names = {"plateau": "on a validation plateau", "cap": "at their epoch cap", "unrecorded": "without a recorded stop reason"}
+    return ", ".join(f"{n} {names.get(str(reason), str(reason))}" for reason, n in counts.items()) or "none"
+
+
+def _convergence_section(
+    runs: pd.DataFrame, histories: Mapping[str, pd.DataFrame], gate: ConvergenceGate, report: MarkdownReport, out_dir: Path
+) -> None:
+    report.section("Convergence of the runs and the pre-trained models")
+    report.text(
+        f"Transfer runs stopped: {_stop_counts(runs)}. A check resting on a run that did not stop on a "
+        "plateau states no verdict (`not converged`)."
+    )
+    table = pretrain_table(runs, gate)
+    csv = write_csv(table, out_dir / "pretrain_models.csv")
+    if table.empty:
+        report.note("no pre-training runs: no pre-trained models to show")
+        return
+    rows = [
+        [
+            r.property,
+            fmt_size(r.pretrain_size),
+            fmt(r.test_mae),
+            fmt(r.target),
+            "n/a" if not math.isfinite(r.ratio) else f"{r.ratio:.2f}×",
+            "n/a" if pd.isna(r.best_epoch) else int(r.best_epoch) + 1,
+            "n/a" if pd.isna(r.epochs_run) else int(r.epochs_run),
+            r.stop_reason if isinstance(r.stop_reason, str) else "unrecorded",
+            "n/a" if pd.isna(r.train_seconds) else f"{r.train_seconds:.0f}",
+            ("gates verdicts" if r.judged else "judged by the largest") if math.isfinite(r.target) else "no target",
+        ]
+        for r in table.itertuples()
+    ]
+    header = ["property", "N pretrain", "test MAE", "target", "ratio", "best epoch", "epochs run", "stop reason",
+              "train seconds", "target check"]  # fmt: skip
+    caption = (
+        "Each pre-trained model: its test MAE on its own property against the target of the manifest "
+        f"(`pretrain_targets`); a ratio above {gate.slack:g} turns the checks resting on the property's "
+        "pre-training into `not converged`. The target is checked on the largest pre-training run of each "
+        "property, profile and split; smaller pre-training sets share its recipe. Best epoch counted from 1; "
+        "train seconds: wall time of its training epochs over every resumption (a shipped model's from its card)."
+    )
+    report.table(markdown_table(header, rows), csv, caption)
+    pretrain = runs[runs["kind"] == "pretrain"]
+    path = figures.pretrain_curves(
+        pretrain, histories, gate.pretrain_targets, out_dir / "pretrain_curves.png", slack=gate.slack
+    )
+    report.figure(
+        path,
+        "validation (solid) and training (dashed) MAE against epoch of each pre-training run, one panel per "
+        f"property, log scale; star: the best epoch; dotted: the property's target, dash-dotted: {gate.slack:g} × target",
+        "pre-training curves: no per-epoch validation MAE was logged for the pre-training runs",
+    )
 
 
 def _learning_curve_section(
@@ -419,6 +526,7 @@ def write_report(
     errors: Mapping[str, pd.Series] | None = None,
     studies: pd.DataFrame | None = None,
     sources: Mapping[str, str] | None = None,
+    manifest: Manifest | None = None,
 ) -> Path:
     """Write every table, figure and report.md under ``out_dir``; returns the path of report.md.
 
@@ -426,11 +534,19 @@ def write_report(
     a report found on disk says what it was computed from.
 
     ``errors`` (run id -> absolute test error per material, ``collect_test_errors``) gives single-seed
-    comparisons a bootstrap interval; ``studies`` (``collect_study_trials``) checks the tuning claim."""
+    comparisons a bootstrap interval; ``studies`` (``collect_study_trials``) checks the tuning claim.
+
+    ``manifest`` (else the one ``sources["manifest"]`` names) gives the pre-training targets and says
+    which profiles are pipeline checks; without one, only the runs' stop reasons gate the verdicts."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     report = MarkdownReport("Transfer-learning benchmark report", out_dir)
-    runs = _replicates(_separate_profiles(_separate_versions(_check_runs(runs), report), report), report)
+    runs = _check_runs(runs)
+    gate = _gate(runs, _manifest_of(manifest, sources))
+    if gate.pipeline_check:
+        report.section(PIPELINE_HEADING)
+        report.text(PIPELINE_TEXT)
+    runs = _replicates(_separate_profiles(_separate_versions(runs, report), report), report)
     write_csv(runs, out_dir / "runs.csv")
     n_transfer = int((runs["kind"] == "transfer").sum())
     n_pretrain = int((runs["kind"] == "pretrain").sum())
@@ -446,9 +562,10 @@ def write_report(
     # the budget section is computed first (the claims need it) and placed later in the report
     budget_report = MarkdownReport(report.title, out_dir)
     budget = budget_section(runs, points, fits, budget_report, out_dir, cost_ratio, budget_ratios)
-    claims = claims_table(runs, comparisons, fits, budget=budget, studies=studies, errors=errors)
-    _claims_section(claims, report, out_dir)
+    claims = claims_table(runs, comparisons, fits, budget=budget, studies=studies, errors=errors, gate=gate)
+    _claims_section(claims, gate, report, out_dir)
     _provenance_section(runs, report, sources)
+    _convergence_section(runs, histories, gate, report, out_dir)
     _table1_section(runs, report, out_dir)
     strategy_cost_section(runs, report, out_dir)
     _comparison_section(comparisons, report, out_dir)
