@@ -11,7 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from benchmarks.yaml_lines import line_of, load_yaml_with_lines
-from cgat_dgl.training.config import Strategy, TrainConfig
+from cgat_dgl.training.config import ScheduleName, Strategy, TrainConfig
 
 # Strategies beyond the paper's: a correction or a second fidelity of the same quantity, so they need
 # a source and target of one kind (a gap and a gap, not a volume and an energy).
@@ -50,13 +50,18 @@ class StageSpec(Strict):
     weight_decay: float = Field(_train_default("weight_decay"), ge=0)
     cycle_period: int = Field(_train_default("cycle_period"), ge=1)  # the triangular schedule's
     normalization: Literal["keep", "refit"] = _train_default("normalization")
-    schedule: Literal["triangular", "cosine", "plateau"] = _train_default("schedule")
+    schedule: ScheduleName = _train_default("schedule")
     warmup_epochs: int = Field(_train_default("warmup_epochs"), ge=0)
     min_lr_factor: float = Field(_train_default("min_lr_factor"), gt=0, le=1)
     lr_patience: int = Field(_train_default("lr_patience"), ge=1)
     lr_decay: float = Field(_train_default("lr_decay"), gt=0, lt=1)
     patience: int | None = Field(_train_default("patience"), ge=1)
     min_delta: float = Field(_train_default("min_delta"), ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _trainable(self) -> "StageSpec":
+        TrainConfig(**self.model_dump())  # the training config's own checks, reported with the manifest line
+        return self
 
 
 class Profile(Strict):

@@ -38,15 +38,14 @@ def _digest(payload: dict[str, Any]) -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
-def config_key(spec: "PretrainRun") -> str:
-    """What determines a pre-trained model's weights apart from software versions: its property,
-    size, seed, model and stage settings, split, data and protected properties. A shipped model is
-    matched on it, so a version bump neither reuses an incompatible model (it must still load) nor
-    throws a valid one away."""
+def pretrain_identity(spec: "PretrainRun") -> dict[str, Any]:
+    """What selects a pre-training's data and initialisation: property, size, seed, protected
+    properties, data file, size cap and split seed (its model and training settings apart)."""
     payload = asdict(spec)
-    payload.pop("profile")
-    text = json.dumps({"v": KEY_VERSION, **payload}, sort_keys=True, default=str)
-    return hashlib.sha1(text.encode()).hexdigest()[:16]
+    for name in ("profile", "model", "stage", "kind"):
+        payload.pop(name)
+    payload["protected"] = list(payload["protected"])
+    return payload
 
 
 @dataclass(frozen=True)

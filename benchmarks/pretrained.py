@@ -3,8 +3,11 @@ matgl ships its pretrained_models: each a folder with the checkpoint (``model.pt
 ``card.json`` and a human page (``README.md``, with its learning curve).
 
 A manifest's pre-training is served by a shipped model when the model's card matches it:
-- ``config_key``: property, size, seed, model and stage settings, split seed, data file and protected
-  properties (``benchmarks.plan.config_key``: everything the run key holds but software versions);
+- ``identity``: property, size, seed, protected properties, size cap, split seed;
+- ``model_settings`` and ``train_settings``, the resolved model and training configs (presets and
+  defaults filled in): every field both know is equal; a field the card lacks (added since) must
+  be at its default, which by this project's rule keeps the earlier behaviour; fields that change
+  only speed are left out;
 - ``data_fingerprint``: the content hash of the data file;
 - ``protected_ids_hash``: the validation and test materials kept out of its pool;
 - ``sha256``: the checkpoint file's content hash, so a damaged or edited file is never used.
@@ -18,7 +21,6 @@ from __future__ import annotations
 import datetime
 import hashlib
 import logging
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,12 +28,14 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from benchmarks.datasets import TaskData
-from benchmarks.plan import PretrainRun, config_key
+from benchmarks.plan import PretrainRun, pretrain_identity
+from cgat_dgl.model import ModelConfig
+from cgat_dgl.training.config import TrainConfig
 from cgat_dgl.model import CGAT
 from cgat_dgl.training.checkpoint import load_model_state, read_checkpoint, save_checkpoint
 from cgat_dgl.training.tracking import Tracker
 from cgat_dgl.training.trainer import BEST_NAME, LAST_NAME
-from cgat_dgl.versions import software_versions
+from cgat_dgl.versions import software_versions, version_tags
 
 log = logging.getLogger(__name__)
 
@@ -74,11 +78,11 @@ class ModelCard(BaseModel):
     versions: dict[str, str]
     data_fingerprint: str
     protected_ids_hash: str
-    config_key: str
+    identity: dict[str, Any]
     run_key: str
     sha256: str
-    model: dict[str, Any]
-    stage: dict[str, Any]
+    model_settings: dict[str, Any]  # the resolved ModelConfig
+    train_settings: dict[str, Any]  # the resolved TrainConfig
     history: list[dict[str, float]]  # per epoch: epoch (from 0), train_mae, val_mae, lr
     command: str
     created: str
@@ -116,6 +120,34 @@ def model_name(spec: PretrainRun) -> str:
     return name
 
 
+# Settings that change how fast a model trains, not what it learns.
+SPEED_ONLY = {"backend", "implementation", "device", "num_workers", "checkpoint_every", "eval_batch_size", "threads"}
+
+
+def resolved_configs(spec: PretrainRun) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The pre-training's model and training configs with presets and defaults filled in."""
+    from benchmarks.runner import model_config_for, train_config_for
+
+    model = model_config_for(spec.model, spec.stage["backend"]).model_dump(mode="json")
+    train = train_config_for(spec).model_dump(mode="json")
+    return model, train
+
+
+def config_differences(card: dict[str, Any], current: dict[str, Any], schema: type) -> dict[str, tuple[Any, Any]]:
+    """{field: (card's, current)} for each setting that makes the card's model another one than
+    ``current`` asks for; a field the card lacks counts as its default (it was added since)."""
+    fields = schema.model_fields
+    differences = {}
+    for name in (set(card) | set(current)) - SPEED_ONLY:
+        if name not in current:
+            differences[name] = (card[name], None)  # a setting this code no longer has
+            continue
+        saved = card.get(name, fields[name].default if name in fields else None)
+        if saved != current[name]:
+            differences[name] = (saved, current[name])
+    return differences
+
+
 def read_cards(root: Path) -> list[ShippedModel]:
     """Every shipped model under ``root``; a card that does not parse is an error naming its file."""
     models = []
@@ -131,10 +163,16 @@ def read_cards(root: Path) -> list[ShippedModel]:
 def find_shipped(spec: PretrainRun, root: Path, data: TaskData) -> ShippedModel | None:
     """The shipped model that serves ``spec``, or None; a candidate that fails a check is named in a
     warning (never used silently, never skipped silently)."""
-    wanted = config_key(spec)
+    wanted = pretrain_identity(spec)
+    model_config, train_config = resolved_configs(spec)
     for model in read_cards(root):
         card = model.card
-        if card.config_key != wanted or card.data_fingerprint != spec.data_key:
+        if card.identity != wanted or card.data_fingerprint != spec.data_key:
+            continue
+        differences = {**config_differences(card.model_settings, model_config, ModelConfig),
+                       **config_differences(card.train_settings, train_config, TrainConfig)}
+        if differences:
+            log.info("shipped model %s: same data, other settings %s", model.folder, differences)
             continue
         problem = _check(model, spec, data)
         if problem is None:
@@ -168,7 +206,12 @@ def install_shipped(model: ShippedModel, spec: PretrainRun, tracker: Tracker, wo
     card = model.card
     out = Path(work_dir) / "checkpoints" / spec.key
     out.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(model.checkpoint, out / BEST_NAME)
+    for stale in [out / LAST_NAME, *out.glob("epoch_*.pt")]:  # of a killed pre-training of the same key
+        stale.unlink(missing_ok=True)
+    state = read_checkpoint(model.checkpoint)
+    # transfers link to the pre-training run of this store, not the exporter's
+    state["metadata"] = {**state.get("metadata", {}), "mlflow_run_id": tracker.run_id, "shipped_model": model.folder.name}
+    save_checkpoint(state, out / BEST_NAME)
     current = software_versions()
     tags = {
         SHIPPED_TAG: model.folder.name,
@@ -177,7 +220,10 @@ def install_shipped(model: ShippedModel, spec: PretrainRun, tracker: Tracker, wo
         "cgat.torch_threads": str(card.threads) if card.threads is not None else "unset",
         "cgat.stop_reason": card.stop_reason,
         "cgat.converged": str(card.converged).lower(),
-        **{f"cgat.version.{name}": value for name, value in card.versions.items()},
+        # the run is this code's pre-training (its versions pair it with the transfers); the card's
+        # versions say what trained the weights
+        **version_tags(),
+        **{f"cgat.shipped.version.{name}": value for name, value in card.versions.items()},
     }
     if card.versions.get("cgat_dgl") != current["cgat_dgl"]:
         tags["cgat.shipped_note"] = (
@@ -187,7 +233,7 @@ def install_shipped(model: ShippedModel, spec: PretrainRun, tracker: Tracker, wo
     tracker.set_tags(tags)
     tracker.log_params({"train_size": card.n_train, "pretrain_size": card.n_train, "val_size": card.n_val,
                         "test_size": card.n_test, "shipped_model": model.folder.name})
-    tracker.log_config(model=card.model, train=card.stage)
+    tracker.log_config(model=card.model_settings, train=card.train_settings)
     for row in card.history:
         tracker.log_epoch(int(row["epoch"]), {name: row[name] for name in ("train_mae", "val_mae", "lr")})
     tracker.log_metrics({
@@ -242,11 +288,11 @@ def export_model(
         versions={k.removeprefix("cgat.version."): v for k, v in tags.items() if k.startswith("cgat.version.")},
         data_fingerprint=spec.data_key,
         protected_ids_hash=ids_hash(data.protected_ids(spec.prop)),
-        config_key=config_key(spec),
+        identity=pretrain_identity(spec),
         run_key=spec.key,
         sha256=file_sha256(folder / MODEL_FILE),
-        model=dict(spec.model),
-        stage=dict(spec.stage),
+        model_settings=resolved_configs(spec)[0],
+        train_settings=resolved_configs(spec)[1],
         history=history,
         command=RECREATE.format(profile=spec.profile),
         created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

@@ -62,9 +62,8 @@ def model_config_for(settings: dict[str, Any], backend: str) -> ModelConfig:
 
 
 def train_config_for(spec: Spec) -> TrainConfig:
-    """The run's training config: its stage settings (every StageSpec field is a TrainConfig field),
-    strategy and seed."""
-    stage = {name: value for name, value in spec.stage.items() if name in TrainConfig.model_fields}
+    """The run's training config: its stage settings (every one a TrainConfig field), strategy and seed."""
+    stage = dict(spec.stage)
     strategy = "none" if spec.kind == "pretrain" else spec.strategy
     return TrainConfig(**stage, strategy=strategy, seed=spec.seed)
 

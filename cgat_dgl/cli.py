@@ -23,6 +23,8 @@ from cgat_dgl.data.records import DataError
 log = logging.getLogger("cgat_dgl.cli")
 
 STRATEGIES = ("none", "head", "full")
+# training.config.ScheduleName, spelt out so that the parser imports no torch (tested equal)
+SCHEDULES = ("triangular", "cosine", "plateau")
 
 
 class HELP_FORMAT(argparse.ArgumentDefaultsHelpFormatter):
@@ -97,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--epochs", type=int, default=None, help="default: 390 (paper), 280 with --init-checkpoint")
     train.add_argument("--cycle-period", type=int, default=None,
                        help="epochs of one learning-rate cycle (default: 130, 70 with --init-checkpoint)")
-    train.add_argument("--schedule", choices=("triangular", "cosine", "plateau"), default=None,
+    train.add_argument("--schedule", choices=SCHEDULES, default=None,
                        help="learning-rate schedule (default: triangular, the paper's cycle)")
     train.add_argument("--warmup-epochs", type=int, default=None, help="cosine and plateau: linear warm-up epochs")
     train.add_argument("--patience", type=int, default=None,

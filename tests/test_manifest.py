@@ -207,3 +207,20 @@ def test_an_experiment_can_refit_the_normalisation_of_its_transfers(tmp_path: Pa
     assert {t.key for t in transfers if t.experiment == "eform_to_gap"}.isdisjoint(keys)
     with pytest.raises(ManifestError, match="transfer_normalization"):
         load_manifest(write(tmp_path, text.replace("transfer_normalization: refit", "transfer_normalization: relearn")))
+
+
+def test_a_stage_that_cannot_train_is_refused_with_its_line(tmp_path) -> None:
+    from benchmarks.manifest import ManifestError, load_manifest
+
+    path = tmp_path / "experiments.yaml"
+    path.write_text(
+        "profiles:\n"
+        "  p:\n"
+        "    model: smoke\n"
+        "    pretrain: {epochs: 3, schedule: plateau, lr_patience: 4, patience: 4}\n"
+        "    transfer: {epochs: 3}\n"
+        "experiments:\n"
+        "  - {name: e, source: gap_pbe, target: gap_hse}\n"
+    )
+    with pytest.raises(ManifestError, match=r"experiments.yaml:4.*lr_patience"):
+        load_manifest(path)

@@ -24,7 +24,7 @@ pretrained_models: {models}
 profiles:
   smoke:
     model: smoke
-    pretrain: {{epochs: 3, batch_size: 32, lr: 1.0e-3, schedule: plateau, patience: 2, min_delta: 0.5}}
+    pretrain: {{epochs: 3, batch_size: 32, lr: 1.0e-3, schedule: plateau, lr_patience: 1, patience: 2, min_delta: 0.5}}
     transfer: {{epochs: 2, batch_size: 16, lr: 1.0e-3, cycle_period: 2}}
     max_eval_size: 16
 experiments:
@@ -97,8 +97,10 @@ def test_a_fresh_store_uses_the_shipped_model_for_transfers(exported, small_data
     assert run.data.tags[pretrained.SHIPPED_TAG] == card.name
     assert run.data.metrics["test_mae"] == pytest.approx(card.test_mae)
     assert run.data.tags["cgat.stop_reason"] == card.stop_reason
+    transfer = runner.store.run(runner.store.runs_by_key()[runner.transfers[0].key].run_id)
+    assert transfer.data.tags["cgat.pretrain_run_id"] == run.info.run_id  # this store's run, not the exporter's
     installed = runner.options.work_dir / "checkpoints" / spec.key / "best.pt"
-    assert pretrained.file_sha256(installed) == card.sha256
+    assert read_checkpoint(installed)["model_state"].keys() == read_checkpoint(models / card.name / "model.pt")["model_state"].keys()
     history = Store(runner.options.tracking_uri, runner.options.work_dir).client.get_metric_history(run.info.run_id, "val_mae")
     assert len(history) == card.epochs_run
 
@@ -118,10 +120,13 @@ def test_a_damaged_or_mismatched_model_is_not_used(exported, small_data: Path, t
     assert pretrained.find_shipped(spec, damaged, runner.task_data) is not None
     card_path = damaged / card.name / "card.json"
     values = json.loads(card_path.read_text())
+    lacking = {k: v for k, v in values["train_settings"].items() if k != "lr_decay"}  # as if added since, at its default
+    card_path.write_text(json.dumps({**values, "train_settings": lacking}))
+    assert pretrained.find_shipped(spec, damaged, runner.task_data) is not None
     card_path.write_text(json.dumps({**values, "protected_ids_hash": "0" * 16}))
     assert pretrained.find_shipped(spec, damaged, runner.task_data) is None
     assert "protected" in capsys.readouterr().out
-    card_path.write_text(json.dumps({**values, "config_key": "1" * 16}))  # another configuration: no candidate
+    card_path.write_text(json.dumps({**values, "train_settings": {**values["train_settings"], "lr": 0.5}}))  # other settings
     assert pretrained.find_shipped(spec, damaged, runner.task_data) is None
     card_path.write_text("{not json")
     with pytest.raises(ValueError, match="card.json"):

@@ -78,3 +78,18 @@ def test_replay_gives_the_state_of_an_uninterrupted_run() -> None:
     replayed = replay_stopping(history, patience=3, min_delta=0.05)
     assert replayed.plateaued and replayed.reference == 0.8
     assert not replay_stopping(history, patience=4, min_delta=0.05).plateaued
+
+
+def test_the_command_line_offers_every_schedule() -> None:
+    from typing import get_args
+
+    from cgat_dgl.cli import SCHEDULES
+    from cgat_dgl.training.config import ScheduleName
+    from cgat_dgl.training.schedules import SCHEDULES as IMPLEMENTED
+
+    assert set(SCHEDULES) == set(get_args(ScheduleName)) == set(IMPLEMENTED)
+
+
+def test_plateau_needs_its_rate_to_decay_before_the_run_stops() -> None:
+    with pytest.raises(ValueError, match="lr_patience"):
+        TrainConfig(schedule="plateau", lr_patience=5, patience=5)

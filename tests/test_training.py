@@ -197,3 +197,10 @@ def test_a_capped_run_continues_under_a_larger_cap(sets, tmp_path: Path) -> None
     longer = train(SMOKE, config.model_copy(update={"epochs": 4}), *sets, out_dir=tmp_path)
     straight = train(SMOKE, config.model_copy(update={"epochs": 4}), *sets, out_dir=tmp_path / "straight")
     assert longer.epochs_run == 4 and longer.history == straight.history
+
+
+def test_a_cosine_run_refuses_another_cap_on_resume(sets, tmp_path: Path) -> None:
+    config = BASE.model_copy(update={"schedule": "cosine", "epochs": 2})
+    train(SMOKE, config, *sets, out_dir=tmp_path)
+    with pytest.raises(ValueError, match="epochs"):  # the anneal is spread over the cap
+        train(SMOKE, config.model_copy(update={"epochs": 4}), *sets, out_dir=tmp_path)

@@ -99,5 +99,5 @@ def make_pruner(spec: StudySpec, epochs: int) -> optuna.pruners.BasePruner:
         return optuna.pruners.NopPruner()
     if spec.pruner == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs, reduction_factor=3)
-    # The cyclical schedule starts at 0.1 x lr, so the first epochs say little about a setting.
+    # The first epochs (a cyclical schedule at 0.1 x lr, a warm-up) say little about a setting.
     return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=epochs // 5)

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 Strategy = Literal["none", "head", "full", "delta", "delta_known", "multifidelity", "multifidelity_ft"]
 FROM_SCRATCH: tuple[str, ...] = ("none", "multifidelity")
 Normalization = Literal["keep", "refit"]
+ScheduleName = Literal["triangular", "cosine", "plateau"]  # cgat_dgl.training.schedules
 
 
 class TrainConfig(BaseModel):
@@ -29,7 +30,7 @@ class TrainConfig(BaseModel):
     cycle_max_factor: float = Field(1.0, gt=0)
     # The learning-rate schedule (cgat_dgl.training.schedules): the paper's triangular cycle, or one that
     # anneals: warm-up then cosine to the epoch cap, or warm-up then decay on a validation plateau.
-    schedule: Literal["triangular", "cosine", "plateau"] = "triangular"
+    schedule: ScheduleName = "triangular"
     warmup_epochs: int = Field(0, ge=0)
     min_lr_factor: float = Field(0.01, gt=0, le=1)  # cosine's end and plateau's floor, times lr
     lr_patience: int = Field(3, ge=1)  # plateau: epochs without improvement before the rate decays
@@ -64,6 +65,9 @@ class TrainConfig(BaseModel):
             raise ValueError(f"lr_factors must be positive, got {bad}")
         if self.cycle_base_factor > self.cycle_max_factor:
             raise ValueError("cycle_base_factor must not exceed cycle_max_factor")
+        if self.schedule == "plateau" and self.patience is not None and self.lr_patience >= self.patience:
+            raise ValueError(f"lr_patience ({self.lr_patience}) must be below patience ({self.patience}), "
+                             "or the run stops before its rate ever decays")
         return self
 
     @classmethod

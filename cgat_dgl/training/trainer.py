@@ -58,10 +58,12 @@ LAST_NAME = "last.pt"
 TEST_PREDICTIONS_NAME = "test_predictions.csv"
 PREDICTIONS_ARTIFACT_DIR = "predictions"
 # Train-config fields that may change between a killed run and its resumption without changing results.
-# A larger cap or another stopping rule continues a run (a pre-training extended after its cap); the
-# stopping state is recomputed from the history, so it applies to the epochs already run.
+# A larger cap or another patience continues a run (`cgat train` extended after its cap); the
+# stopping state is recomputed from the history, so it applies to the epochs already run. Not where
+# the schedule depends on them: the cosine anneals over the cap, the plateau decay uses min_delta.
 _RESUMABLE_CHANGES = {"epochs", "patience", "min_delta", "device", "num_workers", "checkpoint_every",
                       "eval_batch_size", "backend"}
+_SCHEDULE_INPUTS = {"cosine": {"epochs"}, "plateau": {"min_delta"}}
 
 
 @dataclass
@@ -123,9 +125,13 @@ def _check_resumable(saved: dict[str, Any], train_config: TrainConfig, model_val
     if config_differences(saved["model_config"], model_values):
         raise ValueError(f"{path}: cannot resume, the model config differs from this run's; use resume=False or another out_dir")
     current = train_config.model_dump(mode="json")
+    # a field the checkpoint lacks was added since, and its default keeps the earlier behaviour
+    before = {name: field.get_default(call_default_factory=True) for name, field in TrainConfig.model_fields.items()}
+    before |= saved["train_config"]
+    fixed = _SCHEDULE_INPUTS.get(train_config.schedule, set())
     changed = sorted(
-        k for k in set(current) | set(saved["train_config"])
-        if k not in _RESUMABLE_CHANGES and current.get(k) != saved["train_config"].get(k)
+        k for k in set(current) | set(before)
+        if (k not in _RESUMABLE_CHANGES or k in fixed) and current.get(k) != before.get(k)
     )
     if changed:
         raise ValueError(f"{path}: cannot resume, train config fields changed: {changed}; use resume=False or another out_dir")
