@@ -133,6 +133,12 @@ class ConvergenceGate:
         return {**row, "verdict": NOT_CONVERGED, "detail": detail}
 
 
+def _train_seconds(run: pd.Series) -> float:
+    """The run's logged training time, else (a run from before it was logged) its wall time."""
+    seconds = run.get("train_seconds", math.nan)
+    return float(seconds) if pd.notna(seconds) else float(run.get("duration_s", math.nan))
+
+
 def pretrain_table(runs: pd.DataFrame, gate: ConvergenceGate) -> pd.DataFrame:
     """One row per pre-trained model: its test MAE against its property's target and how it stopped.
     ``judged``: whether its target gates verdicts (the largest run of its property, profile and split)."""
@@ -156,7 +162,7 @@ def pretrain_table(runs: pd.DataFrame, gate: ConvergenceGate) -> pd.DataFrame:
                 "epochs_run": run.get("epochs_run", math.nan),
                 "stop_reason": run.get("stop_reason"),
                 # the training's own time: a shipped model's run lasts seconds, its card holds the training's
-                "train_seconds": run.get("train_seconds", math.nan),
+                "train_seconds": _train_seconds(run),
                 "judged": run["run_id"] in judged,
             }
         )

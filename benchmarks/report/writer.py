@@ -313,7 +313,7 @@ def _convergence_section(
         f"(`pretrain_targets`); a ratio above {gate.slack:g} turns the checks resting on the property's "
         "pre-training into `not converged`. The target is checked on the largest pre-training run of each "
         "property, profile and split; smaller pre-training sets share its recipe. Best epoch counted from 1; "
-        "train seconds: wall time of its training epochs over every resumption (a shipped model's from its card)."
+        "train seconds: wall time of its training epochs over every resumption (a shipped model's from its card; the run's wall time where it logged none)."
     )
     report.table(markdown_table(header, rows), csv, caption)
     pretrain = runs[runs["kind"] == "pretrain"]
