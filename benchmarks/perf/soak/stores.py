@@ -9,6 +9,8 @@ from typing import Any
 
 
 KEY_METRICS = ("test_mae", "best_val_mae", "best_epoch", "test_rmse")
+# Wall-clock measurements, which no two runs share: compared neither exactly nor at all.
+TIMING_METRICS = frozenset({"train_seconds"})
 
 @dataclass
 class RunRecord:
@@ -73,7 +75,7 @@ def compare_stores(reference: list[RunRecord], soak: list[RunRecord], rtol: floa
     lost: reference keys with no FINISHED run in the soak; duplicated: keys with more than one FINISHED
     run; left_running: every RUNNING run of the soak store (keyed or not: a parent or report run killed
     before it ended counts too); mismatches: final metrics of the reference's keyed runs that differ in
-    the soak's FINISHED run (all of the reference's metrics, ``KEY_METRICS`` at least, and the whole
+    the soak's FINISHED run (all of the reference's metrics but timings, ``KEY_METRICS`` at least, and the whole
     history of each per-epoch metric the reference read)."""
     expected = {r.key: r for r in reference if r.key and r.status == "FINISHED"}
     problems = [
@@ -102,7 +104,7 @@ def compare_stores(reference: list[RunRecord], soak: list[RunRecord], rtol: floa
         if key not in finished:
             continue
         for run in finished[key]:
-            for name in sorted(set(ref.metrics) | set(KEY_METRICS)):
+            for name in sorted((set(ref.metrics) | set(KEY_METRICS)) - TIMING_METRICS):
                 value = run.metrics.get(name)
                 if name not in ref.metrics:
                     mismatches.append({"key": key, "kind": ref.kind, "metric": name, "reference": None, "soak": value})
