@@ -267,7 +267,7 @@ def export_model(
         property=spec.prop,
         preset=str(spec.model["preset"]),
         profile=spec.profile,
-        pretrain_size=f"{spec.size:g}" if isinstance(spec.size, float) else str(spec.size),
+        pretrain_size=str(spec.size),
         n_train=len(train_set),
         n_val=len(val_set),
         n_test=len(test_set),
@@ -323,13 +323,18 @@ def _plot_curve(card: ModelCard, path: Path) -> None:
     plt.close(figure)
 
 
+def _pool_text(size: str) -> str:
+    """"1.0" -> "100 % of the leakage-free pool", "5000" -> "5000 of the leakage-free pool"."""
+    return f"{float(size):.0%} of the leakage-free pool" if "." in size else f"{size} of the leakage-free pool"
+
+
 def card_page(card: ModelCard) -> str:
     target = "none set" if card.target_mae is None else f"{card.target_mae:g} (test MAE / target = {card.test_mae / card.target_mae:.2f})"
     hours, rest = divmod(int(card.train_seconds), 3600)
     rows = [
         ("property", f"`{card.property}`"),
         ("model preset", f"`{card.preset}` (manifest profile `{card.profile}`)"),
-        ("training set", f"{card.n_train} structures (pool size {card.pretrain_size}); validation {card.n_val}, test {card.n_test}"),
+        ("training set", f"{card.n_train} structures ({_pool_text(card.pretrain_size)}); validation {card.n_val}, test {card.n_test}"),
         ("test MAE / RMSE / R²", f"{card.test_mae:.4g} / {card.test_rmse:.4g} / {card.test_r2:.4f}"),
         ("best validation MAE", f"{card.val_mae:.4g}"),
         ("target test MAE", target),
