@@ -177,7 +177,6 @@ def find_shipped(spec: PretrainRun, root: Path, data: TaskData) -> ShippedModel 
         problem = _check(model, spec, data)
         if problem is None:
             return model
-        log.warning("shipped model %s matches %s but is not used: %s; training it instead", model.folder, spec.label, problem)
         print(f"warning: shipped model {model.folder} not used: {problem}; training {spec.label}", flush=True)
     return None
 
@@ -262,6 +261,7 @@ def export_model(
     history = [{k: float(v) for k, v in row.items()} for row in last["history"]]
     train_seconds = float(last.get("train_seconds") or 0.0) or (run.info.end_time - run.info.start_time) / 1000
     train_set, val_set, test_set = data.pretrain_sets(spec.prop, spec.size, spec.cap, None)
+    model_settings, train_settings = resolved_configs(spec)
     card = ModelCard(
         name=name,
         property=spec.prop,
@@ -291,8 +291,8 @@ def export_model(
         identity=pretrain_identity(spec),
         run_key=spec.key,
         sha256=file_sha256(folder / MODEL_FILE),
-        model_settings=resolved_configs(spec)[0],
-        train_settings=resolved_configs(spec)[1],
+        model_settings=model_settings,
+        train_settings=train_settings,
         history=history,
         command=RECREATE.format(profile=spec.profile),
         created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
