@@ -155,7 +155,8 @@ def _size_text(size: Size, cap: int | None) -> str:
 
 
 def stage_settings(stage: StageSpec, profile: Profile, lr_factor: float = 1.0) -> dict[str, Any]:
-    settings = stage.model_dump()
+    # settings added since keys were first written enter a key only when set, so existing keys stay valid
+    settings = stage.model_dump(exclude={"anneal_epochs"} if stage.anneal_epochs is None else set())
     settings["lr"] = stage.lr * lr_factor
     settings.update(backend=profile.backend, device=profile.device, amp=profile.amp)
     if profile.threads is not None:  # absent otherwise, so that the keys of existing runs stay valid

@@ -203,7 +203,7 @@ class Runner:
         print(f"[run] {spec.label}  ({spec.key}, mlflow run {tracker.run_id})", flush=True)
         started = time.perf_counter()
         try:
-            self._train(spec, tracker)
+            summary = self._train(spec, tracker)
         except Exception as error:  # one failing run must not stop the others
             message = f"{type(error).__name__}: {error}"
             tracker.set_tags({"cgat.error": message[:4000], "cgat.traceback": traceback.format_exc()[-4000:]})
@@ -214,10 +214,11 @@ class Runner:
             tracker.end("KILLED")
             raise
         tracker.end("FINISHED")
-        print(f"[done] {spec.label} in {time.perf_counter() - started:.0f} s", flush=True)
+        print(f"[done] {spec.label} in {time.perf_counter() - started:.0f} s: {summary}", flush=True)
         return None
 
-    def _train(self, spec: Spec, tracker: Any) -> None:
+    def _train(self, spec: Spec, tracker: Any) -> str:
+        """Train ``spec`` (or install its shipped model) and say in a few words how it ended."""
         data = self.task_data
         model_config = model_config_for(spec.model, spec.stage["backend"])
         train_config = train_config_for(spec)
@@ -227,7 +228,7 @@ class Runner:
                 shipped = find_shipped(spec, self.manifest.resolve(self.manifest.pretrained_models), data)
                 if shipped is not None:
                     install_shipped(shipped, spec, tracker, work_dir)
-                    return
+                    return f"shipped model {shipped.folder.name}, test MAE {shipped.card.test_mae:.4g}"
             inputs = pretrain_inputs(spec, data)
         else:
             inputs = transfer_inputs(spec, data, work_dir)
@@ -278,6 +279,7 @@ class Runner:
                 if mask.any():
                     metrics = regression_metrics(predicted[mask], actual[mask])
                     tracker.log_metrics({f"test_mae_{name}": metrics["mae"], f"test_rmse_{name}": metrics["rmse"]})
+        return result.summary()
 
 
 def _worker(manifest: Manifest, options: RunnerOptions, threads: int, index: int) -> Outcome:

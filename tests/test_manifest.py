@@ -178,6 +178,17 @@ def test_profile_threads_reach_every_runs_train_config(tmp_path: Path) -> None:
     assert train_config_for(unpinned[0]).threads is None
 
 
+def test_anneal_epochs_reach_the_train_config_and_only_the_keys_that_set_them(tmp_path: Path) -> None:
+    from benchmarks.runner import train_config_for
+
+    plain, _ = expand(load_manifest(write(tmp_path, MANIFEST)), "smoke")
+    assert "anneal_epochs" not in plain[0].stage  # keys of runs from before the option are unchanged
+    held = MANIFEST.replace("pretrain: {epochs: 2,", "pretrain: {epochs: 3, anneal_epochs: 2, schedule: cosine,")
+    assert held != MANIFEST
+    pretrain, _ = expand(load_manifest(write(tmp_path, held)), "smoke")
+    assert train_config_for(pretrain[0]).anneal_span == 2 and pretrain[0].key != plain[0].key
+
+
 def test_another_split_gives_other_runs_and_keeps_the_manifest_folder(tmp_path: Path) -> None:
     from benchmarks.cli import with_split_seed
 

@@ -4,6 +4,7 @@ failures that do not stop the others, and a run killed mid-training that resumes
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -203,6 +204,8 @@ def test_cli_dry_run_run_and_report(tmp_path: Path, small_data: Path, capsys: py
     assert main(["run", manifest, *common, "--no-progress", "--report-dir", str(report_dir)]) == 0
     out = capsys.readouterr().out
     assert "read 200, kept 200" in out and "done in" in out and "0 failed" in out
+    done = [line for line in out.splitlines() if line.startswith("[done] ")]
+    assert len(done) == 7 and all(re.search(r"test MAE [0-9.e-]+, (plateau|cap) after \d+ epochs", line) for line in done)
     folder = report_dir / "smoke"
     for name in ["report.md", "table1.csv", "table1.md", "fits.csv", "extrapolations.csv", "learning_curves.png",
                  "loglog_train_size.png", "target_distributions.png", "element_counts.png", "runs.csv"]:

@@ -39,6 +39,21 @@ def test_cosine_warms_up_then_anneals_to_its_floor_at_the_cap() -> None:
     assert optimizer.param_groups[0]["lr"] == pytest.approx(1e-5)  # at the cap: lr x min_lr_factor
 
 
+def test_cosine_with_anneal_epochs_holds_its_floor_after_the_anneal() -> None:
+    annealed = TrainConfig(lr=1e-3, epochs=11, schedule="cosine", warmup_epochs=1)
+    held = annealed.model_copy(update={"epochs": 15, "anneal_epochs": 11})
+    rates = [r[0] for r in _rates(held, [1.0] * 15)]
+    assert rates[:11] == pytest.approx([r[0] for r in _rates(annealed, [1.0] * 11)])  # the same anneal
+    assert rates[11:] == pytest.approx([1e-5] * 4)
+
+
+def test_anneal_epochs_must_fit_between_the_warm_up_and_the_cap() -> None:
+    with pytest.raises(ValueError, match="anneal_epochs"):
+        TrainConfig(schedule="cosine", epochs=10, anneal_epochs=11)
+    with pytest.raises(ValueError, match="anneal_epochs"):
+        TrainConfig(schedule="cosine", epochs=10, warmup_epochs=2, anneal_epochs=2)
+
+
 def test_plateau_decays_after_lr_patience_epochs_without_improvement_and_keeps_group_ratios() -> None:
     config = TrainConfig(lr=1e-3, schedule="plateau", lr_patience=2, lr_decay=0.5, min_delta=0.01)
     # improves, improves, then only by 0.5 % (below the 1 % margin) twice: the rate halves

@@ -202,5 +202,15 @@ def test_a_capped_run_continues_under_a_larger_cap(sets, tmp_path: Path) -> None
 def test_a_cosine_run_refuses_another_cap_on_resume(sets, tmp_path: Path) -> None:
     config = BASE.model_copy(update={"schedule": "cosine", "epochs": 2})
     train(SMOKE, config, *sets, out_dir=tmp_path)
-    with pytest.raises(ValueError, match="epochs"):  # the anneal is spread over the cap
+    with pytest.raises(ValueError, match="anneal_span"):  # the anneal is spread over the cap
         train(SMOKE, config.model_copy(update={"epochs": 4}), *sets, out_dir=tmp_path)
+
+
+def test_an_annealed_cosine_run_continues_at_its_floor_under_a_larger_cap(sets, tmp_path: Path) -> None:
+    config = BASE.model_copy(update={"schedule": "cosine", "epochs": 2, "patience": 50})
+    train(SMOKE, config, *sets, out_dir=tmp_path)
+    held = config.model_copy(update={"epochs": 4, "anneal_epochs": 2})
+    longer = train(SMOKE, held, *sets, out_dir=tmp_path)
+    straight = train(SMOKE, held, *sets, out_dir=tmp_path / "straight")
+    assert longer.epochs_run == 4 and longer.history == straight.history
+    assert [row["lr"] for row in longer.history[2:]] == pytest.approx([config.lr * config.min_lr_factor] * 2)

@@ -33,6 +33,9 @@ class TrainConfig(BaseModel):
     schedule: ScheduleName = "triangular"
     warmup_epochs: int = Field(0, ge=0)
     min_lr_factor: float = Field(0.01, gt=0, le=1)  # cosine's end and plateau's floor, times lr
+    # cosine: the epochs of warm-up plus anneal, after which the rate holds at its floor until a
+    # plateau or the cap ends the run; None: anneal to the cap.
+    anneal_epochs: int | None = Field(None, ge=1)
     lr_patience: int = Field(3, ge=1)  # plateau: epochs without improvement before the rate decays
     lr_decay: float = Field(0.5, gt=0, lt=1)
     # Early stopping: stop after `patience` epochs whose validation MAE does not beat the best by the
@@ -65,10 +68,19 @@ class TrainConfig(BaseModel):
             raise ValueError(f"lr_factors must be positive, got {bad}")
         if self.cycle_base_factor > self.cycle_max_factor:
             raise ValueError("cycle_base_factor must not exceed cycle_max_factor")
+        if self.anneal_epochs is not None and self.anneal_epochs > self.epochs:
+            raise ValueError(f"anneal_epochs ({self.anneal_epochs}) must not exceed epochs ({self.epochs})")
+        if self.anneal_epochs is not None and self.anneal_epochs <= self.warmup_epochs:
+            raise ValueError(f"anneal_epochs ({self.anneal_epochs}) must exceed warmup_epochs ({self.warmup_epochs})")
         if self.schedule == "plateau" and self.patience is not None and self.lr_patience >= self.patience:
             raise ValueError(f"lr_patience ({self.lr_patience}) must be below patience ({self.patience}), "
                              "or the run stops before its rate ever decays")
         return self
+
+    @property
+    def anneal_span(self) -> int:
+        """The epochs over which cosine warms up and anneals (the cap unless anneal_epochs is set)."""
+        return self.anneal_epochs if self.anneal_epochs is not None else self.epochs
 
     @classmethod
     def transfer(cls, **overrides: object) -> "TrainConfig":

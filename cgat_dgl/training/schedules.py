@@ -2,7 +2,8 @@
 
 - ``triangular``: the paper's cyclical rate (lr x base factor at a cycle's start and end, lr x max
   factor at mid-period); it never anneals for good, so it is what the ``paper`` profile reproduces.
-- ``cosine``: a linear warm-up, then a half cosine from lr to ``min_lr_factor`` x lr at the epoch cap.
+- ``cosine``: a linear warm-up, then a half cosine from lr to ``min_lr_factor`` x lr at the epoch cap,
+  or at ``anneal_epochs`` and held there, so that a run can end on a plateau of its annealed model.
 - ``plateau``: a linear warm-up, then lr held until the validation MAE stops improving by
   ``min_delta`` (relative) for ``lr_patience`` epochs, when it is multiplied by ``lr_decay``.
 
@@ -75,7 +76,7 @@ class CosineSchedule(EpochSchedule):
         warm = self.warmup_scale()
         if warm is not None:
             return warm
-        span = max(1, self.config.epochs - self.config.warmup_epochs)
+        span = max(1, self.config.anneal_span - self.config.warmup_epochs)
         progress = min(1.0, (self.epoch - self.config.warmup_epochs) / span)
         floor = self.config.min_lr_factor
         return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))

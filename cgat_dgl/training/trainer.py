@@ -60,10 +60,12 @@ PREDICTIONS_ARTIFACT_DIR = "predictions"
 # Train-config fields that may change between a killed run and its resumption without changing results.
 # A larger cap or another patience continues a run (`cgat train` extended after its cap); the
 # stopping state is recomputed from the history, so it applies to the epochs already run. Not where
-# the schedule depends on them: the cosine anneals over the cap, the plateau decay uses min_delta.
-_RESUMABLE_CHANGES = {"epochs", "patience", "min_delta", "device", "num_workers", "checkpoint_every",
-                      "eval_batch_size", "backend"}
-_SCHEDULE_INPUTS = {"cosine": {"epochs"}, "plateau": {"min_delta"}}
+# the schedule depends on them: the cosine anneals over its span (the cap unless anneal_epochs is
+# set, so a run annealed to its cap continues at the floor with anneal_epochs = the old cap), the
+# plateau decay uses min_delta.
+_RESUMABLE_CHANGES = {"epochs", "anneal_epochs", "anneal_span", "patience", "min_delta", "device", "num_workers",
+                      "checkpoint_every", "eval_batch_size", "backend"}
+_SCHEDULE_INPUTS = {"cosine": {"anneal_span"}, "plateau": {"min_delta"}}
 
 
 @dataclass
@@ -89,6 +91,12 @@ class TrainResult:
     @property
     def converged(self) -> bool:
         return self.stop_reason == "plateau"
+
+    def summary(self) -> str:
+        """One line for a log: the test MAE, why the run stopped, and its best epoch (1-based)."""
+        test = f"test MAE {self.test['mae']:.4g}, " if "mae" in self.test else ""
+        stop = "plateau" if self.converged else "cap"
+        return f"{test}{stop} after {self.epochs_run} epochs (best {self.best_epoch + 1})"
 
 
 def resolve_device(name: str) -> torch.device:
@@ -128,6 +136,8 @@ def _check_resumable(saved: dict[str, Any], train_config: TrainConfig, model_val
     # a field the checkpoint lacks was added since, and its default keeps the earlier behaviour
     before = {name: field.get_default(call_default_factory=True) for name, field in TrainConfig.model_fields.items()}
     before |= saved["train_config"]
+    current["anneal_span"] = train_config.anneal_span
+    before["anneal_span"] = before["anneal_epochs"] if before["anneal_epochs"] is not None else before["epochs"]
     fixed = _SCHEDULE_INPUTS.get(train_config.schedule, set())
     changed = sorted(
         k for k in set(current) | set(before)
