@@ -156,6 +156,7 @@ class ReportSources:
     profile: str | None = None
     seeds: list[int] | None = None
     suites: list[str] | None = None
+    compare_to: Path | None = None  # an earlier report whose verdicts this one's are compared with
 
     @property
     def name(self) -> str:
@@ -171,6 +172,8 @@ class ReportSources:
             f"- Profile: {self.profile or 'all'}",
             f"- Seeds (transfer runs): {', '.join(map(str, self.seeds)) if self.seeds is not None else 'all'}",
             f"- Suites: {', '.join(self.suites) if self.suites else 'all'}",
+            *([f"- Verdicts compared with: `{self.compare_to}` ([verdict_changes.md](verdict_changes.md))"]
+              if self.compare_to is not None else []),
             f"- Written: {written.isoformat(timespec='seconds')}",
         ]
         return "\n".join(lines) + "\n"
@@ -222,6 +225,10 @@ def _write_report(sources: ReportSources, report_root: Path, work_dir: Path, loa
     )
     sources_path = write_sources(sources, out_dir)
     claims = pd.read_csv(out_dir / "claims.csv")
+    if sources.compare_to is not None:
+        from benchmarks.report.verdict_changes import write_verdict_changes
+
+        print(f"verdict changes: {write_verdict_changes(sources.compare_to, claims, out_dir)}")
     tags = {
         "cgat.kind": "report",
         "cgat.profile": profile or "all",
@@ -273,7 +280,11 @@ def _report(args: argparse.Namespace) -> int:
         manifest = load_manifest(args.experiments)
         data_path = data_path_for(args.data, manifest.resolve(manifest.data.path))
         loaded = TaskData.load(manifest, data_path, args.cache_dir, progress=False).loaded
-    sources = ReportSources(paths.tracking_uri, args.experiments, args.profile, seeds, _split_names(args.suite))
+    if args.compare_to is not None and not args.compare_to.exists():
+        print(f"error: --compare-to {args.compare_to}: no such report folder or claims.csv", file=sys.stderr)
+        return 2
+    sources = ReportSources(paths.tracking_uri, args.experiments, args.profile, seeds, _split_names(args.suite),
+                            args.compare_to)
     _write_report(sources, paths.report_root, paths.work_dir, loaded)
     return 0
 
@@ -302,6 +313,9 @@ def add_report_command(commands: argparse._SubParsersAction) -> None:
                         help="only transfer runs of these seeds, e.g. 0-2 or 0,1,2 (written to <profile>-seeds-0-1-2/)")
     report.add_argument("--suite", default=None,
                         help="only transfer runs of these suites, e.g. strategies (written to <profile>-strategies/)")
+    report.add_argument("--compare-to", type=Path, default=None, metavar="REPORT",
+                        help="an earlier report's folder (or its claims.csv): write verdict_changes.md, its verdicts "
+                        "against this report's, claim by claim")
     report.set_defaults(handler=_report)
 
 
