@@ -17,6 +17,7 @@ from benchmarks.report.scaling import fit_table, seed_slopes, size_points
 from benchmarks.report.statistics import (
     CONTRADICTED,
     INCONCLUSIVE,
+    NOT_CONVERGED,
     REPRODUCED,
     Interval,
     bootstrap_mae_difference,
@@ -183,6 +184,28 @@ def test_budget_claim_checks_the_break_even_interval() -> None:
     claims = claims_table(runs, comparison_table(runs), fits, budget=budget)
     checks = claims[claims["claim_id"] == "budget_balance"]
     assert checks["verdict"].tolist() == [REPRODUCED, CONTRADICTED]
+
+
+def test_the_tuning_claim_needs_every_trial_stopped_on_a_plateau() -> None:
+    runs = pd.DataFrame([_run("inter", "full", 0, 1.0, source="volume_pbe", task_type="inter", stop_reason="plateau")])
+    trials = pd.DataFrame(
+        [
+            {"study": "grid", "run_id": f"t{i}", "experiment": "inter", "strategy": "full", "task_type": "inter",
+             "train_size": 100, "seed": 0, "lr": lr, "weight_decay": 1e-3, "objective": objective,
+             "test_mae": mae, "stop_reason": "plateau"}
+            for i, (lr, objective, mae) in enumerate([(1e-5, 0.9, 1.2), (1e-6, 1.1, 1.4)])
+        ]
+    )  # fmt: skip
+
+    def check(frame: pd.DataFrame) -> pd.Series:
+        claims = claims_table(runs, comparison_table(runs), fit_table(size_points(runs), runs), studies=frame)
+        return claims[claims["claim_id"] == "lr_wd_no_gain"].iloc[0]
+
+    # the best trial by validation MAE is 0.2 worse on test than the default: a verdict from the interval
+    assert check(trials)["verdict"] != NOT_CONVERGED
+    capped = trials.assign(stop_reason=["plateau", "cap"])
+    row = check(capped)
+    assert row["verdict"] == NOT_CONVERGED and "1 of 2 trials did not stop on a validation plateau" in row["detail"]
 
 
 def test_parse_seeds() -> None:

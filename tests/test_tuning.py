@@ -490,6 +490,7 @@ def test_the_report_reads_each_trial_and_its_per_material_errors(finished) -> No
     assert len(trials) == len(completed) >= 3
     assert sorted(trials["objective"]) == pytest.approx(sorted(completed))
     assert set(trials["train_size"]) == {40}
+    assert set(trials["stop_reason"]) == {"cap"}  # the smoke profile's fixed epochs: no plateau
     errors = collect_test_errors(opts.tracking_uri, list(trials["run_id"]))
     assert set(errors) == set(trials["run_id"])
     for row in trials.itertuples():

@@ -27,6 +27,7 @@ from benchmarks.report.convergence import ConvergenceGate
 from benchmarks.report.scaling import seed_slopes
 from benchmarks.report.statistics import (
     INCONCLUSIVE,
+    NOT_CONVERGED,
     VERDICTS,
     Interval,
     bootstrap_mae_difference,
@@ -315,8 +316,13 @@ def _study(studies: pd.DataFrame | None, errors: Mapping[str, pd.Series] | None,
             interval = unknown(float(best["test_mae"]) - float(default.iloc[0]["test_mae"]), 1)
         measured = f"MAE best trial − default = {fmt_interval(interval.mean, interval.low, interval.high)}"
         verdict = sign_verdict(interval, "positive")
-        # trials are not runs of the runs frame: the gate sees the manifest's default run
-        out.append(_row("lr_wd_no_gain", check, interval, verdict, measured, interval.method or "one seed, no predictions", [run_default]))
+        detail = interval.method or "one seed, no predictions"
+        # trials are not runs of the runs frame: the gate sees the default run, the trials are judged here
+        capped = int((trials["stop_reason"] != "plateau").sum()) if "stop_reason" in trials else len(trials)
+        if capped:
+            detail = f"{capped} of {len(trials)} trials did not stop on a validation plateau (the interval alone: {verdict}); {detail}"
+            verdict = NOT_CONVERGED
+        out.append(_row("lr_wd_no_gain", check, interval, verdict, measured, detail, [run_default]))
     return out or [_missing("lr_wd_no_gain", "no finished study of an inter-property task")]
 
 

@@ -208,7 +208,7 @@ def collect_test_errors(tracking_uri: str, run_ids: list[str]) -> dict[str, pd.S
 
 STUDY_COLUMNS = (
     "study", "run_id", "experiment", "strategy", "source", "target", "task_type", "profile",
-    "train_size", "seed", "lr", "weight_decay", "objective", "test_mae",
+    "train_size", "seed", "lr", "weight_decay", "objective", "test_mae", "stop_reason",
 )  # fmt: skip
 
 
@@ -240,6 +240,7 @@ def collect_study_trials(
                     "weight_decay": float(params["weight_decay"]),
                     "objective": metrics.get("objective", math.nan),
                     "test_mae": metrics.get("test_mae", math.nan),
+                    "stop_reason": tags.get("cgat.stop_reason"),  # absent: a trial from before early stopping
                 }
             )
         except (KeyError, ValueError) as error:
