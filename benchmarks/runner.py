@@ -24,6 +24,7 @@ from benchmarks.plan import PretrainRun, TransferRun, expand
 from benchmarks.pretrained import find_shipped, install_shipped
 from benchmarks.store import Store
 from benchmarks.strategies import pretrain_inputs, transfer_inputs, trained_structures
+from cgat_dgl import progress as progress_output
 from cgat_dgl.model.config import ModelConfig
 from cgat_dgl.training.config import TrainConfig
 from cgat_dgl.training.metrics import regression_metrics
@@ -46,6 +47,7 @@ class RunnerOptions:
     use_shipped: bool = True  # a shipped pre-trained model whose card matches replaces its pre-training
     progress: bool = True
     poll_s: float = 5.0
+    worker: bool = False  # one of several processes sharing a log: lines only, each naming its run
 
 
 @dataclass
@@ -120,7 +122,8 @@ class Runner:
     def task_data(self) -> TaskData:
         if self._task_data is None:
             self._task_data = TaskData.load(
-                self.manifest, self.options.data_path, self.options.cache_dir, progress=self.options.progress
+                self.manifest, self.options.data_path, self.options.cache_dir,
+                progress=self.options.progress and not self.options.worker,
             )
         return self._task_data
 
@@ -248,6 +251,8 @@ class Runner:
             }
         )
         tracker.log_config(model=model_config.model_dump(), train=train_config.model_dump())
+        if self.options.worker:
+            progress_output.set_line_prefix(f"[{spec.key}] ")
         result = train(
             model_config,
             train_config,
@@ -284,5 +289,7 @@ class Runner:
 
 def _worker(manifest: Manifest, options: RunnerOptions, threads: int, index: int) -> Outcome:
     torch.set_num_threads(threads)
-    options = RunnerOptions(**{**options.__dict__, "progress": False})
+    # no bars (several processes would draw over each other), but a file gets each epoch's line
+    options = RunnerOptions(**{**options.__dict__, "progress": options.progress and not progress_output.on_terminal(),
+                               "worker": True})
     return Runner(manifest, options).work()

@@ -11,6 +11,15 @@ from tqdm import tqdm  # not tqdm.auto: its asyncio variant calls iter() on a lo
 
 T = TypeVar("T")
 
+# Set by a process that shares its log with others (a manifest's workers), so that each of its lines
+# names what it belongs to.
+_line_prefix = ""
+
+
+def set_line_prefix(prefix: str) -> None:
+    global _line_prefix
+    _line_prefix = prefix
+
 
 def on_terminal() -> bool:
     """Whether progress bars would be seen live (tqdm draws on stderr)."""
@@ -26,4 +35,4 @@ def line(message: str, *, enabled: bool = True) -> None:
     """One plain progress line on stderr (beside where bars draw, so stdout keeps only results),
     printed when ``enabled`` and not on a terminal (where a bar shows it)."""
     if enabled and not on_terminal():
-        print(message, file=sys.stderr, flush=True)
+        print(_line_prefix + message, file=sys.stderr, flush=True)

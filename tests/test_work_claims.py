@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -262,7 +263,7 @@ def test_two_workers_on_postgres_train_each_run_once_and_hide_the_password(
         MANIFEST.format(cache=tmp_path / "cache", epochs=2, pre_epochs=2, strategies="[none, full]", sizes="[20]")
     )
     options = RunnerOptions(profile="smoke", data_path=small_data, work_dir=tmp_path / "work", tracking_uri=url,
-                            progress=False, poll_s=0.5, workers=2)
+                            progress=True, poll_s=0.5, workers=2)
     runner = Runner(load_manifest(manifest_path), options)
     assert isinstance(runner.store.claims, DatabaseClaims)
     keys = [spec.key for spec in runner.specs]
@@ -281,6 +282,10 @@ def test_two_workers_on_postgres_train_each_run_once_and_hide_the_password(
     parents = Counter(run.info.run_name for run in runs if run.data.tags.get("cgat.parent") == "1")
     assert sorted(parents.values()) == [1, 1, 1], parents
     assert out.count("[run] ") == 5 and out.count("[done] ") == 5, out
+    # Into a file (not a terminal), each worker writes one line per epoch, naming its run.
+    epoch_lines = [line for line in err.splitlines() if "] epoch " in line]
+    assert {line.split("]")[0].lstrip("[") for line in epoch_lines} == set(keys), err
+    assert all(re.match(r"^\[(pre|tr)-[0-9a-f]{16}\] epoch \d+/2: ", line) for line in epoch_lines), epoch_lines
     # The claims went through the database, not the file system, and were all released.
     assert not (tmp_path / "work" / "locks").exists()
     engine = sa.create_engine(url)
