@@ -12,10 +12,11 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 
 from benchmarks.yaml_lines import line_of, load_yaml_with_lines
 from cgat_dgl.training.config import ScheduleName, Strategy, TrainConfig
+from cgat_dgl.strategies import PaperStrategy, names, strategy
 
 # Strategies beyond the paper's: a correction or a second fidelity of the same quantity, so they need
 # a source and target of one kind (a gap and a gap, not a volume and an energy).
-SAME_QUANTITY_STRATEGIES = ("delta", "delta_known", "multifidelity", "multifidelity_ft")
+SAME_QUANTITY_STRATEGIES = names(same_quantity_only=True)
 Size = int | float  # an int is a count of structures, a float in (0, 1] a fraction of the available set
 
 
@@ -130,8 +131,10 @@ class Experiment(Strict):
                 f"strategies {needing} learn a correction or a second fidelity of one quantity; "
                 f"{self.source} -> {self.target} changes the quantity"
             )
-        if "multifidelity_ft" in self.strategies and "multifidelity" not in self.strategies:
-            raise ValueError("multifidelity_ft fine-tunes the multifidelity model: list multifidelity too")
+        for name in self.strategies:
+            required = strategy(name).requires
+            if required is not None and required not in self.strategies:
+                raise ValueError(f"{name} starts from the {required} runs: list {required} too")
         return self
 
     @property
@@ -144,7 +147,7 @@ class StudySpec(Strict):
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     experiment: str  # the experiment whose task (source, target, largest sizes) is tuned
-    strategy: Literal["none", "head", "full"]
+    strategy: PaperStrategy
     n_trials: int = Field(ge=1)
     sampler: Literal["tpe", "grid", "random"] = "tpe"
     lr: tuple[float, float] | list[float] = (1.25e-6, 1.25e-4)  # a range (log-uniform) or, for grid, values

@@ -17,6 +17,7 @@ from typing import Any, Literal
 from benchmarks.manifest import Experiment, Manifest, Profile, Size, StageSpec, Strategy
 from cgat_dgl.data.leakage import protected_candidates
 from cgat_dgl.training.multifidelity import N_FIDELITIES
+from cgat_dgl.strategies import names, strategy
 
 KEY_VERSION = 1
 # What decides whether a stored result is still this code's: the package version (bumped whenever a
@@ -171,9 +172,7 @@ def model_settings(profile: Profile, strategy: Strategy | None = None) -> dict[s
     return settings
 
 
-MULTIFIDELITY = ("multifidelity", "multifidelity_ft")
-# Strategies that start from the pre-trained source model's weights.
-FROM_PRETRAINED = ("head", "full", "delta", "delta_known")
+MULTIFIDELITY = names(multifidelity=True)
 
 
 def expand(
@@ -202,11 +201,15 @@ def expand(
         scratch_stage = stage_settings(profile.transfer, profile)
         # a correction has its own mean and spread, not those of the source property
         delta_stage = {**transfer_stage, "normalization": "refit"}
-        stages = {"none": scratch_stage, "multifidelity": scratch_stage, "delta": delta_stage, "delta_known": delta_stage}
-        joints: dict[tuple[Size, Size, int], TransferRun] = {}
-        # multifidelity before multifidelity_ft, which starts from its runs
-        for strategy in sorted(experiment.strategies, key=lambda s: s == "multifidelity_ft"):
-            pretrain_sizes: list[Size | None] = [None] if strategy == "none" else list(experiment.pretrain_sizes)
+        stages = {"scratch": scratch_stage, "transfer": transfer_stage, "delta": delta_stage}
+        # runs by (strategy, pretrain size, train size, seed), for the strategies that start from them
+        started_from: dict[tuple[str, Size | None, Size, int], TransferRun] = {}
+        # a strategy after the one it starts from (multifidelity_ft after multifidelity)
+        for name in sorted(experiment.strategies, key=lambda s: strategy(s).requires is not None):
+            entry = strategy(name)
+            # every strategy but one from random weights that draws no source data has a pre-training size
+            uses_source = entry.starts_from != "scratch" or entry.source_pool
+            pretrain_sizes: list[Size | None] = list(experiment.pretrain_sizes) if uses_source else [None]
             for pretrain_size in pretrain_sizes:
                 source = None
                 if pretrain_size is not None:
@@ -222,7 +225,7 @@ def expand(
                         cap=profile.max_pretrain_size,
                         split_seed=manifest.data.split_seed,
                     )
-                    if strategy in FROM_PRETRAINED:
+                    if entry.from_pretrained:
                         source = pretrains.setdefault(source.key, source)
                 for train_size in experiment.train_sizes:
                     for seed in seeds:
@@ -232,24 +235,24 @@ def expand(
                             source=experiment.source,
                             target=experiment.target,
                             task_type=experiment.task_type,
-                            strategy=strategy,
+                            strategy=name,
                             train_size=train_size,
                             seed=seed,
-                            model=model_settings(profile, strategy),
-                            stage=stages.get(strategy, transfer_stage),
-                            pretrain=source if strategy in FROM_PRETRAINED else None,
+                            model=model_settings(profile, name),
+                            stage=stages[entry.stage],
+                            pretrain=source if entry.from_pretrained else None,
                             subsets_above=dict(experiment.subsets_above),
                             data_key=data_key,
                             cap=profile.max_train_size,
                             eval_cap=profile.max_eval_size,
                             split_seed=manifest.data.split_seed,
-                            source_pool=source if strategy == "multifidelity" else None,
-                            source_ratio=experiment.source_ratio if strategy == "multifidelity" else None,
-                            joint=joints[(pretrain_size, train_size, seed)] if strategy == "multifidelity_ft" else None,  # type: ignore[index]
+                            source_pool=source if entry.source_pool else None,
+                            source_ratio=experiment.source_ratio if entry.source_pool else None,
+                            joint=(started_from[(entry.requires, pretrain_size, train_size, seed)]
+                                   if entry.requires is not None else None),
                             suite=experiment.suite,
                         )
-                        if strategy == "multifidelity":
-                            joints[(pretrain_size, train_size, seed)] = run  # type: ignore[index]
+                        started_from[(name, pretrain_size, train_size, seed)] = run
                         transfers.append(run)
     return list(pretrains.values()), transfers
 

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.datasets import TaskData
-from benchmarks.plan import FROM_PRETRAINED, PretrainRun, TransferRun
+from benchmarks.plan import PretrainRun, TransferRun
+from cgat_dgl.strategies import strategy
 from cgat_dgl.data.dataset import GraphDataset
 from cgat_dgl.training.checkpoint import read_checkpoint
 from cgat_dgl.training.delta import known_baseline, model_baseline, residual_dataset
@@ -75,30 +76,32 @@ def transfer_inputs(spec: TransferRun, data: TaskData, work_dir: Path) -> RunInp
     source = spec.source_data
     if source is not None:
         inputs.source_structures = data.resolved_pretrain_size(source)
-    if spec.strategy in FROM_PRETRAINED:
+    entry = strategy(spec.strategy)
+    if entry.from_pretrained:
         assert spec.pretrain is not None
         inputs.init_run = spec.pretrain
         inputs.init_checkpoint = checkpoint_of(work_dir, spec.pretrain)
-    if spec.strategy == "delta":
+    elif entry.starts_from == "joint":
+        assert spec.joint is not None
+        inputs.init_run = spec.joint
+        inputs.init_checkpoint = checkpoint_of(work_dir, spec.joint)
+    if entry.learns == "model_residual":
         assert inputs.init_checkpoint is not None
         baseline = model_baseline(inputs.init_checkpoint, [train_set, val_set, test_set], backend=spec.stage["backend"])
         _as_corrections(inputs, baseline, "source model")
-    elif spec.strategy == "delta_known":
+    elif entry.learns == "known_residual":
         ids = [*train_set.ids, *val_set.ids, *test_set.ids]
         _as_corrections(inputs, known_baseline(data.loaded.targets[spec.source], ids, spec.source), f"known {spec.source}")
-    elif spec.strategy == "multifidelity":
+    if entry.source_pool:
         assert spec.source_pool is not None and spec.source_ratio is not None
         pool = data.pretrain_sets(spec.source, spec.source_pool.size, spec.source_pool.cap, spec.eval_cap)[0]
         joint = JointTrainingSet(pool, train_set, spec.source_ratio)
         check_no_evaluation_material(joint.ids, {"validation": val_set.ids, "test": test_set.ids})
         inputs.train_set = joint
         inputs.params = {"source_ratio": spec.source_ratio, "source_per_epoch": joint.source_per_epoch}
-        _at_target_fidelity(inputs, train=False)
-    elif spec.strategy == "multifidelity_ft":
-        assert spec.joint is not None
-        inputs.init_run = spec.joint
-        inputs.init_checkpoint = checkpoint_of(work_dir, spec.joint)
-        _at_target_fidelity(inputs, train=True)
+    if entry.multifidelity:
+        # the joint model's own run trains on both fidelities; the runs that start from it, on the target's
+        _at_target_fidelity(inputs, train=not entry.source_pool)
     return inputs
 
 

@@ -19,10 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from cgat_dgl.data.records import DataError
+from cgat_dgl.strategies import PAPER_STRATEGIES
 
 log = logging.getLogger("cgat_dgl.cli")
 
-STRATEGIES = ("none", "head", "full")
+STRATEGIES = PAPER_STRATEGIES
 # training.config.ScheduleName, spelt out so that the parser imports no torch (tested equal)
 SCHEDULES = ("triangular", "cosine", "plateau")
 

@@ -37,7 +37,7 @@ from benchmarks.report.statistics import (
     sign_verdict,
     unknown,
 )
-from benchmarks.report.tables import DELTA_KNOWN_NOTE, markdown_table, transfer_runs
+from benchmarks.report.tables import DELTA_KNOWN_NOTE, NEEDS_SOURCE_VALUE, markdown_table, transfer_runs
 
 CLAIM_COLUMNS = ("claim_id", "claim", "check", "measured", "mean", "low", "high", "n", "method", "verdict", "detail")
 RUN_IDS = "run_ids"  # a check row's runs, for the convergence gate; not a column of the table
@@ -167,7 +167,7 @@ def _strategy_checks(runs: pd.DataFrame, comparisons: pd.DataFrame) -> list[dict
     for claim in CLAIMS:
         if claim.strategy is None or claim.strategy not in run:
             continue
-        note = "needs the source value at prediction time" if claim.strategy == "delta_known" else ""
+        note = "needs the source value at prediction time" if claim.strategy in NEEDS_SOURCE_VALUE else ""
         rows += _difference_checks(claim.claim_id, comparisons, claim.strategy, "full", "negative", _is_intra, every_size=True, note=note)
     return rows
 

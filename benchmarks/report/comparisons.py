@@ -17,17 +17,10 @@ import pandas as pd
 
 from benchmarks.report.statistics import Interval, bootstrap_mae_difference, paired_difference, relative, unknown
 from benchmarks.report.tables import subset_metrics, transfer_runs
+from cgat_dgl.strategies import REGISTRY
 
-PAIRS = (
-    ("full", "none"),
-    ("head", "none"),
-    ("full", "head"),
-    # the added strategies against the paper's best, full transfer, on the same replicates
-    ("delta", "full"),
-    ("delta_known", "full"),
-    ("multifidelity", "full"),
-    ("multifidelity_ft", "full"),
-)
+# (a, b): a − b on the same replicates, for each strategy and those its entry is compared with
+PAIRS = tuple((name, other) for name, spec in REGISTRY.items() for other in spec.compared_with)
 COMPARISON_COLUMNS = (
     "experiment",
     "task_type",

@@ -21,30 +21,15 @@ from benchmarks.report.budget import MODEL_LINES, MODEL_PLANE, SPEND_HIGH, SPEND
 from benchmarks.report.datasets import periodic_position, property_groups  # noqa: E402
 from benchmarks.report.scaling import fit_from_row, geometric_grid  # noqa: E402
 from benchmarks.report.tables import STRATEGY_LABELS, ordered_strategies  # noqa: E402
+from cgat_dgl.strategies import BASELINE, REGISTRY  # noqa: E402
 
 DPI = 110
 PANEL = 4.2
-NONE_COLOR = "tab:orange"
+NONE_COLOR = REGISTRY[BASELINE].color
 # per strategy, shades for its pre-training sizes; hues kept apart from no transfer's orange
-PALETTES = {
-    "full": "Blues",
-    "head": "Greens",
-    "delta": "Purples",
-    "delta_known": "RdPu",
-    "multifidelity": "Reds",
-    "multifidelity_ft": "YlOrBr",
-}
+PALETTES = {name: spec.palette for name, spec in REGISTRY.items() if name != BASELINE}
 # one colour per strategy wherever a figure has a single line per strategy
-STRATEGY_COLORS = {
-    "none": NONE_COLOR,
-    "head": "tab:green",
-    "full": "tab:blue",
-    "delta": "tab:purple",
-    "delta_known": "tab:pink",
-    "multifidelity": "tab:red",
-    "multifidelity_ft": "tab:brown",
-    "pretrain": "tab:gray",
-}
+STRATEGY_COLORS = {**{name: spec.color for name, spec in REGISTRY.items()}, "pretrain": "tab:gray"}
 
 
 def _panels(n: int, per_row: int = 3, height: float = PANEL) -> tuple[plt.Figure, list[plt.Axes]]:

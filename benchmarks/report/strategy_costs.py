@@ -19,6 +19,7 @@ from benchmarks.report.tables import (
     DELTA_KNOWN_NOTE,
     JOINT_NOTE,
     JOINT_STRATEGIES,
+    NEEDS_SOURCE_VALUE,
     PRETRAINED_STRATEGIES,
     STRATEGY_LABELS,
     fmt,
@@ -27,6 +28,7 @@ from benchmarks.report.tables import (
     strategy_header,
     transfer_runs,
 )
+from cgat_dgl.strategies import names
 
 STRATEGY_COST_COLUMNS = (
     "experiment",
@@ -49,7 +51,7 @@ STRATEGY_COST_COLUMNS = (
 # The tag that names the run a strategy's weights come from.
 STARTS_FROM = {
     **{s: ("pretrain_run_id", "pre-training run") for s in PRETRAINED_STRATEGIES},
-    "multifidelity_ft": ("joint_run_id", "joint run"),
+    **{s: ("joint_run_id", "joint run") for s in names(starts_from="joint")},
 }
 
 
@@ -112,7 +114,7 @@ def strategy_costs(runs: pd.DataFrame) -> pd.DataFrame:
     for (experiment, strategy, train_size, pretrain_size), group in transfer.groupby(keys, sort=True):
         strategy = str(strategy)
         note = ""
-        if strategy == "delta_known":
+        if strategy in NEEDS_SOURCE_VALUE:
             note = DELTA_KNOWN_NOTE
         elif strategy in JOINT_STRATEGIES:
             note = JOINT_NOTE
@@ -191,7 +193,7 @@ def strategy_cost_section(runs: pd.DataFrame, report: MarkdownReport, out_dir: P
     if not (table["n_structures"] > 0).any():
         report.note("no run logged trained_structures (runs from before the runner counted them): structure columns are n/a")
     strategies = set(table["strategy"])
-    if "delta_known" in strategies:
+    if strategies & set(NEEDS_SOURCE_VALUE):
         report.text(f"† {DELTA_KNOWN_NOTE}.")
     if strategies & set(JOINT_STRATEGIES):
         report.text(f"‡ {JOINT_NOTE}.")

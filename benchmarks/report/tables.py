@@ -10,23 +10,16 @@ import pandas as pd
 
 from benchmarks.report.collect import SUBSET_PREFIX
 from benchmarks.report.statistics import t_interval
+from cgat_dgl.strategies import REGISTRY, STRATEGIES, names
 
-STRATEGIES = ("none", "head", "full", "delta", "delta_known", "multifidelity", "multifidelity_ft")
-STRATEGY_LABELS = {
-    "pretrain": "pre-training (source)",
-    "none": "no transfer",
-    "head": "only regression head",
-    "full": "full transfer",
-    "delta": "delta learning (source model)",
-    "delta_known": "delta learning (known source value)",
-    "multifidelity": "multi-fidelity joint",
-    "multifidelity_ft": "multi-fidelity + fine-tuning",
-}
+STRATEGY_LABELS = {"pretrain": "pre-training (source)", **{name: spec.label for name, spec in REGISTRY.items()}}
 # Strategies that start from a pre-training run's weights: their pretrain_size is that run's size.
-PRETRAINED_STRATEGIES = ("head", "full", "delta", "delta_known")
+PRETRAINED_STRATEGIES = names(starts_from="pretrain")
 # Strategies trained jointly on source and target data: their pretrain_size is the source pool they
 # draw from, which need not be any pre-training run's size, so they are taken at their own largest.
-JOINT_STRATEGIES = ("multifidelity", "multifidelity_ft")
+JOINT_STRATEGIES = names(multifidelity=True)
+# Strategies that add a material's computed source value to their prediction (marked †).
+NEEDS_SOURCE_VALUE = names(needs_source_value=True)
 # delta_known adds the material's known source value (e.g. its PBE gap) to its prediction: it cannot
 # predict a material whose source value has not been computed, unlike every other strategy.
 DELTA_KNOWN_NOTE = (
@@ -283,7 +276,7 @@ def table1_footnotes(strategies: Iterable[str]) -> list[str]:
     """The caveats of the strategies in a table, each marked in its column header."""
     present = set(strategies)
     notes = []
-    if "delta_known" in present:
+    if present & set(NEEDS_SOURCE_VALUE):
         notes.append(f"† {DELTA_KNOWN_NOTE}.")
     if present & set(JOINT_STRATEGIES):
         notes.append(f"‡ {JOINT_NOTE}.")
@@ -293,7 +286,7 @@ def table1_footnotes(strategies: Iterable[str]) -> list[str]:
 def strategy_header(strategy: str) -> str:
     """A strategy's column label with the mark of its footnote (``table1_footnotes``)."""
     label = STRATEGY_LABELS.get(strategy, strategy)
-    if strategy == "delta_known":
+    if strategy in NEEDS_SOURCE_VALUE:
         return label + " †"
     if strategy in JOINT_STRATEGIES:
         return label + " ‡"

@@ -31,6 +31,7 @@ from benchmarks.tuning.inputs import TrialInputs
 from benchmarks.tuning.mlflow_callback import RUN_ID_ATTR, StudyTracking
 from benchmarks.tuning.space import SearchSpace, StudyConfigError, make_pruner, make_sampler
 from benchmarks.tuning.storage import HeartbeatSettings, display_url, fail_stale_trials, open_storage
+from cgat_dgl.strategies import PAPER_STRATEGIES
 from cgat_dgl.training.trainer import train
 
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -301,7 +302,7 @@ def finish_study(study: optuna.Study, tracking: StudyTracking, options: TuneOpti
 
 def strategy_specs(spec: StudySpec, strategies: list[str]) -> list[StudySpec]:
     """One study per strategy, ``<name>-<strategy>``, with the same search space and budget."""
-    known = ("none", "head", "full")
+    known = PAPER_STRATEGIES
     unknown = [s for s in strategies if s not in known]
     if unknown or not strategies:
         raise StudyConfigError(f"--strategy takes a comma list of {known}, got {strategies}")

@@ -6,12 +6,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-# none: from scratch; head / full: from pre-trained weights, training the head only / every weight;
-# delta / delta_known: full fine-tuning of a correction to a baseline (cgat_dgl.training.delta);
-# multifidelity: from scratch on source and target at once; multifidelity_ft: that model, then the
-# target alone (cgat_dgl.training.multifidelity).
-Strategy = Literal["none", "head", "full", "delta", "delta_known", "multifidelity", "multifidelity_ft"]
-FROM_SCRATCH: tuple[str, ...] = ("none", "multifidelity")
+from cgat_dgl.strategies import Strategy, names
+
+# the strategies (cgat_dgl.strategies) whose runs start from random weights
+FROM_SCRATCH: tuple[str, ...] = names(starts_from="scratch")
 Normalization = Literal["keep", "refit"]
 ScheduleName = Literal["triangular", "cosine", "plateau"]  # cgat_dgl.training.schedules
 

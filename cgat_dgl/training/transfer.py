@@ -16,6 +16,8 @@ from typing import Any
 
 from torch import nn
 
+from cgat_dgl.strategies import strategy
+
 from .checkpoint import load_model_state, read_checkpoint
 from .config import TrainConfig
 
@@ -44,7 +46,7 @@ def frozen_group_names(train_config: TrainConfig, available: list[str]) -> list[
     if unknown:
         raise ValueError(f"unknown module group(s) to freeze: {unknown}; the model has {available}")
     frozen = set(train_config.freeze)
-    if train_config.strategy == "head":
+    if strategy(train_config.strategy).head_only:
         if HEAD_GROUP not in available:
             raise ValueError(f"strategy 'head' needs a '{HEAD_GROUP}' module group; the model has {available}")
         frozen |= {name for name in available if name != HEAD_GROUP}
