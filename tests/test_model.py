@@ -444,3 +444,14 @@ def test_ranks_beyond_the_models_neighbour_count_are_rejected(items: list) -> No
     model = CGAT(ModelConfig.preset("smoke", max_nbr=12, backend="torch"))
     with pytest.raises(ValueError, match="max_nbr=12"):
         model(collate(items[:4], "torch"))
+
+
+def test_an_edge_update_without_a_fast_form_is_an_error_not_skipped(items: list) -> None:
+    from cgat_dgl.model.edge_update import make_edge_update
+
+    model = CGAT(ModelConfig.preset("smoke", implementation="fast"))
+    model.message_passing[0].edge = nn.Linear(1, 1)  # an edge update the fast path does not know
+    with pytest.raises(TypeError, match="no form of the edge update Linear"):
+        model(collate(items, "dgl"))
+    with pytest.raises(ValueError, match="unknown edge_update 'diagonal'"):
+        make_edge_update(ModelConfig.model_construct(edge_update="diagonal"))

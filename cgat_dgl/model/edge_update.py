@@ -53,4 +53,6 @@ def make_edge_update(config: ModelConfig) -> nn.Module | None:
         return PaperEdgeUpdate(config)
     if config.edge_update == "reference":
         return ReferenceEdgeUpdate(config)
-    return None
+    if config.edge_update == "none":
+        return None
+    raise ValueError(f"unknown edge_update {config.edge_update!r}; known: paper, reference, none")

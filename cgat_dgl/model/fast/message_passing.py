@@ -42,6 +42,8 @@ def fast_message_passing(
             e = paper_edge_update(edge, parts[2], parts[3], edges, kinds)
         elif isinstance(edge, ReferenceEdgeUpdate):
             e = e.map(lambda x, mlp=edge.mlp: x + mlp(x))
+        elif edge is not None:  # a new edge update needs its fast form here, or it would be skipped silently
+            raise TypeError(f"the fast message passing has no form of the edge update {type(edge).__name__}")
         h = h_next
     return h
 
