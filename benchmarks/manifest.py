@@ -55,6 +55,7 @@ class StageSpec(Strict):
     warmup_epochs: int = Field(_train_default("warmup_epochs"), ge=0)
     min_lr_factor: float = Field(_train_default("min_lr_factor"), gt=0, le=1)
     anneal_epochs: int | None = Field(_train_default("anneal_epochs"), ge=1)
+    epoch_structures: int | None = Field(_train_default("epoch_structures"), ge=1)
     lr_patience: int = Field(_train_default("lr_patience"), ge=1)
     lr_decay: float = Field(_train_default("lr_decay"), gt=0, lt=1)
     patience: int | None = Field(_train_default("patience"), ge=1)

@@ -157,7 +157,8 @@ def _size_text(size: Size, cap: int | None) -> str:
 
 def stage_settings(stage: StageSpec, profile: Profile, lr_factor: float = 1.0) -> dict[str, Any]:
     # settings added since keys were first written enter a key only when set, so existing keys stay valid
-    settings = stage.model_dump(exclude={"anneal_epochs"} if stage.anneal_epochs is None else set())
+    added = {"anneal_epochs", "epoch_structures"}
+    settings = stage.model_dump(exclude={name for name in added if getattr(stage, name) is None})
     settings["lr"] = stage.lr * lr_factor
     settings.update(backend=profile.backend, device=profile.device, amp=profile.amp)
     if profile.threads is not None:  # absent otherwise, so that the keys of existing runs stay valid

@@ -183,6 +183,7 @@ def test_anneal_epochs_reach_the_train_config_and_only_the_keys_that_set_them(tm
 
     plain, _ = expand(load_manifest(write(tmp_path, MANIFEST)), "smoke")
     assert "anneal_epochs" not in plain[0].stage  # keys of runs from before the option are unchanged
+    assert "epoch_structures" not in plain[0].stage
     held = MANIFEST.replace("pretrain: {epochs: 2,", "pretrain: {epochs: 3, anneal_epochs: 2, schedule: cosine,")
     assert held != MANIFEST
     pretrain, _ = expand(load_manifest(write(tmp_path, held)), "smoke")

@@ -214,3 +214,13 @@ def test_an_annealed_cosine_run_continues_at_its_floor_under_a_larger_cap(sets, 
     straight = train(SMOKE, held, *sets, out_dir=tmp_path / "straight")
     assert longer.epochs_run == 4 and longer.history == straight.history
     assert [row["lr"] for row in longer.history[2:]] == pytest.approx([config.lr * config.min_lr_factor] * 2)
+
+
+def test_a_small_set_is_passed_over_until_an_epoch_holds_epoch_structures(sets, tmp_path: Path) -> None:
+    config = BASE.model_copy(update={"epochs": 2, "epoch_structures": 30})
+    result = train(SMOKE, config, *sets, out_dir=tmp_path)
+    # 12 training structures, 3 passes per epoch: 36 structures, the batches spanning the passes
+    assert [row["structures"] for row in result.history] == [36, 36]
+    assert result.trained_structures == 72
+    plain = train(SMOKE, config.model_copy(update={"epoch_structures": 12}), *sets, out_dir=tmp_path / "one")
+    assert [row["structures"] for row in plain.history] == [12, 12]

@@ -56,6 +56,10 @@ class TrainConfig(BaseModel):
     freeze: list[str] = Field(default_factory=list)
     lr_factors: dict[str, float] = Field(default_factory=dict)
     normalization: Normalization = "keep"
+    # Each training epoch draws at least this many structures: a smaller training set is passed over
+    # ceil(epoch_structures / its size) times, so that validation, rate decay and early stopping come
+    # after as many optimiser steps whatever the set's size. None: one pass.
+    epoch_structures: int | None = Field(None, ge=1)
     checkpoint_every: int = Field(0, ge=0)  # also keep epoch_<n>.pt every n epochs; 0 = only best and last
     eval_batch_size: int | None = Field(None, ge=1)
 

@@ -129,6 +129,14 @@ def _dataset_targets(dataset: Any) -> np.ndarray:
     return np.asarray([dataset[i][1] for i in range(len(dataset))], dtype=np.float64)
 
 
+def passes_per_epoch(train_set: Sequence[Any], epoch_structures: int | None) -> Sequence[Any]:
+    """``train_set``, repeated so that one epoch draws at least ``epoch_structures`` structures (each
+    repeat shuffled in with the others); a set that draws its own epochs (``epoch_view``) as it is."""
+    if epoch_structures is None or hasattr(train_set, "epoch_view") or len(train_set) >= epoch_structures:
+        return train_set
+    return torch.utils.data.ConcatDataset([train_set] * math.ceil(epoch_structures / len(train_set)))
+
+
 def _check_resumable(saved: dict[str, Any], train_config: TrainConfig, model_values: dict[str, Any], path: Path) -> None:
     if config_differences(saved["model_config"], model_values):
         raise ValueError(f"{path}: cannot resume, the model config differs from this run's; use resume=False or another out_dir")
@@ -481,13 +489,14 @@ def train(
 
     progress = progress and main
     val_loader = run.loader(distributed.shard(val_set), train=False)
+    epoch_set = passes_per_epoch(train_set, train_config.epoch_structures)
     stopper = replay_stopping(run.history, train_config.patience, train_config.min_delta)
     remaining = range(run.epoch, run.epoch if stopper.plateaued else train_config.epochs)
     epochs = progress_output.bar(remaining, desc="epochs", enabled=progress, initial=run.epoch, total=train_config.epochs)
     for epoch in epochs:
         started = time.perf_counter()
         lr = run.current_lr()
-        train_mae, structures = run.train_epoch(train_set, progress)
+        train_mae, structures = run.train_epoch(epoch_set, progress)
         val_mae = run.evaluate(val_loader)["mae"]
         run.scheduler.step(val_mae)
         stopper.update(val_mae)
