@@ -98,7 +98,8 @@ def _run(args: argparse.Namespace) -> int:
     for key, error in outcome.failed.items():
         print(f"  FAILED {key}: {error}")
     if not args.no_report and not args.pretrain_only:
-        sources = ReportSources(runner.store.tracking_uri, args.experiments, args.profile, None, _split_names(args.suite))
+        sources = ReportSources(runner.store.tracking_uri, args.experiments, args.profile, None, _split_names(args.suite),
+                                data_path=runner.options.data_path)
         _write_report(sources, paths.report_root, paths.work_dir, data.loaded)
     return 1 if outcome.failed else 0
 
@@ -157,6 +158,7 @@ class ReportSources:
     seeds: list[int] | None = None
     suites: list[str] | None = None
     compare_to: Path | None = None  # an earlier report whose verdicts this one's are compared with
+    data_path: Path | None = None  # with the manifest: only runs of its current plan are reported
 
     @property
     def name(self) -> str:
@@ -200,6 +202,7 @@ def _write_report(sources: ReportSources, report_root: Path, work_dir: Path, loa
 
     tracking_uri, profile, seeds, suites = sources.tracking_uri, sources.profile, sources.seeds, sources.suites
     runs, histories = collect_runs(tracking_uri, profile=profile, experiment_name=EXPERIMENT)
+    runs = _current_runs(runs, sources)
     studies = collect_study_trials(tracking_uri, profile=profile, experiment_name=EXPERIMENT)
     name = sources.name
     if seeds is not None:
@@ -251,6 +254,28 @@ def _write_report(sources: ReportSources, report_root: Path, work_dir: Path, loa
     return path
 
 
+def _current_runs(runs, sources: ReportSources):
+    """The runs the manifest would make now (their keys are in its plan, on every split the store
+    holds); a run of the same profile with other settings (an earlier epoch cap, say) or other data is
+    left out, and said so, rather than mixed into the tables."""
+    if sources.manifest is None or sources.data_path is None or sources.profile is None or runs.empty:
+        return runs
+    from benchmarks.datasets import TaskData
+    from benchmarks.plan import expand
+
+    manifest = load_manifest(sources.manifest)
+    data_key = TaskData.file_key(sources.data_path)
+    keys: set[str] = set()
+    for split_seed in sorted(set(runs["split_seed"].dropna().astype(int))):
+        pretrains, transfers = expand(with_split_seed(manifest, split_seed), sources.profile, data_key=data_key)
+        keys |= {spec.key for spec in [*pretrains, *transfers]}
+    current = runs["run_key"].isin(keys)
+    if not current.all():
+        print(f"left out {int((~current).sum())} finished runs of profile {sources.profile!r} that the manifest "
+              "would not make now (other settings, data or code version)")
+    return runs[current].reset_index(drop=True)
+
+
 def _in_suites(runs, studies, suites: list[str]):
     """The transfer runs of these suites (pre-training runs serve every suite), and the studies of
     their experiments."""
@@ -284,7 +309,7 @@ def _report(args: argparse.Namespace) -> int:
         print(f"error: --compare-to {args.compare_to}: no such report folder or claims.csv", file=sys.stderr)
         return 2
     sources = ReportSources(paths.tracking_uri, args.experiments, args.profile, seeds, _split_names(args.suite),
-                            args.compare_to)
+                            args.compare_to, data_path if args.experiments is not None else None)
     _write_report(sources, paths.report_root, paths.work_dir, loaded)
     return 0
 

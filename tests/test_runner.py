@@ -216,6 +216,16 @@ def test_cli_dry_run_run_and_report(tmp_path: Path, small_data: Path, capsys: py
     assert main(["run", manifest, *common, "--dry-run"]) == 0
     assert "7 runs: 7 finished" in capsys.readouterr().out
 
+    # The same profile with another transfer length: its stored transfers are not what the manifest
+    # would make now, so the report leaves them out (and says so) rather than mixing them in.
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(Path(manifest).read_text().replace("transfer: {epochs: 2,", "transfer: {epochs: 3,"))
+    assert changed.read_text() != Path(manifest).read_text()
+    assert main(["report", str(changed), *common[:4], *common[6:], "--report-dir", str(tmp_path / "other")]) == 0
+    assert "left out 5 finished runs of profile 'smoke'" in capsys.readouterr().out  # its 5 transfers
+    kept = pd.read_csv(tmp_path / "other" / "smoke" / "runs.csv")
+    assert set(kept["kind"]) == {"pretrain"}
+
     # Runs a SIGKILL can leave RUNNING: a report killed while logging, a parent killed between its
     # creation and its end. The next report closes the one, the next lookup of the parent the other.
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")

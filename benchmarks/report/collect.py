@@ -34,6 +34,7 @@ RUN_COLUMNS = (
     "source_ratio",  # multifidelity: source structures drawn per target structure and epoch
     "suite",
     "split_seed",
+    "run_key",  # the manifest runner's key: which settings and data made the run
     "software",
     "results_version",  # the part of the software that run keys hold: cgat_dgl, torch, dgl  # the code and package versions that produced the run (cgat_dgl.versions)
     "machine",
@@ -96,6 +97,7 @@ def _row(run: Run) -> dict[str, Any]:
     row["joint_run_id"] = tags.get(TAG_PREFIX + "joint_run_id")
     row["source_ratio"] = _float_param(run, "source_ratio")
     row["suite"] = tags.get(TAG_PREFIX + "suite", DEFAULT_SUITE)
+    row["run_key"] = tags.get(TAG_PREFIX + "run_key")
     try:
         row["split_seed"] = int(tags.get(TAG_PREFIX + "split_seed", 0))  # runs from before the tag: split 0
     except ValueError:
