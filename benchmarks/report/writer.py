@@ -43,6 +43,7 @@ def _check_runs(runs: pd.DataFrame) -> pd.DataFrame:
         "trained_structures": math.nan,
         "total_trained_structures": math.nan,
         "split_seed": 0,
+        "run_key": None,  # runs made outside a manifest have none
         "software": "unrecorded",
         "results_version": "unrecorded",
         "machine": "unrecorded",
