@@ -103,6 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--schedule", choices=SCHEDULES, default=None,
                        help="learning-rate schedule (default: triangular, the paper's cycle)")
     train.add_argument("--warmup-epochs", type=int, default=None, help="cosine and plateau: linear warm-up epochs")
+    train.add_argument("--anneal-epochs", type=int, default=None,
+                       help="cosine: anneal over this many epochs, then hold the floor rate (default: to --epochs)")
+    train.add_argument("--epoch-structures", type=int, default=None,
+                       help="each epoch draws at least this many structures, passing a smaller set several times")
     train.add_argument("--patience", type=int, default=None,
                        help="stop after this many epochs without a validation improvement (default: run to --epochs)")
     train.add_argument("--min-delta", type=float, default=None,
@@ -270,7 +274,7 @@ def _train(args: argparse.Namespace) -> int:
         lr_factors=dict(args.lr_factor),
         normalization=args.normalization,
         checkpoint_every=args.checkpoint_every,
-        **{name: value for name in ("schedule", "warmup_epochs", "patience", "min_delta")
+        **{name: value for name in ("schedule", "warmup_epochs", "anneal_epochs", "patience", "min_delta", "epoch_structures")
            if (value := getattr(args, name)) is not None},
     )
     main = distributed.is_main()  # every process without DDP

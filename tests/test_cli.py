@@ -142,3 +142,17 @@ def test_compare_prints_a_table_for_every_strategy(tmp_path: Path, capsys) -> No
     pretrain, _ = read_split(pretrain_split_path(splits, "gap_pbe", protected, 0))
     assert not set(pretrain.ids) & blocked
     assert set(pretrain.ids) == {r["id"] for r in rows} - blocked  # only those were removed
+
+
+def test_train_takes_the_anneal_and_the_epoch_length(workspace: Path) -> None:
+    out = workspace / "held"
+    assert main([
+        "train", "--data", str(workspace / "tiny.jsonl"), "--property", "e_form_pbe", "--preset", "smoke",
+        "--epochs", "3", "--schedule", "cosine", "--anneal-epochs", "2", "--epoch-structures", "50",
+        "--batch-size", "8", "--device", "cpu", "--no-cache", "--out", str(out), "--tracking-uri", tracking_store(),
+    ]) == 0  # fmt: skip
+    state = read_checkpoint(out / "last.pt")
+    assert (state["train_config"]["anneal_epochs"], state["train_config"]["epoch_structures"]) == (2, 50)
+    # 24 training materials, 3 passes an epoch; epoch 3 holds the floor rate the anneal reached
+    assert [row["structures"] for row in state["history"]] == [72, 72, 72]
+    assert state["history"][2]["lr"] == pytest.approx(1.25e-4 * 0.01)
