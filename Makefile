@@ -40,16 +40,17 @@ server-stop: $(STAMP)
 	$(PY) -m benchmarks.server --stop
 
 BENCH := $(VENV)/bin/cgat-bench
-STUDY := volume_to_e_form_grid
+STUDY := volume_to_e_form_lr_wd
 
 # The cpu profile's runs of the paper's experiments, every one trained to a validation plateau and
 # the pre-trainings served by the shipped models of pretrained_models/ where their cards match, then
-# the paper's lr x weight-decay grid for inter-property transfer (two single-threaded study workers
-# sharing the Optuna storage), then the report over all of them.
+# the paper's lr x weight-decay grid for inter-property transfer, relative to each strategy's default
+# rate, for full transfer and no transfer alike (two single-threaded study workers sharing the Optuna
+# storage), then the report over all of them.
 bench: $(STAMP)
 	$(BENCH) run experiments.yaml --profile cpu --suite paper --data $(SHARED_DATA) --no-report
-	$(BENCH) tune experiments.yaml --study $(STUDY) --profile cpu --data $(SHARED_DATA) --no-progress & first=$$!; \
-	$(BENCH) tune experiments.yaml --study $(STUDY) --profile cpu --data $(SHARED_DATA) ; second=$$?; \
+	$(BENCH) tune experiments.yaml --study $(STUDY) --strategy none,full --profile cpu --data $(SHARED_DATA) --no-progress & first=$$!; \
+	$(BENCH) tune experiments.yaml --study $(STUDY) --strategy none,full --profile cpu --data $(SHARED_DATA) ; second=$$?; \
 	wait $$first && test $$second -eq 0
 	$(BENCH) report experiments.yaml --profile cpu --data $(SHARED_DATA)
 

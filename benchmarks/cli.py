@@ -203,7 +203,7 @@ def _write_report(sources: ReportSources, report_root: Path, work_dir: Path, loa
     tracking_uri, profile, seeds, suites = sources.tracking_uri, sources.profile, sources.seeds, sources.suites
     runs, histories = collect_runs(tracking_uri, profile=profile, experiment_name=EXPERIMENT)
     runs = _current_runs(runs, sources)
-    studies = collect_study_trials(tracking_uri, profile=profile, experiment_name=EXPERIMENT)
+    studies = _current_studies(collect_study_trials(tracking_uri, profile=profile, experiment_name=EXPERIMENT), sources)
     name = sources.name
     if seeds is not None:
         # pre-training runs are shared by every seed's transfers; only transfers are filtered
@@ -274,6 +274,22 @@ def _current_runs(runs, sources: ReportSources):
         print(f"left out {int((~current).sum())} finished runs of profile {sources.profile!r} that the manifest "
               "would not make now (other settings, data or code version)")
     return runs[current].reset_index(drop=True)
+
+
+def _current_studies(studies, sources: ReportSources):
+    """The trials of the manifest's studies (``<study>`` or, run per strategy, ``<study>-<strategy>``);
+    a study the manifest no longer holds (renamed when its search space changed) is left out, and said so."""
+    if sources.manifest is None or studies.empty:
+        return studies
+    from cgat_dgl.strategies import strategies
+
+    names = {study.name for study in load_manifest(sources.manifest).studies}
+    names |= {f"{name}-{strategy}" for name in names for strategy in strategies()}
+    current = studies["study"].isin(names)
+    if not current.all():
+        left = sorted(set(studies.loc[~current, "study"]))
+        print(f"left out the trials of {len(left)} studies the manifest no longer holds: {', '.join(left)}")
+    return studies[current].reset_index(drop=True)
 
 
 def _in_suites(runs, studies, suites: list[str]):

@@ -12,11 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 
 from benchmarks.yaml_lines import line_of, load_yaml_with_lines
 from cgat_dgl.training.config import ScheduleName, Strategy, TrainConfig
-from cgat_dgl.strategies import PaperStrategy, names, strategy
+from cgat_dgl.strategies import PaperStrategy, strategy
 
-# Strategies beyond the paper's: a correction or a second fidelity of the same quantity, so they need
-# a source and target of one kind (a gap and a gap, not a volume and an energy).
-SAME_QUANTITY_STRATEGIES = names(same_quantity_only=True)
 Size = int | float  # an int is a count of structures, a float in (0, 1] a fraction of the available set
 
 
@@ -126,7 +123,9 @@ class Experiment(Strict):
 
     @model_validator(mode="after")
     def _same_quantity(self) -> "Experiment":
-        needing = [s for s in self.strategies if s in SAME_QUANTITY_STRATEGIES]
+        # a correction, a second fidelity or a prediction of one quantity needs a source and target of
+        # one kind (a gap and a gap, not a volume and an energy)
+        needing = [s for s in self.strategies if strategy(s).same_quantity_only]
         if needing and self.task_type != "intra":
             raise ValueError(
                 f"strategies {needing} learn a correction or a second fidelity of one quantity; "
@@ -152,6 +151,10 @@ class StudySpec(Strict):
     n_trials: int = Field(ge=1)
     sampler: Literal["tpe", "grid", "random"] = "tpe"
     lr: tuple[float, float] | list[float] = (1.25e-6, 1.25e-4)  # a range (log-uniform) or, for grid, values
+    # lr given as factors of the task's own default rate (the profile's, times the experiment's
+    # transfer_lr_factor for a transfer), so that every strategy gets the same relative grid: the
+    # paper's ablation is the default and a tenth of it
+    lr_relative: bool = False
     weight_decay: tuple[float, float] | list[float] = (1e-6, 1e-2)
     pruner: Literal["median", "hyperband", "none"] = "median"
     train_size: Size = 1.0

@@ -17,7 +17,7 @@ from typing import Any, Literal
 from benchmarks.manifest import Experiment, Manifest, Profile, Size, StageSpec, Strategy
 from cgat_dgl.data.leakage import protected_candidates
 from cgat_dgl.training.multifidelity import N_FIDELITIES
-from cgat_dgl.strategies import names, strategy
+from cgat_dgl.strategies import strategy
 
 KEY_VERSION = 1
 # What decides whether a stored result is still this code's: the package version (bumped whenever a
@@ -166,14 +166,12 @@ def stage_settings(stage: StageSpec, profile: Profile, lr_factor: float = 1.0) -
     return settings
 
 
-def model_settings(profile: Profile, strategy: Strategy | None = None) -> dict[str, Any]:
+def model_settings(profile: Profile, name: Strategy | None = None) -> dict[str, Any]:
     settings = {"preset": profile.model, **profile.model_overrides}
-    if strategy in MULTIFIDELITY:
+    if name is not None and strategy(name).multifidelity:
         settings["n_fidelities"] = N_FIDELITIES
     return settings
 
-
-MULTIFIDELITY = names(multifidelity=True)
 
 
 def expand(

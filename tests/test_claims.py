@@ -113,7 +113,10 @@ def test_comparisons_pair_by_seed_pool_baselines_and_bootstrap_single_seeds() ->
     assert full_none["n"] == 3
     assert full_none["diff"] == pytest.approx(np.mean([-0.2, -0.3, -0.25]))
     assert full_none["diff_high"] < 0 and full_none["method"] == "t over seeds"
-    assert full_none["pct"] == pytest.approx(100 * full_none["diff"] / 1.1)
+    # percent from each seed's own ratio, not the mean difference over the mean baseline
+    ratios = [100 * (0.8 / 1.0 - 1), 100 * (0.9 / 1.2 - 1), 100 * (0.85 / 1.1 - 1)]
+    assert full_none["pct"] == pytest.approx(np.mean(ratios)) != pytest.approx(100 * full_none["diff"] / 1.1)
+    assert (full_none["pct_low"], full_none["pct_high"]) == pytest.approx((t_interval(ratios).low, t_interval(ratios).high))
     head_none = table[(table["experiment"] == "intra") & (table["a"] == "head") & (table["b"] == "none")].iloc[0]
     assert head_none["diff_low"] < 0 < head_none["diff_high"]
     inter = table[table["experiment"] == "inter"].iloc[0]
@@ -132,7 +135,7 @@ def _scaling_runs(noise: float, seeds: range) -> pd.DataFrame:
     rng = np.random.default_rng(7)
     rows = []
     for seed in seeds:
-        for n in (100, 300, 1000):
+        for n in (100, 300, 600, 1000):
             for n_pre in (1000, 10000):
                 mae = 2.0 * n**-0.3 * (n_pre / 1000) ** -0.1 * math.exp(noise * rng.normal())
                 rows.append(_run("size", "full", seed, mae, train_size=n, pretrain_size=n_pre))
@@ -157,8 +160,10 @@ def test_claims_table_gives_one_verdict_per_claim_from_the_intervals() -> None:
     claims = claims_table(runs, comparison_table(runs), fits)
     verdicts = claim_verdicts(claims).set_index("claim_id")["verdict"]
     assert verdicts["full_beats_none"] == REPRODUCED  # 2 * ... * 10**-0.1 is far below 3 * N**-0.35
-    assert verdicts["loglog_train"] == REPRODUCED
-    assert verdicts["loglog_pretrain"] == REPRODUCED
+    assert verdicts["loglog_train"] == REPRODUCED  # four training sizes, a power law: no lack of fit
+    assert verdicts["loglog_pretrain"] == INCONCLUSIVE  # two pre-training sizes cannot show linearity
+    pretrain_lines = claims[claims["claim_id"] == "loglog_pretrain"]
+    assert pretrain_lines["detail"].str.startswith("linearity needs at least 4 sizes (the slope alone: reproduced)").all()
     assert verdicts["similar_slopes"] == REPRODUCED  # the generating slopes are equal
     assert verdicts["head_worse_gaps"] == INCONCLUSIVE  # nothing measured: said so, never reproduced
     missing = claims[claims["claim_id"] == "head_worse_gaps"].iloc[0]
@@ -168,6 +173,34 @@ def test_claims_table_gives_one_verdict_per_claim_from_the_intervals() -> None:
     flipped.loc[flipped["strategy"] == "none", "test_mae"] *= 0.01
     claims = claims_table(flipped, comparison_table(flipped), fit_table(size_points(flipped), flipped))
     assert claim_verdicts(claims).set_index("claim_id").loc["full_beats_none", "verdict"] == CONTRADICTED
+
+
+def test_a_curved_line_contradicts_falling_linearly_whatever_its_slope() -> None:
+    rng = np.random.default_rng(3)
+    rows = [
+        _run("size", "none", seed, (1.0 if n <= 300 else 0.3) * math.exp(0.01 * rng.normal()), train_size=n)
+        for seed in range(3) for n in (100, 200, 300, 1000)
+    ]  # fmt: skip
+    runs = pd.DataFrame(rows)
+    claims = claims_table(runs, comparison_table(runs), fit_table(size_points(runs), runs))
+    line = claims[claims["claim_id"] == "loglog_train"].iloc[0]
+    assert line["verdict"] == CONTRADICTED and line["detail"].startswith("curved")
+    assert line["p_value"] < 1e-6  # the lack-of-fit p-value, in the claim's Holm family
+
+
+def test_holm_keeps_only_the_contradictions_that_survive_the_family() -> None:
+    from benchmarks.report.claims import holm
+    from benchmarks.report.statistics import holm_rejected, p_value
+
+    assert holm_rejected([0.01, 0.04, 0.03, math.nan]) == [True, False, False, False]  # 0.01 < 0.05/3; 0.03 > 0.05/2
+    assert holm_rejected([0.001, 0.012, 0.02]) == [True, True, True]
+    # the p-value of a t-interval over seeds is the one of its t statistic
+    values = [0.3, 0.5, 0.4, 0.6]
+    assert p_value(t_interval(values)) == pytest.approx(stats.ttest_1samp(values, 0.0).pvalue)
+    row = lambda verdict, p: {"claim_id": "full_beats_none", "verdict": verdict, "p_value": p, "detail": "x"}  # noqa: E731
+    rows = holm([row(CONTRADICTED, 0.03), row(CONTRADICTED, 0.001), row(REPRODUCED, 0.04), row(INCONCLUSIVE, 0.5)])
+    assert [r["verdict"] for r in rows] == [INCONCLUSIVE, CONTRADICTED, REPRODUCED, INCONCLUSIVE]
+    assert rows[0]["detail"].startswith("contradicted at 95 % alone, not after Holm's correction over the claim's 4 checks")
 
 
 def test_budget_claim_checks_the_break_even_interval() -> None:

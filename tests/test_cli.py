@@ -156,3 +156,16 @@ def test_train_takes_the_anneal_and_the_epoch_length(workspace: Path) -> None:
     # 24 training materials, 3 passes an epoch; epoch 3 holds the floor rate the anneal reached
     assert [row["structures"] for row in state["history"]] == [72, 72, 72]
     assert state["history"][2]["lr"] == pytest.approx(1.25e-4 * 0.01)
+
+
+def test_the_report_keeps_the_trials_of_the_manifest_studies_only(capsys: pytest.CaptureFixture[str]) -> None:
+    import pandas as pd
+
+    from benchmarks.cli import ReportSources, _current_studies
+
+    studies = pd.DataFrame({"study": ["volume_to_e_form_lr_wd-none", "volume_to_e_form_lr_wd-full", "volume_to_e_form_grid",
+                                      "gap_hse_search"], "run_id": ["a", "b", "c", "d"]})  # fmt: skip
+    manifest = Path(__file__).resolve().parents[1] / "experiments.yaml"
+    kept = _current_studies(studies, ReportSources(tracking_uri="sqlite://", manifest=manifest))
+    assert list(kept["run_id"]) == ["a", "b", "d"]
+    assert "left out the trials of 1 studies the manifest no longer holds: volume_to_e_form_grid" in capsys.readouterr().out

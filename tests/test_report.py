@@ -358,11 +358,11 @@ STOP_COLUMNS = ["best_epoch", "epochs_run", "stop_reason", "converged"]
 def test_verdicts_resting_on_unconverged_runs_are_not_converged(report: Report) -> None:
     path, *_ = report
     claims = pd.read_csv(path.parent / "claims.csv", keep_default_na=False)
-    # the capped run turns its line's slope (reproduced by the interval) into not converged ...
+    # the capped run turns its line's slope (two sizes: inconclusive by itself) into not converged ...
     line = _pick(claims, claim_id="loglog_train", check="gap_intra, head, pre-training 4000")
     assert line["verdict"] == NOT_CONVERGED
     assert line["detail"].startswith(
-        "1 of 6 runs stopped at their epoch cap: gap_intra head N100 seed 0 (the interval alone: reproduced)"
+        "1 of 6 runs stopped at their epoch cap: gap_intra head N100 seed 0 (the interval alone: inconclusive)"
     )
     # ... and no check at the largest training size, where it is not measured
     assert _pick(claims, claim_id="full_beats_head", check="gap_intra: gap_pbe → gap_hse")["verdict"] == "reproduced"

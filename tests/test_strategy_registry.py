@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import get_args
 
 import pytest
@@ -11,16 +12,18 @@ from cgat_dgl.strategies import (
     PAPER_STRATEGIES,
     REFERENCE,
     REGISTRY,
-    STRATEGIES,
     PaperStrategy,
-    Strategy,
+    StrategySpec,
     names,
+    strategies,
     strategy,
 )
+from test_runner import small_data  # noqa: F401  (a fixture)
 
 
-def test_the_type_literals_name_the_registry_entries_in_order() -> None:
-    assert get_args(Strategy) == tuple(REGISTRY) == STRATEGIES
+def test_the_registry_order_and_the_paper_strategies() -> None:
+    assert strategies() == tuple(REGISTRY)
+    assert strategies()[:3] == ("none", "head", "full")
     assert get_args(PaperStrategy) == PAPER_STRATEGIES == ("none", "head", "full")
     assert BASELINE in REGISTRY and REFERENCE in REGISTRY
 
@@ -39,6 +42,10 @@ def test_every_entry_is_consistent() -> None:
         if entry.learns == "known_residual":
             assert entry.needs_source_value, name
         assert not (entry.head_only and not entry.from_pretrained), name
+        if entry.is_baseline:  # fitted, not trained: nothing of a network's training applies
+            assert entry.learns == "target" and not (entry.head_only or entry.multifidelity or entry.source_pool), name
+            assert (entry.fit == "source_model") == entry.from_pretrained, name
+            assert (entry.fit in ("source_value", "source_linear")) == entry.needs_source_value, name
     assert len({entry.label for entry in REGISTRY.values()}) == len(REGISTRY)
     assert len({entry.color for entry in REGISTRY.values()}) == len(REGISTRY)
 
@@ -49,18 +56,104 @@ def test_an_unknown_strategy_is_named_with_the_known_ones() -> None:
 
 
 def test_the_lists_of_the_suite_come_from_the_registry() -> None:
-    from benchmarks.manifest import SAME_QUANTITY_STRATEGIES
-    from benchmarks.plan import MULTIFIDELITY
-    from benchmarks.report.comparisons import PAIRS
-    from benchmarks.report.figures import STRATEGY_COLORS
-    from benchmarks.report.tables import JOINT_STRATEGIES, NEEDS_SOURCE_VALUE, PRETRAINED_STRATEGIES, STRATEGY_LABELS
-    from cgat_dgl.training.config import FROM_SCRATCH
+    from benchmarks.report.baselines import needs_no_source_value
+    from benchmarks.report.comparisons import pairs
+    from benchmarks.report.figures import strategy_color
+    from benchmarks.report.tables import joint_strategies, pretrained_strategies, strategy_label, target_only_strategies
 
-    assert FROM_SCRATCH == ("none", "multifidelity")
-    assert PRETRAINED_STRATEGIES == ("head", "full", "delta", "delta_known") == names(starts_from="pretrain")
-    assert JOINT_STRATEGIES == MULTIFIDELITY == ("multifidelity", "multifidelity_ft")
-    assert SAME_QUANTITY_STRATEGIES == ("delta", "delta_known", "multifidelity", "multifidelity_ft")
-    assert NEEDS_SOURCE_VALUE == ("delta_known",)
-    assert set(PAIRS) == {("full", "none"), ("head", "none"), ("full", "head"), ("delta", "full"),
-                          ("delta_known", "full"), ("multifidelity", "full"), ("multifidelity_ft", "full")}
-    assert set(STRATEGY_LABELS) == {*REGISTRY, "pretrain"} and set(STRATEGY_COLORS) == {*REGISTRY, "pretrain"}
+    assert names(starts_from="scratch", is_baseline=False) == ("none", "multifidelity")
+    assert pretrained_strategies() == ("head", "full", "delta", "delta_known", "zero_shot")
+    assert joint_strategies() == ("multifidelity", "multifidelity_ft")
+    assert names(same_quantity_only=True) == (
+        "delta", "delta_known", "multifidelity", "multifidelity_ft", "zero_shot", "source_value", "source_linear"
+    )  # fmt: skip
+    assert names(needs_source_value=True) == ("delta_known", "source_value", "source_linear")
+    assert target_only_strategies() == ("none", "constant", "composition_linear")
+    assert needs_no_source_value() == ("constant", "zero_shot", "composition_linear")
+    assert set(pairs()) == {("full", "none"), ("head", "none"), ("full", "head"), ("delta", "full"),
+                            ("delta_known", "full"), ("multifidelity", "full"), ("multifidelity_ft", "full"),
+                            ("full", "constant"), ("full", "zero_shot"), ("full", "composition_linear"),
+                            ("full", "source_linear")}  # fmt: skip
+    assert all(strategy_label(name) == entry.label and strategy_color(name) == entry.color for name, entry in REGISTRY.items())
+    assert strategy_color("pretrain") not in {entry.color for entry in REGISTRY.values()}
+
+
+def test_configurations_accept_registered_strategies_only(tmp_path: Path) -> None:
+    from pydantic import ValidationError
+
+    from benchmarks.manifest import ManifestError, load_manifest
+    from cgat_dgl.training.config import TrainConfig
+
+    assert TrainConfig(strategy="constant").strategy == "constant"
+    with pytest.raises(ValidationError, match="unknown strategy 'fll'"):
+        TrainConfig(strategy="fll")
+    path = tmp_path / "experiments.yaml"
+    path.write_text(
+        "profiles: {p: {model: smoke}}\n"
+        "experiments:\n  - {name: e, source: gap_pbe, target: gap_hse, strategies: [none, fll]}\n"
+    )
+    with pytest.raises(ManifestError, match=r"experiments\.yaml:3: experiments\.0\.strategies\.1: .*unknown strategy 'fll'"):
+        load_manifest(path)
+
+
+def test_a_baseline_is_fitted_not_trained() -> None:
+    from cgat_dgl.model import ModelConfig
+    from cgat_dgl.training.config import TrainConfig
+    from cgat_dgl.training.trainer import train
+
+    with pytest.raises(ValueError, match="'constant' is a baseline"):
+        train(ModelConfig.preset("smoke"), TrainConfig(strategy="constant"), [], [], None, out_dir=Path("unused"))
+
+
+TOY = StrategySpec("toy", "toy: the training median again", "scratch", "scratch", color="tab:olive",
+                   fit="median", compared_with=("none",))
+TOY_MANIFEST = """\
+data: {{cache_dir: {cache}}}
+profiles:
+  smoke:
+    model: smoke
+    pretrain: {{epochs: 2, batch_size: 32, lr: 1.0e-3, cycle_period: 2}}
+    transfer: {{epochs: 2, batch_size: 16, lr: 1.0e-3, cycle_period: 2}}
+    max_eval_size: 16
+experiments:
+  - name: gap
+    source: gap_pbe
+    target: gap_hse
+    strategies: [none, toy]
+    train_sizes: [1.0]
+    seeds: [0, 1]
+"""
+
+
+@pytest.mark.slow
+def test_a_strategy_added_by_one_entry_is_planned_run_tabulated_and_compared(
+    tmp_path: Path, small_data: Path, monkeypatch: pytest.MonkeyPatch  # noqa: F811
+) -> None:
+    from benchmarks.manifest import load_manifest
+    from benchmarks.plan import expand
+    from benchmarks.report import collect_runs
+    from benchmarks.report.comparisons import comparison_table
+    from benchmarks.report.tables import table1, table1_markdown
+    from benchmarks.runner import Runner, RunnerOptions
+
+    monkeypatch.setitem(REGISTRY, "toy", TOY)
+    path = tmp_path / "experiments.yaml"
+    path.write_text(TOY_MANIFEST.format(cache=tmp_path / "cache"))
+    manifest = load_manifest(path)
+    _, transfers = expand(manifest, "smoke")
+    assert sorted((r.strategy, r.seed) for r in transfers) == [("none", 0), ("none", 1), ("toy", 0), ("toy", 1)]
+    options = RunnerOptions(profile="smoke", data_path=small_data, work_dir=tmp_path / "work",
+                            tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", progress=False, poll_s=0.5)  # fmt: skip
+    outcome = Runner(manifest, options).run()
+    assert not outcome.failed and len(outcome.done) == 4
+    runs, _ = collect_runs(options.tracking_uri)
+    toy = runs[runs["strategy"] == "toy"]
+    assert len(toy) == 2 and set(toy["stop_reason"]) == {"fitted"}
+    table = table1(runs)
+    assert list(table["strategy"]) == ["none", "toy"]
+    assert "toy: the training median again" in table1_markdown(table)
+    compared = comparison_table(runs)
+    row = compared[(compared["a"] == "toy") & (compared["b"] == "none")].iloc[0]
+    assert row["n"] == 2
+    by_seed = toy.set_index("seed")["test_mae"] - runs[runs["strategy"] == "none"].set_index("seed")["test_mae"]
+    assert row["diff"] == pytest.approx(by_seed.mean())

@@ -19,9 +19,10 @@ from benchmarks.report.comparisons import comparison_table
 from benchmarks.report.scaling import fit_table, size_points
 from benchmarks.report.statistics import CONTRADICTED, INCONCLUSIVE, REPRODUCED, paired_difference
 from benchmarks.report.strategy_costs import strategy_costs
-from benchmarks.report.tables import STRATEGIES, STRATEGY_LABELS, select_largest, table1, table1_markdown
+from benchmarks.report.tables import select_largest, strategy_label, table1, table1_markdown
 
 NEW = ("delta", "delta_known", "multifidelity", "multifidelity_ft")
+STRATEGIES = ("none", "head", "full", *NEW)  # the trained strategies (the baselines: test_baselines.py)
 SEEDS = (0, 1, 2, 3)
 TRAIN = (100, 300)
 N_PRETRAIN, N_POOL = 2000, 5000  # the joint strategies draw from a larger pool than full pre-trained on
@@ -118,7 +119,7 @@ def test_table1_has_a_column_per_strategy_in_order_and_the_delta_known_footnote(
     assert _pick(table, strategy="full")["pretrain_size"] == N_PRETRAIN
     markdown = table1_markdown(table)
     header = markdown.splitlines()[0]
-    positions = [header.index(STRATEGY_LABELS[s]) for s in STRATEGIES]
+    positions = [header.index(strategy_label(s)) for s in STRATEGIES]
     assert positions == sorted(positions)
     assert "delta learning (known source value) †" in header
     assert "† delta learning (known source value) predicts" in markdown and "PBE" in markdown
@@ -193,7 +194,8 @@ def test_claims_of_strategies_not_run_are_left_out() -> None:
     claims = claims_table(runs, comparison_table(runs), fit_table(size_points(runs), runs))
     summary = claim_verdicts(claims)
     added = {c.claim_id for c in CLAIMS if c.strategy is not None}
-    assert added == {"delta_beats_full", "delta_known_beats_full", "multifidelity_beats_full", "multifidelity_ft_beats_full"}
+    assert added == {"delta_beats_full", "delta_known_beats_full", "multifidelity_beats_full", "multifidelity_ft_beats_full",
+                     "full_beats_baselines", "full_beats_source_linear"}
     assert not added & set(claims["claim_id"]) and not added & set(summary["claim_id"])
     assert len(summary) == len(CLAIMS) - len(added)
     # run, but with no full transfer to compare with: the claim is there, inconclusive, "not measured"
@@ -270,7 +272,7 @@ def test_report_with_every_strategy(tmp_path: Path) -> None:
     path = write_report(runs, histories, tmp_path)
     text = path.read_text()
     for strategy in STRATEGIES:
-        assert f"{strategy} = {STRATEGY_LABELS[strategy]}" in text
+        assert f"{strategy} = {strategy_label(strategy)}" in text
     assert "delta_known − full" in text and "multifidelity_ft − full" in text
     assert text.count("needs the source (e.g. PBE) value") >= 3  # Table 1, strategy section, comparisons
     assert "Note on delta_known_beats_full" in (tmp_path / "claims.md").read_text()

@@ -274,6 +274,39 @@ def test_grid_study_and_comparison(finished, tmp_path: Path, stores: Path, input
         compare_studies(opts.storage, ["missing"])
 
 
+def test_a_relative_grid_scales_the_task_default_rate(tmp_path: Path, stores: Path, inputs: TrialInputs) -> None:
+    opts = options(stores, tmp_path, n_trials=2)
+    grid = spec("relative-grid", 2, sampler="grid", lr=[1.0, 0.1], lr_relative=True, weight_decay=[0.0])
+    run_study(grid, inputs, opts, epochs=1)
+    study = optuna.load_study(study_name="relative-grid", storage=opts.storage)
+    default = inputs.train_config.lr
+    runs = trial_runs(opts.tracking_uri, "relative-grid")
+    logged = sorted((float(r.data.params["lr_factor"]), float(r.data.params["lr"]), float(r.data.params["weight_decay"])) for r in runs)
+    assert logged == [(0.1, pytest.approx(0.1 * default), 0.0), (1.0, pytest.approx(default), 0.0)]
+    assert {t.params["lr"] for t in study.trials} == {1.0, 0.1}  # the grid holds the factors
+    # a relative grid is another study than an absolute one of the same values
+    with pytest.raises(StudyConfigError, match="lr_relative"):
+        run_study(spec("relative-grid", 2, sampler="grid", lr=[1.0, 0.1], weight_decay=[0.0]), inputs, opts, epochs=1)
+
+
+def test_no_transfer_gets_a_study_on_an_inter_property_task(tmp_path: Path) -> None:
+    from benchmarks.manifest import load_manifest
+    from benchmarks.tuning.inputs import transfer_spec
+
+    path = tmp_path / "experiments.yaml"
+    path.write_text(
+        "profiles: {cpu: {model: smoke, pretrain: {epochs: 2}, transfer: {epochs: 2, lr: 1.0e-3}}}\n"
+        "experiments:\n  - {name: inter, source: volume_pbe, target: e_form_r2scan, strategies: [head, full], transfer_lr_factor: 0.1}\n"
+        "studies:\n  - {name: grid, experiment: inter, strategy: full, n_trials: 2, sampler: grid, lr: [1.0, 0.1], lr_relative: true, weight_decay: [0.0]}\n"
+    )
+    manifest = load_manifest(path)
+    full = transfer_spec(manifest, manifest.study("grid"), "cpu", "data")
+    none = transfer_spec(manifest, manifest.study("grid").model_copy(update={"strategy": "none"}), "cpu", "data")
+    assert full.pretrain is not None and full.stage["lr"] == pytest.approx(1e-4)  # the inter-property default
+    assert none.strategy == "none" and none.pretrain is None and none.stage["lr"] == pytest.approx(1e-3)
+    assert (none.target, none.train_size, none.seed) == (full.target, full.train_size, full.seed)
+
+
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")  # trials asked by hand, as racing workers would
 def test_a_trial_beyond_the_total_is_declined_untrained(tmp_path: Path, stores: Path, inputs: TrialInputs) -> None:
     opts = options(stores, tmp_path)

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import cast
 
+import numpy as np
 import pandas as pd
 
 from benchmarks.manifest import property_kind
@@ -26,20 +27,26 @@ from benchmarks.report.comparisons import by_seed, fmt_interval, interval_of, pa
 from benchmarks.report.convergence import ConvergenceGate
 from benchmarks.report.scaling import seed_slopes
 from benchmarks.report.statistics import (
+    CONTRADICTED,
     INCONCLUSIVE,
     NOT_CONVERGED,
     VERDICTS,
     Interval,
     bootstrap_mae_difference,
     combine_verdicts,
+    holm_rejected,
+    p_value,
+    lack_of_fit,
     paired_difference,
     range_verdict,
     sign_verdict,
     unknown,
 )
-from benchmarks.report.tables import DELTA_KNOWN_NOTE, NEEDS_SOURCE_VALUE, markdown_table, transfer_runs
+from benchmarks.report.baselines import needs_no_source_value
+from benchmarks.report.tables import markdown_table, strategy_label, transfer_runs
+from cgat_dgl.strategies import DELTA_KNOWN_NOTE, strategy
 
-CLAIM_COLUMNS = ("claim_id", "claim", "check", "measured", "mean", "low", "high", "n", "method", "verdict", "detail")
+CLAIM_COLUMNS = ("claim_id", "claim", "check", "measured", "mean", "low", "high", "n", "method", "p_value", "verdict", "detail")
 RUN_IDS = "run_ids"  # a check row's runs, for the convergence gate; not a column of the table
 # "Similar slopes": the paper's lines over training size differ by a few hundredths between
 # pre-training sizes; the report calls slopes similar when they differ by less than this.
@@ -48,6 +55,8 @@ SIMILAR_SLOPE = 0.1
 # a break-even ratio within a factor of two of 4 counts as that balance.
 BALANCE_RATIO = 4.0
 BALANCE_RANGE = (2.0, 8.0)
+# "Falls linearly in log-log" is tested for lack of fit, which needs this many distinct sizes.
+LINEAR_SIZES = 4
 
 
 @dataclass(frozen=True)
@@ -64,8 +73,8 @@ CLAIMS = (
     Claim("full_beats_head", "Full transfer gives a lower test MAE than retraining only the regression head (intra-property)."),
     Claim("head_worse_gaps", "Retraining only the regression head is worse than no transfer for band gaps."),
     Claim("head_helps_energies", "Retraining only the regression head gives a lower MAE than no transfer for energies (intra-property)."),
-    Claim("loglog_train", "The test MAE falls linearly in log-log with the training-set size (negative slope)."),
-    Claim("loglog_pretrain", "The test MAE of full transfer falls linearly in log-log with the pre-training-set size (negative slope)."),
+    Claim("loglog_train", f"The test MAE falls linearly in log-log with the training-set size (a negative slope, and no lack of fit against the seed replicates over at least {LINEAR_SIZES} sizes)."),
+    Claim("loglog_pretrain", f"The test MAE of full transfer falls linearly in log-log with the pre-training-set size (a negative slope, and no lack of fit against the seed replicates over at least {LINEAR_SIZES} sizes)."),
     Claim("similar_slopes", f"Lines over training size have similar slopes for different pre-training sizes (differ by < {SIMILAR_SLOPE:g})."),
     Claim("none_worst_all_sizes", "No transfer has a larger MAE than full transfer at every pre-training size, even a 10x smaller one."),
     Claim("inter_worse_than_intra", "Inter-property transfer gives a larger MAE than intra-property transfer to the same target."),
@@ -78,14 +87,21 @@ CLAIMS = (
     Claim("delta_known_beats_full", "Delta learning on the known source value (learning target − the material's own source value) gives a lower test MAE than full transfer, at every training size (intra-property). It needs the source (PBE) value of every material at prediction time.", "delta_known"),
     Claim("multifidelity_beats_full", "A multi-fidelity model trained jointly on source and target data gives a lower test MAE than full transfer, at every training size (intra-property; Chen et al. 2021 report this for MEGNet, Hutchinson et al. found mixed results).", "multifidelity"),
     Claim("multifidelity_ft_beats_full", "The multi-fidelity model fine-tuned on the target alone gives a lower test MAE than full transfer, at every training size (intra-property).", "multifidelity_ft"),
+    # The baselines (not claims of the paper: what a transfer must beat to be worth its cost).
+    Claim("full_beats_baselines", "Full transfer gives a lower test MAE than each baseline that needs no source value (the training median, the pre-trained model as is, a linear model over element fractions), on each task at its largest training size.", "constant"),
+    Claim("full_beats_source_linear", "Full transfer gives a lower test MAE than a linear correction of the material's own source value, which needs the source calculation of every material predicted (intra-property, largest training size).", "source_linear"),
 )
+# claims on baselines, checked by _baseline_checks rather than against full transfer
+BASELINE_CLAIMS = ("full_beats_baselines", "full_beats_source_linear")
 CLAIM_TEXT = {c.claim_id: c.text for c in CLAIMS}
 
 
 def _row(
-    claim_id: str, check: str, interval: Interval, verdict: str, measured: str, detail: str = "", runs: Iterable[str] = ()
+    claim_id: str, check: str, interval: Interval, verdict: str, measured: str, detail: str = "", runs: Iterable[str] = (),
+    p: float | None = None,
 ) -> dict[str, object]:
-    """A check of a claim; ``runs``: the ids of the runs it rests on."""
+    """A check of a claim; ``runs``: the ids of the runs it rests on; ``p``: its two-sided p-value against
+    the boundary of the paper's side (by default zero, from the interval)."""
     return {
         "claim_id": claim_id,
         "claim": CLAIM_TEXT[claim_id],
@@ -96,10 +112,16 @@ def _row(
         "high": interval.high,
         "n": interval.n,
         "method": interval.method,
+        "p_value": p_value(interval) if p is None else p,
         "verdict": verdict,
         "detail": detail,
         RUN_IDS: tuple(runs),
     }
+
+
+def _nearest(interval: Interval, low: float, high: float) -> float:
+    """The bound of [low, high] the interval's mean lies beyond (or nearest to)."""
+    return low if abs(interval.mean - low) < abs(interval.mean - high) else high
 
 
 def _of(runs: pd.DataFrame, **keys: object) -> pd.DataFrame:
@@ -136,11 +158,17 @@ def _difference_checks(
     select: Callable[[pd.Series], bool],
     every_size: bool = False,
     note: str = "",
+    name_b: bool = False,
 ) -> list[dict[str, object]]:
-    """One check per task at its largest training size (``every_size``: per task and training size)."""
+    """One check per task at its largest training size (``every_size``: per task and training size);
+    ``name_b``: the check names b (a claim against several strategies)."""
     rows = comparisons[comparisons["metric"] == "test_mae"] if every_size else _largest(comparisons)
     rows = rows[(rows["a"] == a) & (rows["b"] == b)]
     rows = rows[[bool(select(r)) for _, r in rows.iterrows()]] if len(rows) else rows
+    # a task two experiments share (the pre-training-size study repeats the intra-property task at its
+    # largest pre-training size) is one piece of evidence: each run counts once per claim
+    task = ["source", "target", "train_size", "pretrain_size", "pretrain_size_b"]
+    rows = rows.drop_duplicates(subset=[c for c in task if c in rows.columns], keep="first") if len(rows) else rows
     out = []
     for _, r in rows.iterrows():
         interval = interval_of(r)
@@ -152,6 +180,8 @@ def _difference_checks(
         if note:
             detail += f"; {note}"
         check = f"{r['experiment']}: {r['source']} → {r['target']}"
+        if name_b:
+            check += f", against {strategy_label(b)}"
         if every_size:
             check += f", N train {int(r['train_size'])}"
         runs = str(r.get("run_ids", "") or "").split()
@@ -165,10 +195,24 @@ def _strategy_checks(runs: pd.DataFrame, comparisons: pd.DataFrame) -> list[dict
     run = set(transfer_runs(runs)["strategy"].dropna())
     rows: list[dict[str, object]] = []
     for claim in CLAIMS:
-        if claim.strategy is None or claim.strategy not in run:
+        if claim.strategy is None or claim.strategy not in run or claim.claim_id in BASELINE_CLAIMS:
             continue
-        note = "needs the source value at prediction time" if claim.strategy in NEEDS_SOURCE_VALUE else ""
+        note = "needs the source value at prediction time" if strategy(claim.strategy).needs_source_value else ""
         rows += _difference_checks(claim.claim_id, comparisons, claim.strategy, "full", "negative", _is_intra, every_size=True, note=note)
+    return rows
+
+
+def _baseline_checks(runs: pd.DataFrame, comparisons: pd.DataFrame) -> list[dict[str, object]]:
+    """Full transfer against each baseline that ran: those that need no source value in one claim, the
+    linear correction of the source value in another (it uses a calculation transfer does without)."""
+    run = set(transfer_runs(runs)["strategy"].dropna())
+    rows: list[dict[str, object]] = []
+    for name in needs_no_source_value():
+        if name in run:
+            rows += _difference_checks("full_beats_baselines", comparisons, "full", name, "negative", lambda r: True, name_b=True)
+    if "source_linear" in run:
+        note = "source_linear needs the source value at prediction time"
+        rows += _difference_checks("full_beats_source_linear", comparisons, "full", "source_linear", "negative", _is_intra, note=note)
     return rows
 
 
@@ -179,22 +223,43 @@ def _is_intra(r: pd.Series) -> bool:
 def _slope_checks(
     claim_id: str, runs: pd.DataFrame, fits: pd.DataFrame, x: str, strategies: tuple[str, ...]
 ) -> list[dict[str, object]]:
+    """"Falls linearly in log-log": a negative slope over seeds and no lack of fit against the seed
+    replicates, on at least ``LINEAR_SIZES`` sizes; fewer sizes leave it inconclusive whatever the
+    slope. A line that two experiments share (the same task, strategy and fixed size) counts once."""
     chosen = fits[(fits["x"] == x) & fits["strategy"].isin(strategies)]
-    out = []
+    tasks = transfer_runs(runs).groupby("experiment")[["source", "target"]].first()
+    out, seen = [], set()
     for r in chosen.itertuples():
         if not math.isfinite(r.slope):
             continue
+        fixed_size = r.pretrain_size if x == "train_size" else r.train_size
+        task = tuple(tasks.loc[r.experiment]) if r.experiment in tasks.index else (r.experiment,)
+        if (r.strategy, task, fixed_size) in seen:
+            continue
+        seen.add((r.strategy, task, fixed_size))
         at = f"pre-training {int(r.pretrain_size)}" if x == "train_size" else f"training {int(r.train_size)}"
         interval = Interval(float(r.slope), float(r.slope_low), float(r.slope_high), int(r.n_seed_fits), "t over seeds" if r.n_seed_fits >= 2 else "")
-        measured = f"slope {fmt_interval(interval.mean, interval.low, interval.high)}"
-        detail = f"{int(r.n_points)} sizes; fit SE {r.slope_se:.3g}" if math.isfinite(r.slope_se) else f"{int(r.n_points)} sizes, no fit SE"
-        if r.n_points < 3:
-            detail += "; two sizes cannot show linearity"
-        verdict = sign_verdict(interval, "negative")
         # the line's runs: every size along x at the fixed other size
         fixed = {"pretrain_size": r.pretrain_size} if x == "train_size" else {"train_size": r.train_size}
-        line = _of(runs, experiment=r.experiment, strategy=r.strategy, **fixed)
-        out.append(_row(claim_id, f"{r.experiment}, {r.strategy}, {at}", interval, verdict, measured, detail, _ids(line)))
+        line = _of(runs, experiment=r.experiment, strategy=r.strategy, **fixed).dropna(subset=["test_mae"])
+        line = line[(line[x] > 0) & (line["test_mae"] > 0)]
+        fit = lack_of_fit(np.log10(line[x].astype(float)), np.log10(line["test_mae"].astype(float)))
+        measured = f"slope {fmt_interval(interval.mean, interval.low, interval.high)}"
+        slope_alone = sign_verdict(interval, "negative")
+        lof = f"lack of fit p = {fit.p:.2g}" if math.isfinite(fit.p) else "no lack-of-fit test"
+        detail = f"{fit.sizes} sizes, {fit.points} runs; {lof}"
+        if math.isfinite(r.slope_se):
+            detail += f"; fit SE {r.slope_se:.3g}"
+        if fit.sizes < LINEAR_SIZES:
+            verdict = INCONCLUSIVE
+            detail = f"linearity needs at least {LINEAR_SIZES} sizes (the slope alone: {slope_alone}); {detail}"
+        elif fit.curved:
+            verdict = CONTRADICTED  # the replicates put the size means off any straight line
+            detail = f"curved: the size means depart from the line beyond the seed scatter (the slope alone: {slope_alone}); {detail}"
+        else:
+            verdict = slope_alone
+        out.append(_row(claim_id, f"{r.experiment}, {r.strategy}, {at}", interval, verdict, measured, detail, _ids(line),
+                        p=fit.p if fit.curved else None))  # fmt: skip
     return out or [_missing(claim_id, f"no fit over {x.replace('_', ' ')} with two or more sizes")]
 
 
@@ -210,10 +275,11 @@ def _similar_slopes(runs: pd.DataFrame, fits: pd.DataFrame) -> list[dict[str, ob
         by_seed_large = seed_slopes(runs, "train_size", {**keys, "pretrain_size": large})
         interval = paired_difference(by_seed_large, by_seed_small)
         verdict = range_verdict(interval, -SIMILAR_SLOPE, SIMILAR_SLOPE)
+        p = p_value(interval, _nearest(interval, -SIMILAR_SLOPE, SIMILAR_SLOPE))
         measured = f"slope at {large} − slope at {small} = {fmt_interval(interval.mean, interval.low, interval.high)}"
         lines = _of(runs, experiment=experiment, strategy="full")
         lines = lines[lines["pretrain_size"].isin([small, large]) & lines["seed"].isin(set(by_seed_small) & set(by_seed_large))]
-        out.append(_row("similar_slopes", f"{experiment}, full", interval, verdict, measured, f"n={interval.n} seeds", _ids(lines)))
+        out.append(_row("similar_slopes", f"{experiment}, full", interval, verdict, measured, f"n={interval.n} seeds", _ids(lines), p))
     return out or [_missing("similar_slopes", "no experiment has full-transfer lines at two pre-training sizes")]
 
 
@@ -282,22 +348,44 @@ def _budget(budget: pd.DataFrame | None, runs: pd.DataFrame) -> list[dict[str, o
         # pre-training size at its training size
         full = _of(runs, experiment=r.experiment, strategy="full")
         lines = full[(full["pretrain_size"] == r.pretrain_size) | (full["train_size"] == r.train_size)]
-        out.append(_row("budget_balance", check, interval, range_verdict(interval, *BALANCE_RANGE), measured, detail, _ids(lines)))
+        # the interval is a t-interval of the mean log ratio: its p-value is taken on the log scale
+        logs = Interval(*(math.log(v) if v > 0 else math.nan for v in (interval.mean, interval.low, interval.high)), interval.n, "t over seeds")
+        p = p_value(logs, _nearest(logs, *(math.log(b) for b in BALANCE_RANGE)))
+        out.append(_row("budget_balance", check, interval, range_verdict(interval, *BALANCE_RANGE), measured, detail, _ids(lines), p))
     return out
 
 
+def _trial_interval(best: pd.Series, other_id: str, other_mae: float, errors: Mapping[str, pd.Series] | None) -> Interval:
+    """Test MAE of the best trial minus that of another run: a bootstrap over their common test
+    materials where both logged predictions, else the bare difference (no interval)."""
+    if errors is not None and best["run_id"] in errors and other_id in errors:
+        ea, eb = errors[best["run_id"]].align(errors[other_id], join="inner")
+        return bootstrap_mae_difference(ea.to_numpy(), eb.to_numpy())
+    return unknown(float(best["test_mae"]) - other_mae, 1)
+
+
+def _capped(trials: pd.DataFrame) -> int:
+    return int((trials["stop_reason"] != "plateau").sum()) if "stop_reason" in trials else len(trials)
+
+
 def _study(studies: pd.DataFrame | None, errors: Mapping[str, pd.Series] | None, runs: pd.DataFrame) -> list[dict[str, object]]:
-    """The best trial (by its objective, the validation MAE) of each inter-property grid study, against
-    the manifest's own run of that task and strategy: the difference of their test MAEs."""
+    """The best trial (by its objective, the validation MAE) of each inter-property study of a transfer
+    strategy, against the manifest's own run of that task and strategy (``lr_wd_no_gain``); and, where
+    no transfer got the same search, the best full-transfer trial against the best no-transfer trial
+    (``inter_full_no_gain``, tuned)."""
     if studies is None or studies.empty:
         return [_missing("lr_wd_no_gain", "no finished study trials in the store (run `cgat-bench tune --study ...`)")]
     out = []
     transfer = transfer_runs(runs)
+    bests: dict[tuple[str, str], tuple[str, pd.Series, pd.DataFrame]] = {}
     for study, trials in studies.groupby("study"):
         trials = trials.dropna(subset=["objective", "test_mae"])
         if trials.empty or trials["task_type"].iloc[0] != "inter":
             continue
         best = trials.loc[trials["objective"].idxmin()]
+        bests[(str(best["experiment"]), str(best["strategy"]))] = (str(study), best, trials)
+        if strategy(str(best["strategy"])).target_only:
+            continue  # no transfer: judged against the transfers below, not against its own default
         default = transfer[
             (transfer["experiment"] == best["experiment"])
             & (transfer["strategy"] == best["strategy"])
@@ -309,20 +397,31 @@ def _study(studies: pd.DataFrame | None, errors: Mapping[str, pd.Series] | None,
             out.append(_row("lr_wd_no_gain", check, unknown(), INCONCLUSIVE, "no default run", "the manifest's run of this task is missing"))
             continue
         run_default = str(default.iloc[0]["run_id"])
-        if errors is not None and best["run_id"] in errors and run_default in errors:
-            ea, eb = errors[best["run_id"]].align(errors[run_default], join="inner")
-            interval = bootstrap_mae_difference(ea.to_numpy(), eb.to_numpy())
-        else:
-            interval = unknown(float(best["test_mae"]) - float(default.iloc[0]["test_mae"]), 1)
+        interval = _trial_interval(best, run_default, float(default.iloc[0]["test_mae"]), errors)
         measured = f"MAE best trial − default = {fmt_interval(interval.mean, interval.low, interval.high)}"
         verdict = sign_verdict(interval, "positive")
         detail = interval.method or "one seed, no predictions"
         # trials are not runs of the runs frame: the gate sees the default run, the trials are judged here
-        capped = int((trials["stop_reason"] != "plateau").sum()) if "stop_reason" in trials else len(trials)
+        capped = _capped(trials)
         if capped:
             detail = f"{capped} of {len(trials)} trials did not stop on a validation plateau (the interval alone: {verdict}); {detail}"
             verdict = NOT_CONVERGED
         out.append(_row("lr_wd_no_gain", check, interval, verdict, measured, detail, [run_default]))
+    for (experiment, name), (study, best, trials) in bests.items():
+        if name != "full" or (experiment, "none") not in bests:
+            continue
+        none_study, none_best, none_trials = bests[(experiment, "none")]
+        interval = _trial_interval(best, str(none_best["run_id"]), float(none_best["test_mae"]), errors)
+        check = f"{experiment}, tuned: best of {len(trials)} full-transfer trials against best of {len(none_trials)} no-transfer trials"
+        measured = f"MAE full − none = {fmt_interval(interval.mean, interval.low, interval.high)}"
+        verdict = sign_verdict(interval, "positive")
+        detail = (f"{study}: lr {best['lr']:.3g}, wd {best['weight_decay']:.3g}; {none_study}: lr {none_best['lr']:.3g}, "
+                  f"wd {none_best['weight_decay']:.3g}; {interval.method or 'one seed, no predictions'}")  # fmt: skip
+        capped = _capped(trials) + _capped(none_trials)
+        if capped:
+            detail = f"{capped} trials did not stop on a validation plateau (the interval alone: {verdict}); {detail}"
+            verdict = NOT_CONVERGED
+        out.append(_row("inter_full_no_gain", check, interval, verdict, measured, detail))
     return out or [_missing("lr_wd_no_gain", "no finished study of an inter-property task")]
 
 
@@ -355,9 +454,30 @@ def claims_table(
     rows += _budget(budget, runs)
     rows += _study(studies, errors, runs)
     rows += _strategy_checks(runs, comparisons)
+    rows += _baseline_checks(runs, comparisons)
     if gate is not None:
         rows = [gate.apply(row, runs, cast(tuple[str, ...], row[RUN_IDS])) for row in rows]
-    return pd.DataFrame(rows, columns=list(CLAIM_COLUMNS))
+    order = {claim.claim_id: i for i, claim in enumerate(CLAIMS)}
+    rows.sort(key=lambda row: order[str(row["claim_id"])])  # stable: each claim's checks keep their order
+    return pd.DataFrame(holm(rows), columns=list(CLAIM_COLUMNS))
+
+
+def holm(rows: list[dict[str, object]]) -> list[dict[str, object]]:
+    """A claim is contradicted if any of its checks is, so its contradictions are corrected for
+    multiplicity: Holm's procedure over the claim's family (every check with a p-value) keeps a check
+    ``contradicted`` only if its p-value is rejected at the family-wise 5 %; otherwise it becomes
+    ``inconclusive`` and its detail says why."""
+    out = list(rows)
+    for claim_id in dict.fromkeys(str(row["claim_id"]) for row in rows):
+        members = [i for i, row in enumerate(rows) if row["claim_id"] == claim_id]
+        p_values = [float(cast(float, rows[i]["p_value"])) for i in members]
+        family = sum(math.isfinite(p) for p in p_values)
+        for i, p, rejected in zip(members, p_values, holm_rejected(p_values)):
+            if rows[i]["verdict"] == CONTRADICTED and math.isfinite(p) and not rejected:
+                note = f"contradicted at 95 % alone, not after Holm's correction over the claim's {family} checks (p = {p:.2g})"
+                detail = f"{note}; {rows[i]['detail']}" if rows[i].get("detail") else note
+                out[i] = {**rows[i], "verdict": INCONCLUSIVE, "detail": detail}
+    return out
 
 
 def _count_column(verdict: str) -> str:
@@ -374,7 +494,9 @@ def claim_verdicts(table: pd.DataFrame) -> pd.DataFrame:
             continue  # its strategy was not run: no claim, rather than an inconclusive one
         verdicts = checks["verdict"].tolist()
         counts = {_count_column(v): verdicts.count(v) for v in VERDICTS}
-        rows.append({"claim_id": claim.claim_id, "claim": claim.text, "verdict": combine_verdicts(verdicts), "checks": len(verdicts), **counts})
+        family = int(pd.to_numeric(checks["p_value"], errors="coerce").notna().sum()) if "p_value" in checks else 0
+        rows.append({"claim_id": claim.claim_id, "claim": claim.text, "verdict": combine_verdicts(verdicts), "checks": len(verdicts),
+                     "family": family, **counts})  # fmt: skip
     return pd.DataFrame(rows)
 
 
@@ -383,9 +505,10 @@ def claims_markdown(table: pd.DataFrame) -> str:
     summary = claim_verdicts(table)
     blocks = [
         markdown_table(
-            ["claim", "verdict", "checks (reproduced / contradicted / not converged / inconclusive)"],
+            ["claim", "verdict", "checks (reproduced / contradicted / not converged / inconclusive)", "Holm family"],
             [
-                [r.claim, f"**{r.verdict}**", f"{r.checks} ({r.reproduced} / {r.contradicted} / {r.not_converged} / {r.inconclusive})"]
+                [r.claim, f"**{r.verdict}**", f"{r.checks} ({r.reproduced} / {r.contradicted} / {r.not_converged} / {r.inconclusive})",
+                 f"{r.family} checks"]
                 for r in summary.itertuples()
             ],
         )

@@ -4,8 +4,11 @@ For a pair (a, b) at one experiment, metric and training size, the difference MA
 taken seed by seed (a seed fixes the initialisation and batch order; the split is the same), and its
 95 % t-interval is over those seeds. A cell with a single common seed gets a bootstrap over the test
 materials instead (both runs were scored on the same materials). Negative differences mean a is better.
-No-transfer runs of a target are pooled over the experiments that share it: they train the same model
-on the same data, so an inter-property experiment is compared with the intra-property one's baseline.
+The difference in percent of b is the mean of the seeds' own ratios 100 × (a / b − 1), with its
+t-interval, so that b's spread over seeds is in it.
+The runs of strategies that depend on the target alone (no transfer, the training median, the
+composition baseline) are pooled over the experiments that share the target: they fit the same model
+to the same data, so an inter-property experiment is compared with the intra-property one's.
 """
 
 from __future__ import annotations
@@ -15,12 +18,15 @@ from collections.abc import Mapping
 
 import pandas as pd
 
-from benchmarks.report.statistics import Interval, bootstrap_mae_difference, paired_difference, relative, unknown
-from benchmarks.report.tables import subset_metrics, transfer_runs
+from benchmarks.report.statistics import Interval, bootstrap_mae_difference, paired_difference, ratio_percent, relative, unknown
+from benchmarks.report.tables import subset_metrics, target_only_strategies, transfer_runs
 from cgat_dgl.strategies import REGISTRY
 
-# (a, b): a − b on the same replicates, for each strategy and those its entry is compared with
-PAIRS = tuple((name, other) for name, spec in REGISTRY.items() for other in spec.compared_with)
+
+def pairs() -> tuple[tuple[str, str], ...]:
+    """(a, b): a − b on the same replicates, for each strategy and those its entry is compared with."""
+    return tuple((name, other) for name, spec in REGISTRY.items() for other in spec.compared_with)
+
 COMPARISON_COLUMNS = (
     "experiment",
     "task_type",
@@ -83,31 +89,30 @@ def _difference(
 
 
 def comparison_table(runs: pd.DataFrame, errors: Mapping[str, pd.Series] | None = None) -> pd.DataFrame:
-    """Every pair of ``PAIRS`` present at each experiment, metric and training size; transfers at the
+    """Every pair of ``pairs()`` present at each experiment, metric and training size; transfers at the
     experiment's largest pre-training size."""
     transfer = transfer_runs(runs)
-    none_pool = transfer[transfer["strategy"] == "none"]
+    target_only = target_only_strategies()
+    pooled = transfer[transfer["strategy"].isin(target_only)]
     rows: list[dict[str, object]] = []
     for experiment, exp_runs in transfer.groupby("experiment", sort=True):
-        transferred = exp_runs[exp_runs["strategy"] != "none"]
-        if transferred.empty:
-            continue
+        transferred = exp_runs[~exp_runs["strategy"].isin(target_only)]
         target = str(exp_runs["target"].iloc[0])
-        first = transferred.iloc[0]
+        first = (transferred if len(transferred) else exp_runs).iloc[0]
         for train_size in sorted(exp_runs["train_size"].unique()):
             at_size = exp_runs[exp_runs["train_size"] == train_size]
             cells: dict[str, pd.DataFrame] = {}
-            for strategy, group in at_size[at_size["strategy"] != "none"].groupby("strategy"):
+            for strategy, group in at_size[~at_size["strategy"].isin(target_only)].groupby("strategy"):
                 cells[str(strategy)] = group[group["pretrain_size"] == group["pretrain_size"].max()]
-            none = none_pool[
-                (none_pool["target"] == target)
-                & (none_pool["train_size"] == train_size)
-                & (none_pool["profile"].fillna("") == (first["profile"] or ""))
+            shared = pooled[
+                (pooled["target"] == target)
+                & (pooled["train_size"] == train_size)
+                & (pooled["profile"].fillna("") == (first["profile"] or ""))
             ]
-            if len(none):
-                cells["none"] = none
+            for strategy, group in shared.groupby("strategy"):
+                cells[str(strategy)] = group
             for metric in ["test_mae", *subset_metrics(at_size)]:
-                for a, b in PAIRS:
+                for a, b in pairs():
                     if a not in cells or b not in cells:
                         continue
                     by_a, by_b = by_seed(cells[a], metric), by_seed(cells[b], metric)
@@ -116,8 +121,9 @@ def comparison_table(runs: pd.DataFrame, errors: Mapping[str, pd.Series] | None 
                     # means over the seeds the difference is taken on, so that they subtract to it
                     mae_a = sum(by_a[s] for s in common) / len(common) if common else math.nan
                     mae_b = sum(by_b[s] for s in common) / len(common) if common else math.nan
-                    pct = relative(diff, mae_b)
-                    pretrain = cells[a] if a != "none" else cells[b]
+                    # percent of b from each seed's own ratio; one seed: the bootstrap difference over b
+                    pct = ratio_percent(by_a, by_b) if len(common) >= 2 else relative(diff, mae_b)
+                    pretrain = cells[a] if a not in target_only else cells[b]
                     rows.append(
                         {
                             "experiment": experiment,
@@ -127,7 +133,7 @@ def comparison_table(runs: pd.DataFrame, errors: Mapping[str, pd.Series] | None 
                             "metric": metric,
                             "train_size": int(train_size),
                             "pretrain_size": int(pretrain["pretrain_size"].max()),
-                            "pretrain_size_b": int(cells[b]["pretrain_size"].max()) if b != "none" else 0,
+                            "pretrain_size_b": int(cells[b]["pretrain_size"].max()) if b not in target_only else 0,
                             "a": a,
                             "b": b,
                             "n": diff.n,

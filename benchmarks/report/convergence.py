@@ -12,6 +12,8 @@ refused when
   the whole pre-training set, so it is checked on the largest pre-training run of the property (same
   profile and split): a model of a tenth of the data (the pre-training-size study) is meant to miss
   it, and is judged by the recipe it shares with the largest;
+- a trained run it rests on is no better than the training median fitted on the same training subset
+  (``benchmarks.report.baselines``): it learned nothing, whatever its stop reason;
 - its runs come from a profile that only checks the pipeline (``Profile.pipeline_check``): then, for a
   report of such profiles alone, every check is refused, measured or not.
 """
@@ -26,6 +28,7 @@ import pandas as pd
 
 from benchmarks.manifest import PRETRAIN_TARGET_SLACK
 from benchmarks.report.statistics import NOT_CONVERGED
+from cgat_dgl.baselines import FITTED
 
 PIPELINE_REASON = "pipeline check profile"
 MAX_LABELS = 4  # runs named in a check's detail; the rest are counted
@@ -61,7 +64,7 @@ def stop_reasons_text(transfers: pd.DataFrame) -> list[str]:
     """For each way of not stopping on a plateau: "k of n runs stopped at their epoch cap: <labels>"."""
     stop = _column(transfers, "stop_reason")
     capped = stop.eq("cap")
-    unrecorded = ~stop.isin(["cap", "plateau"])  # no tag (or one the trainer does not write)
+    unrecorded = ~stop.isin(["cap", "plateau", FITTED])  # no tag (or one the trainer does not write)
     texts = []
     for hit, what in ((capped, "stopped at their epoch cap"), (unrecorded, "have no stop reason (logged before early stopping)")):
         if hit.any():
@@ -92,6 +95,7 @@ class ConvergenceGate:
     slack: float = PRETRAIN_TARGET_SLACK
     pipeline_runs: frozenset[str] = frozenset()  # runs of a pipeline-check profile
     pipeline_check: bool = False  # the report holds pipeline-check runs only: no check keeps a verdict
+    failed_runs: frozenset[str] = frozenset()  # trained runs no better than their training median
 
     def misses_target(self, model: pd.Series) -> bool:
         target = self.pretrain_targets.get(str(model["target"]))
@@ -119,7 +123,9 @@ class ConvergenceGate:
         transfers = rested[rested["kind"] == "transfer"]
         if transfers.empty:
             return ""
-        return "; ".join(stop_reasons_text(transfers) + self._target_texts(runs, transfers))
+        failed = transfers[transfers["run_id"].astype(str).isin(self.failed_runs)]
+        texts = [f"{len(failed)} of {len(transfers)} runs not below the training median: {_labels(failed)}"] if len(failed) else []
+        return "; ".join(stop_reasons_text(transfers) + texts + self._target_texts(runs, transfers))
 
     def apply(self, row: dict[str, object], runs: pd.DataFrame, run_ids: Collection[str]) -> dict[str, object]:
         """The claims-table row, with verdict ``not converged`` and the reason first in its detail when its

@@ -20,16 +20,21 @@ import seaborn as sns  # noqa: E402
 from benchmarks.report.budget import MODEL_LINES, MODEL_PLANE, SPEND_HIGH, SPEND_LOW  # noqa: E402
 from benchmarks.report.datasets import periodic_position, property_groups  # noqa: E402
 from benchmarks.report.scaling import fit_from_row, geometric_grid  # noqa: E402
-from benchmarks.report.tables import STRATEGY_LABELS, ordered_strategies  # noqa: E402
+from benchmarks.report.tables import ordered_strategies, strategy_label  # noqa: E402
 from cgat_dgl.strategies import BASELINE, REGISTRY  # noqa: E402
 
 DPI = 110
 PANEL = 4.2
 NONE_COLOR = REGISTRY[BASELINE].color
-# per strategy, shades for its pre-training sizes; hues kept apart from no transfer's orange
-PALETTES = {name: spec.palette for name, spec in REGISTRY.items() if name != BASELINE}
-# one colour per strategy wherever a figure has a single line per strategy
-STRATEGY_COLORS = {**{name: spec.color for name, spec in REGISTRY.items()}, "pretrain": "tab:gray"}
+PRETRAIN_COLOR = "silver"
+
+
+def strategy_color(name: str) -> str:
+    """One colour per strategy wherever a figure has a single line per strategy (the registry's)."""
+    if name == "pretrain":
+        return PRETRAIN_COLOR
+    entry = REGISTRY.get(name)
+    return entry.color if entry is not None else "tab:olive"
 
 
 def _panels(n: int, per_row: int = 3, height: float = PANEL) -> tuple[plt.Figure, list[plt.Axes]]:
@@ -67,8 +72,16 @@ def _log_axes(ax: plt.Axes, **labels: str) -> None:
     ax.tick_params(which="minor", labelsize=6)
 
 
+def _reference_line(name: str) -> bool:
+    """No transfer and the baselines are drawn dashed: the lines the transfers are measured against."""
+    entry = REGISTRY.get(name)
+    return name == BASELINE or (entry is not None and entry.is_baseline)
+
+
 def _shades(strategy: str, n: int) -> list[tuple[float, float, float]]:
-    palette = PALETTES.get(strategy, "Greys")
+    # per strategy, shades for its pre-training sizes; hues kept apart from no transfer's orange
+    entry = REGISTRY.get(strategy)
+    palette = entry.palette if entry is not None and strategy != BASELINE else "Greys"
     return sns.color_palette(palette, n + 2)[2:] if n else []
 
 
@@ -89,8 +102,8 @@ def learning_curves(selected: pd.DataFrame, histories: Mapping[str, pd.DataFrame
     for ax, experiment in zip(axes, experiments):
         panel = data[data["experiment"] == experiment]
         strategies = ordered_strategies(panel["strategy"].unique())
-        palette = {STRATEGY_LABELS.get(s, s): STRATEGY_COLORS.get(s, "tab:olive") for s in strategies}
-        panel = panel.assign(strategy=panel["strategy"].map(lambda s: STRATEGY_LABELS.get(s, s)))
+        palette = {strategy_label(s): strategy_color(s) for s in strategies}
+        panel = panel.assign(strategy=panel["strategy"].map(strategy_label))
         sns.lineplot(
             data=panel,
             x="epoch",
@@ -179,7 +192,7 @@ def loglog_train(points: pd.DataFrame, fits: pd.DataFrame, path: Path) -> Path |
         for strategy in ordered_strategies(exp_points["strategy"].unique()):
             strat_points = exp_points[exp_points["strategy"] == strategy]
             sizes = sorted(strat_points["pretrain_size"].unique())
-            colors = [NONE_COLOR] if strategy == "none" else _shades(strategy, len(sizes))
+            colors = [strategy_color(strategy)] if len(sizes) == 1 else _shades(strategy, len(sizes))
             for color, n_pretrain in zip(colors, sizes):
                 series = strat_points[strat_points["pretrain_size"] == n_pretrain].sort_values("train_size")
                 found = train_fits[
@@ -187,11 +200,11 @@ def loglog_train(points: pd.DataFrame, fits: pd.DataFrame, path: Path) -> Path |
                     & (train_fits["strategy"] == strategy)
                     & (train_fits["pretrain_size"] == n_pretrain)
                 ]
-                label = STRATEGY_LABELS.get(strategy, strategy)
-                if strategy != "none":
+                label = strategy_label(strategy)
+                if n_pretrain > 0:
                     label += f", pre-train {int(n_pretrain)}"
                 fit_row = found.iloc[0] if len(found) else None
-                _draw_series(ax, series["train_size"], series, fit_row, color, label, dashed=strategy == "none")
+                _draw_series(ax, series["train_size"], series, fit_row, color, label, dashed=_reference_line(strategy))
         _log_axes(ax, xlabel="training set size", ylabel="test MAE", title=experiment)
         ax.legend(fontsize=6.5)
     return _save(fig, path)
@@ -218,7 +231,7 @@ def loglog_pretrain(points: pd.DataFrame, fits: pd.DataFrame, path: Path) -> Pat
             ax,
             xlabel="pre-training set size",
             ylabel="test MAE",
-            title=f"{experiment} ({STRATEGY_LABELS.get(strategy, strategy)})",
+            title=f"{experiment} ({strategy_label(strategy)})",
         )
         ax.legend(fontsize=6.5)
     return _save(fig, path)

@@ -141,3 +141,70 @@ def combine_verdicts(verdicts: Sequence[str]) -> str:
     if all(v == REPRODUCED for v in verdicts):
         return REPRODUCED
     return INCONCLUSIVE
+
+
+def p_value(interval: Interval, boundary: float = 0.0, level: float = LEVEL) -> float:
+    """Two-sided p-value of ``interval.mean`` against ``boundary``, recovered from the interval: Student's
+    t with n - 1 degrees of freedom for a t-interval over seeds, the normal approximation otherwise
+    (a bootstrap interval). NaN where there is no interval."""
+    if not interval.known or interval.high <= interval.low:
+        return math.nan
+    t_based = interval.method == "t over seeds" and interval.n >= 2
+    quantile = stats.t.ppf(0.5 + level / 2, interval.n - 1) if t_based else stats.norm.ppf(0.5 + level / 2)
+    se = (interval.high - interval.low) / (2.0 * quantile)
+    statistic = abs(interval.mean - boundary) / se
+    return float(2.0 * (stats.t.sf(statistic, interval.n - 1) if t_based else stats.norm.sf(statistic)))
+
+
+def holm_rejected(p_values: Sequence[float], alpha: float = 1.0 - LEVEL) -> list[bool]:
+    """Holm's step-down procedure over one family: which hypotheses are rejected at family-wise error
+    ``alpha`` (a NaN p-value is never rejected and does not count in the family)."""
+    finite = sorted((p, i) for i, p in enumerate(p_values) if math.isfinite(p))
+    rejected = [False] * len(p_values)
+    m = len(finite)
+    for rank, (p, index) in enumerate(finite):
+        if p > alpha / (m - rank):
+            break
+        rejected[index] = True
+    return rejected
+
+
+def ratio_percent(a: dict[int, float], b: dict[int, float], level: float = LEVEL) -> Interval:
+    """100 × (a / b − 1) seed by seed, with the t-interval of its mean over the seeds both have: the
+    spread of the baseline b enters through each seed's own ratio, not through one mean denominator."""
+    seeds = [s for s in sorted(set(a) & set(b)) if b[s] > 0]
+    return t_interval([100.0 * (a[s] / b[s] - 1.0) for s in seeds], level)
+
+
+@dataclass(frozen=True)
+class LackOfFit:
+    """The lack-of-fit F-test of a straight line through replicated points: the scatter of the size
+    means about the line against the scatter of the replicates about their means."""
+
+    sizes: int  # distinct x values
+    points: int
+    f: float
+    p: float  # NaN where the test is undefined (fewer than 3 sizes, or no replicate spread)
+
+    @property
+    def curved(self) -> bool:
+        return math.isfinite(self.p) and self.p < 1.0 - LEVEL
+
+
+def lack_of_fit(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray) -> LackOfFit:
+    """Lack-of-fit test of ``y = a + b x`` by least squares over every (x, y) replicate."""
+    xs, ys = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    keep = np.isfinite(xs) & np.isfinite(ys)
+    xs, ys = xs[keep], ys[keep]
+    levels = np.unique(xs)
+    k, n = len(levels), len(xs)
+    if k < 3 or n <= k:
+        return LackOfFit(k, n, math.nan, math.nan)
+    slope, intercept = np.polyfit(xs, ys, 1)
+    means = {level: ys[xs == level].mean() for level in levels}
+    pure = float(sum(((ys[xs == level] - means[level]) ** 2).sum() for level in levels))
+    misfit = float(sum((xs == level).sum() * (means[level] - (intercept + slope * level)) ** 2 for level in levels))
+    if pure <= 0:
+        return LackOfFit(k, n, math.nan, math.nan)
+    f = (misfit / (k - 2)) / (pure / (n - k))
+    return LackOfFit(k, n, float(f), float(stats.f.sf(f, k - 2, n - k)))

@@ -16,19 +16,16 @@ import pandas as pd
 
 from benchmarks.report.markdown import MarkdownReport, write_csv
 from benchmarks.report.tables import (
-    DELTA_KNOWN_NOTE,
-    JOINT_NOTE,
-    JOINT_STRATEGIES,
-    NEEDS_SOURCE_VALUE,
-    PRETRAINED_STRATEGIES,
-    STRATEGY_LABELS,
     fmt,
     markdown_table,
     ordered_strategies,
     strategy_header,
+    strategy_label,
+    table1_footnotes,
+    target_only_strategies,
     transfer_runs,
 )
-from cgat_dgl.strategies import names
+from cgat_dgl.strategies import REGISTRY
 
 STRATEGY_COST_COLUMNS = (
     "experiment",
@@ -48,11 +45,13 @@ STRATEGY_COST_COLUMNS = (
     "suite",
     "note",
 )
-# The tag that names the run a strategy's weights come from.
-STARTS_FROM = {
-    **{s: ("pretrain_run_id", "pre-training run") for s in PRETRAINED_STRATEGIES},
-    **{s: ("joint_run_id", "joint run") for s in names(starts_from="joint")},
-}
+# The tag that names the run a strategy's weights come from, by what it starts from.
+STARTS_FROM = {"pretrain": ("pretrain_run_id", "pre-training run"), "joint": ("joint_run_id", "joint run")}
+
+
+def _starts_from(name: str) -> tuple[str | None, str]:
+    entry = REGISTRY.get(name)
+    return STARTS_FROM.get(entry.starts_from, (None, "")) if entry is not None else (None, "")
 
 
 MISSING = ""  # a strategy that starts from another run, but the link to it was not recorded
@@ -61,7 +60,7 @@ MISSING = ""  # a strategy that starts from another run, but the link to it was 
 def starting_run_id(row: pd.Series) -> str | None:
     """The id of the run whose weights ``row``'s run started from; None when it was trained from
     scratch, ``MISSING`` when it started from a run that it does not name."""
-    column = STARTS_FROM.get(str(row["strategy"]), (None, ""))[0]
+    column = _starts_from(str(row["strategy"]))[0]
     if column is None:
         return None
     value = row[column] if column in row.index else None
@@ -113,18 +112,15 @@ def strategy_costs(runs: pd.DataFrame) -> pd.DataFrame:
     keys = ["experiment", "strategy", "train_size", "pretrain_size"]
     for (experiment, strategy, train_size, pretrain_size), group in transfer.groupby(keys, sort=True):
         strategy = str(strategy)
-        note = ""
-        if strategy in NEEDS_SOURCE_VALUE:
-            note = DELTA_KNOWN_NOTE
-        elif strategy in JOINT_STRATEGIES:
-            note = JOINT_NOTE
+        entry = REGISTRY.get(strategy)
+        note = entry.note if entry is not None else ""
         rows.append(
             {
                 "experiment": experiment,
                 "strategy": strategy,
-                "label": STRATEGY_LABELS.get(strategy, strategy),
+                "label": strategy_label(strategy),
                 "train_size": int(train_size),
-                "pretrain_size": 0 if strategy == "none" else int(pretrain_size),
+                "pretrain_size": 0 if strategy in target_only_strategies() else int(pretrain_size),
                 "source_ratio": _mean(group["source_ratio"]),
                 "n_runs": int(len(group)),
                 "trained_structures": _mean(group["trained_structures"]),
@@ -133,7 +129,7 @@ def strategy_costs(runs: pd.DataFrame) -> pd.DataFrame:
                 "duration_s": _mean(group["duration_s"]),
                 "total_duration_s": _mean(group["total_duration_s"]),
                 "n_total_duration": int(group["total_duration_s"].notna().sum()),
-                "starts_from": STARTS_FROM.get(strategy, (None, ""))[1],
+                "starts_from": _starts_from(strategy)[1],
                 "suite": ", ".join(sorted(group["suite"].astype(str).unique())),
                 "note": note,
             }
@@ -192,9 +188,6 @@ def strategy_cost_section(runs: pd.DataFrame, report: MarkdownReport, out_dir: P
     report.table(strategy_costs_markdown(table), csv)
     if not (table["n_structures"] > 0).any():
         report.note("no run logged trained_structures (runs from before the runner counted them): structure columns are n/a")
-    strategies = set(table["strategy"])
-    if strategies & set(NEEDS_SOURCE_VALUE):
-        report.text(f"† {DELTA_KNOWN_NOTE}.")
-    if strategies & set(JOINT_STRATEGIES):
-        report.text(f"‡ {JOINT_NOTE}.")
+    for note in table1_footnotes(ordered_strategies(table["strategy"].unique())):
+        report.text(note)
     return table

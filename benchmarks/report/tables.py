@@ -8,29 +8,46 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from benchmarks.report.baselines import median_failures
 from benchmarks.report.collect import SUBSET_PREFIX
 from benchmarks.report.statistics import t_interval
-from cgat_dgl.strategies import REGISTRY, STRATEGIES, names
+from cgat_dgl.strategies import REGISTRY, names, strategies
 
-STRATEGY_LABELS = {"pretrain": "pre-training (source)", **{name: spec.label for name, spec in REGISTRY.items()}}
-# Strategies that start from a pre-training run's weights: their pretrain_size is that run's size.
-PRETRAINED_STRATEGIES = names(starts_from="pretrain")
-# Strategies trained jointly on source and target data: their pretrain_size is the source pool they
-# draw from, which need not be any pre-training run's size, so they are taken at their own largest.
-JOINT_STRATEGIES = names(multifidelity=True)
-# Strategies that add a material's computed source value to their prediction (marked †).
-NEEDS_SOURCE_VALUE = names(needs_source_value=True)
-# delta_known adds the material's known source value (e.g. its PBE gap) to its prediction: it cannot
-# predict a material whose source value has not been computed, unlike every other strategy.
-DELTA_KNOWN_NOTE = (
-    "delta learning (known source value) predicts target − source value and adds the material's known "
-    "source value back: it needs the source (e.g. PBE) value of every material it predicts, so it only "
-    "applies where that calculation has been done"
-)
-JOINT_NOTE = (
-    "multi-fidelity: N pretrain is the source pool the joint model draws from; each epoch sees every "
-    "target training structure and source_ratio times as many source structures drawn from that pool"
-)
+# Footnote marks of Table 1, one per distinct registry note, in registry order (stable across tables).
+MARKS = ("†", "‡", "§", "¶", "‖", "#")
+
+
+def strategy_label(name: str) -> str:
+    """A strategy's label in tables and legends (``pretrain``: the pre-training run's own row)."""
+    if name == "pretrain":
+        return "pre-training (source)"
+    entry = REGISTRY.get(name)
+    return entry.label if entry is not None else name
+
+
+def pretrained_strategies() -> tuple[str, ...]:
+    """Strategies that start from a pre-training run's weights: their pretrain_size is that run's size."""
+    return names(starts_from="pretrain")
+
+
+def joint_strategies() -> tuple[str, ...]:
+    """Strategies trained jointly on source and target data: their pretrain_size is the source pool they
+    draw from, which need not be any pre-training run's size, so they are taken at their own largest."""
+    return names(multifidelity=True)
+
+
+def target_only_strategies() -> tuple[str, ...]:
+    """Strategies whose runs depend on the target's data alone (no transfer, the target-only baselines):
+    they have no pre-training size, and the experiments that share a target share them."""
+    return names(target_only=True)
+
+
+def note_marks() -> dict[str, str]:
+    """Each registry note's footnote mark, in registry order; a strategy's mark is its note's."""
+    notes = list(dict.fromkeys(entry.note for entry in REGISTRY.values() if entry.note))
+    return {note: MARKS[i] if i < len(MARKS) else f"[{i + 1}]" for i, note in enumerate(notes)}
+
+
 TABLE1_COLUMNS = (
     "experiment",
     "task_type",
@@ -48,6 +65,11 @@ TABLE1_COLUMNS = (
     "n_seeds",
     "improvement_pct",
     "improvement_std_pct",
+    "n_failed",  # runs of the cell whose test MAE is not below their training median's
+)
+FAILED_NOTE = (
+    "✗k: k runs of the cell whose test MAE is not below that of the training median fitted on the same "
+    "training subset: they learned nothing a constant does not, and no verdict rests on them"
 )
 INTRA_INTER_COLUMNS = (
     "target",
@@ -71,7 +93,8 @@ def transfer_runs(runs: pd.DataFrame) -> pd.DataFrame:
 def ordered_strategies(present: Iterable[str]) -> list[str]:
     """Known strategies in their natural order, then any others alphabetically."""
     present = set(present)
-    return [s for s in STRATEGIES if s in present] + sorted(present - set(STRATEGIES))
+    known = strategies()
+    return [s for s in known if s in present] + sorted(present - set(known))
 
 
 def subset_metrics(runs: pd.DataFrame) -> list[str]:
@@ -95,8 +118,8 @@ def improvement(mean: float, std: float, base_mean: float, base_std: float) -> t
 def largest_sizes(experiment_runs: pd.DataFrame) -> tuple[int, int]:
     """The largest training size of an experiment and the largest pre-training size of its transfers
     that start from pre-trained weights (of any transfer when none of those ran)."""
-    transferred = experiment_runs[experiment_runs["strategy"] != "none"]
-    pretrained = transferred[transferred["strategy"].isin(PRETRAINED_STRATEGIES)]
+    transferred = experiment_runs[~experiment_runs["strategy"].isin(target_only_strategies())]
+    pretrained = transferred[transferred["strategy"].isin(pretrained_strategies())]
     # a joint strategy's source pool may exceed every pre-training size: it must not hide full transfer
     sized = pretrained if len(pretrained) else transferred
     n_train = int(experiment_runs["train_size"].max())
@@ -105,17 +128,14 @@ def largest_sizes(experiment_runs: pd.DataFrame) -> tuple[int, int]:
 
 
 def select_largest(experiment_runs: pd.DataFrame) -> pd.DataFrame:
-    """Runs at the experiment's largest training size and, for transfers, largest pre-training size
-    (joint strategies: the largest source pool each of them ran with)."""
+    """Runs at the experiment's largest training size and, for transfers from pre-trained weights, the
+    largest pre-training size (every other strategy: the largest source pool it ran with, if any)."""
     n_train, n_pretrain = largest_sizes(experiment_runs)
     at_train = experiment_runs["train_size"] == n_train
-    strategy = experiment_runs["strategy"]
-    joint = strategy.isin(JOINT_STRATEGIES)
+    pretrained = experiment_runs["strategy"].isin(pretrained_strategies())
     own_largest = experiment_runs.groupby("strategy")["pretrain_size"].transform("max")
-    at_pretrain = (
-        (strategy == "none")
-        | (~joint & (experiment_runs["pretrain_size"] == n_pretrain))
-        | (joint & (experiment_runs["pretrain_size"] == own_largest))
+    at_pretrain = (pretrained & (experiment_runs["pretrain_size"] == n_pretrain)) | (
+        ~pretrained & (experiment_runs["pretrain_size"] == own_largest)
     )
     return experiment_runs[at_train & at_pretrain]
 
@@ -150,6 +170,7 @@ def table1(runs: pd.DataFrame) -> pd.DataFrame:
     Rows with strategy "pretrain" hold the pre-training run's own MAE on the source property.
     """
     rows: list[dict[str, object]] = []
+    failed = median_failures(runs)
     for experiment, exp_runs in transfer_runs(runs).groupby("experiment", sort=True):
         selected = select_largest(exp_runs)
         n_train, n_pretrain = largest_sizes(exp_runs)
@@ -177,6 +198,7 @@ def table1(runs: pd.DataFrame) -> pd.DataFrame:
                         "n_seeds": n,
                         "improvement_pct": math.nan,
                         "improvement_std_pct": math.nan,
+                        "n_failed": 0,
                     }
                 )
             for strategy in ordered_strategies(selected["strategy"]):
@@ -201,6 +223,7 @@ def table1(runs: pd.DataFrame) -> pd.DataFrame:
                         "n_seeds": n,
                         "improvement_pct": pct,
                         "improvement_std_pct": pct_std,
+                        "n_failed": int(chosen.loc[chosen[metric].notna(), "run_id"].astype(str).isin(failed).sum()),
                     }
                 )
     return pd.DataFrame(rows, columns=list(TABLE1_COLUMNS))
@@ -215,7 +238,8 @@ def intra_inter(runs: pd.DataFrame) -> pd.DataFrame:
     transfer = transfer_runs(runs)
     rows: list[dict[str, object]] = []
     for target, target_runs in transfer.groupby("target", sort=True):
-        transferred = target_runs[target_runs["strategy"] != "none"]
+        # the transfers proper: no baseline, and nothing that depends on the target alone
+        transferred = target_runs[~target_runs["strategy"].isin((*target_only_strategies(), *names(is_baseline=True)))]
         if transferred["source"].nunique() < 2:
             continue
         none = target_runs[target_runs["strategy"] == "none"]
@@ -269,28 +293,23 @@ def _cell(row: pd.Series, bold: bool) -> str:
         text = f"**{text}**"
     if np.isfinite(row["improvement_pct"]):
         text += f" ({row['improvement_pct']:.0f}%)"
-    return text + f" [n={row['n_seeds']}]"
+    text += f" [n={row['n_seeds']}]"
+    failed = row.get("n_failed", 0)
+    return text + f" ✗{int(failed)}" if pd.notna(failed) and failed > 0 else text
 
 
 def table1_footnotes(strategies: Iterable[str]) -> list[str]:
-    """The caveats of the strategies in a table, each marked in its column header."""
-    present = set(strategies)
-    notes = []
-    if present & set(NEEDS_SOURCE_VALUE):
-        notes.append(f"† {DELTA_KNOWN_NOTE}.")
-    if present & set(JOINT_STRATEGIES):
-        notes.append(f"‡ {JOINT_NOTE}.")
-    return notes
+    """The caveats of the strategies in a table (their registry notes), each marked in its column header."""
+    present = [REGISTRY[name] for name in strategies if name in REGISTRY and REGISTRY[name].note]
+    marks = note_marks()
+    return [f"{marks[note]} {note}." for note in dict.fromkeys(entry.note for entry in present)]
 
 
 def strategy_header(strategy: str) -> str:
     """A strategy's column label with the mark of its footnote (``table1_footnotes``)."""
-    label = STRATEGY_LABELS.get(strategy, strategy)
-    if strategy in NEEDS_SOURCE_VALUE:
-        return label + " †"
-    if strategy in JOINT_STRATEGIES:
-        return label + " ‡"
-    return label
+    entry = REGISTRY.get(strategy)
+    label = strategy_label(strategy)
+    return f"{label} {note_marks()[entry.note]}" if entry is not None and entry.note else label
 
 
 def table1_markdown(table: pd.DataFrame) -> str:
@@ -305,7 +324,7 @@ def table1_markdown(table: pd.DataFrame) -> str:
         on_target = group[group["strategy"] != "pretrain"]
         best = on_target["mae_mean"].min() if len(on_target) else math.nan
         # the pre-training size in the row's label is that of the pre-trained weights, as in largest_sizes
-        pretrained = on_target[on_target["strategy"].isin(PRETRAINED_STRATEGIES)]
+        pretrained = on_target[on_target["strategy"].isin(pretrained_strategies())]
         sized = pretrained if len(pretrained) else on_target
         n_pretrain = int(sized["pretrain_size"].max()) if len(sized) else 0
         n_train = int(on_target["train_size"].max()) if len(on_target) else 0
@@ -318,11 +337,13 @@ def table1_markdown(table: pd.DataFrame) -> str:
                 continue
             entry = found.iloc[0]
             text = _cell(entry, strategy != "pretrain" and entry["mae_mean"] == best)
-            if strategy in JOINT_STRATEGIES and int(entry["pretrain_size"]) != n_pretrain:
+            if strategy in joint_strategies() and int(entry["pretrain_size"]) != n_pretrain:
                 text += f" [pool {int(entry['pretrain_size'])}]"  # its own source pool, not the row's N pretrain
             row.append(text)
         rows.append(row)
     notes = table1_footnotes(columns)
+    if "n_failed" in table and (table["n_failed"].fillna(0) > 0).any():
+        notes.append(FAILED_NOTE + ".")
     return markdown_table(header, rows) + ("\n" + "\n\n".join(notes) + "\n" if notes else "")
 
 
@@ -331,7 +352,7 @@ def intra_inter_markdown(table: pd.DataFrame) -> str:
     rows = [
         [
             r.target,
-            STRATEGY_LABELS.get(r.strategy, r.strategy),
+            strategy_label(r.strategy),
             r.train_size,
             f"{r.source} ({r.task_type})",
             fmt(r.mae_mean),

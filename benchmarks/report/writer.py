@@ -12,6 +12,7 @@ import pandas as pd
 from benchmarks.manifest import Manifest, ManifestError, load_manifest
 from benchmarks.report import figures
 from benchmarks.report.budget import DEFAULT_RATIOS
+from benchmarks.report.baselines import median_failures, source_linear_sentences
 from benchmarks.report.budget_section import budget_section
 from benchmarks.report.claims import claims_markdown, claims_table
 from benchmarks.report.collect import RUN_COLUMNS
@@ -22,7 +23,6 @@ from benchmarks.report.markdown import MarkdownReport, fmt_range, fmt_size, writ
 from benchmarks.report.scaling import extrapolations, fit_table, size_points
 from benchmarks.report.strategy_costs import strategy_cost_section
 from benchmarks.report.tables import (
-    STRATEGY_LABELS,
     intra_inter,
     intra_inter_markdown,
     markdown_table,
@@ -32,7 +32,9 @@ from benchmarks.report.tables import (
     table1_markdown,
     transfer_runs,
     fmt,
+    strategy_label,
 )
+from cgat_dgl.baselines import FITTED
 
 def _check_runs(runs: pd.DataFrame) -> pd.DataFrame:
     optional = {
@@ -90,14 +92,16 @@ def _manifest_of(manifest: Manifest | None, sources: Mapping[str, str] | None) -
 
 def _gate(runs: pd.DataFrame, manifest: Manifest | None) -> ConvergenceGate:
     """The convergence gate of these runs, from their own profile names (before any renaming)."""
+    failed = median_failures(runs)
     if manifest is None:
-        return ConvergenceGate()
+        return ConvergenceGate(failed_runs=failed)
     profiles = set(runs["profile"].dropna().astype(str))
     checks = {p for p in profiles if p in manifest.profiles and manifest.profiles[p].pipeline_check}
     return ConvergenceGate(
         pretrain_targets=dict(manifest.pretrain_targets),
         pipeline_runs=frozenset(runs.loc[runs["profile"].isin(checks), "run_id"].astype(str)),
         pipeline_check=bool(profiles) and profiles == checks,
+        failed_runs=failed,
     )
 
 
@@ -161,7 +165,7 @@ def _software_note(runs: pd.DataFrame, report: MarkdownReport) -> None:
         )
 
 
-def _table1_section(runs: pd.DataFrame, report: MarkdownReport, out_dir: Path) -> None:
+def _table1_section(runs: pd.DataFrame, comparisons: pd.DataFrame, report: MarkdownReport, out_dir: Path) -> None:
     report.section("Table 1: test MAE per strategy (largest training and pre-training sizes)")
     table = table1(runs)
     csv = write_csv(table, out_dir / "table1.csv")
@@ -173,12 +177,16 @@ def _table1_section(runs: pd.DataFrame, report: MarkdownReport, out_dir: Path) -
         "reduction of the mean MAE relative to no transfer (its interval is in the paired comparisons below); "
         "[n=] the number of seeds; bold the best strategy. The pre-training column is the "
         "pre-trained model's own test MAE on the source property (the paper's PBE column). Rows with a "
-        "`test_mae_<subset>` metric are evaluated on that subset of the test set only."
+        "`test_mae_<subset>` metric are evaluated on that subset of the test set only. The baselines "
+        "(training median, pre-trained model as is, linear in element fractions, source value as is and "
+        "linearly corrected) are fitted on the same training subsets as the transfers, with the same seeds."
     )
     if table.empty:
         report.note("no finished transfer runs: Table 1 is empty")
     report.table(markdown, csv)
     report.text("The same table alone: [table1.md](table1.md).")
+    for sentence in source_linear_sentences(comparisons):
+        report.note(sentence)
     if len(table) and not (table["strategy"] == "pretrain").any():
         report.note("no pre-training run could be linked to any experiment: the pre-training column is empty")
 
@@ -187,14 +195,14 @@ def _delta_known_note(strategies: object, report: MarkdownReport) -> None:
     """Wherever delta_known numbers appear, say that it needs the source value of what it predicts."""
     if "delta_known" in set(pd.Series(strategies, dtype=object).dropna()):
         report.note(
-            f"delta_known ({STRATEGY_LABELS['delta_known']}) needs the source (e.g. PBE) value of every material "
+            f"delta_known ({strategy_label('delta_known')}) needs the source (e.g. PBE) value of every material "
             "it predicts: its rows use a calculation the other strategies do without (Table 1, †)"
         )
 
 
 def _strategies_text(runs: pd.DataFrame) -> str:
     present = ordered_strategies(transfer_runs(runs)["strategy"].dropna().unique())
-    return "Strategies: " + ", ".join(f"{s} = {STRATEGY_LABELS.get(s, s)}" for s in present) + "." if present else ""
+    return "Strategies: " + ", ".join(f"{s} = {strategy_label(s)}" for s in present) + "." if present else ""
 
 
 def _comparison_section(comparisons: pd.DataFrame, report: MarkdownReport, out_dir: Path) -> None:
@@ -203,8 +211,8 @@ def _comparison_section(comparisons: pd.DataFrame, report: MarkdownReport, out_d
     report.text(
         "MAE(a) − MAE(b) seed by seed (same split, same training subset, same seed), its mean and 95 % "
         "t-interval over the seeds both strategies ran; a cell with one common seed gets a percentile "
-        "bootstrap over its test materials instead. Negative: a is better. In percent of b's mean MAE. "
-        "No-transfer baselines are shared by the experiments with the same target."
+        "bootstrap over its test materials instead. Negative: a is better. In percent of b: the mean of the seeds' own ratios 100 × (a / b − 1) with its t-interval (one common seed: the difference over b's MAE). "
+        "Runs that depend on the target alone (no transfer, the training median, the composition baseline) are shared by the experiments with the same target."
     )
     if comparisons.empty:
         report.note("no experiment has two strategies to compare")
@@ -241,7 +249,10 @@ def _claims_section(claims: pd.DataFrame, gate: ConvergenceGate, report: Markdow
         "rests on did not stop on a validation plateau (it hit its epoch cap, or predates early stopping), the "
         f"pre-training it starts from missed its property's target test MAE by more than {gate.slack:g}×, or "
         "its runs come from a pipeline-check profile; the detail names why and what the interval alone said. "
-        "A claim is contradicted if any check is, else not converged if any check is, else reproduced only "
+        "A check's contradiction stands only after Holm's correction over its claim's family (every check of "
+        "the claim with a p-value, recovered from its interval; the family's size is in the summary), since "
+        "a claim is contradicted if any check is; "
+        "a claim is contradicted if any check is, else not converged if any check is, else reproduced only "
         "if all its checks are. The same table alone: [claims.md](claims.md)."
     )
     report.table(markdown, csv)
@@ -275,7 +286,8 @@ def _stop_counts(runs: pd.DataFrame) -> str:
     """How the transfer runs stopped, e.g. "40 on a validation plateau, 2 at their epoch cap"."""
     stop = runs.loc[runs["kind"] == "transfer", "stop_reason"]
     counts = stop.fillna("unrecorded").value_counts()
-    names = {"plateau": "on a validation plateau", "cap": "at their epoch cap", "unrecorded": "without a recorded stop reason"}
+    names = {"plateau": "on a validation plateau", "cap": "at their epoch cap", FITTED: "fitted in closed form (baselines)",
+             "unrecorded": "without a recorded stop reason"}
     return ", ".join(f"{n} {names.get(str(reason), str(reason))}" for reason, n in counts.items()) or "none"
 
 
@@ -567,7 +579,7 @@ def write_report(
     _claims_section(claims, gate, report, out_dir)
     _provenance_section(runs, report, sources)
     _convergence_section(runs, histories, gate, report, out_dir)
-    _table1_section(runs, report, out_dir)
+    _table1_section(runs, comparisons, report, out_dir)
     strategy_cost_section(runs, report, out_dir)
     _comparison_section(comparisons, report, out_dir)
     _learning_curve_section(runs, histories, report, out_dir)

@@ -4,12 +4,13 @@ and, for head or full transfer, the experiment's pre-trained checkpoint (made on
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from benchmarks.manifest import Manifest, StudySpec
 from benchmarks.plan import PretrainRun, TransferRun, expand, model_settings, stage_settings
+from cgat_dgl.strategies import strategy
 from cgat_dgl.model.config import ModelConfig
 from cgat_dgl.training.config import TrainConfig
 
@@ -48,6 +49,10 @@ def transfer_spec(
     pre-training runs, the largest by ``pretrain_size`` (the first listed without it)."""
     _, transfers = expand(manifest, profile_name, [study.experiment], data_key=data_key)
     strategy_runs = [run for run in transfers if run.strategy == study.strategy]
+    if not strategy_runs and strategy(study.strategy).target_only and transfers:
+        # no transfer depends on the target alone: the experiment's task with random weights, so that
+        # an inter-property study can give no transfer the same search as the transfers
+        strategy_runs = [replace(run, pretrain=None) for run in transfers]
     if not strategy_runs:
         experiment = manifest.experiment(study.experiment)
         raise ValueError(
@@ -72,7 +77,7 @@ def transfer_spec(
         seed=study.seed,
         model=model_settings(profile),
         stage=stage_settings(profile.transfer, profile, factor),
-        pretrain=template.pretrain,
+        pretrain=template.pretrain if strategy(study.strategy).from_pretrained else None,
         subsets_above=dict(template.subsets_above),
         data_key=data_key,
         cap=profile.max_train_size,

@@ -80,8 +80,9 @@ def _suggest(trial: optuna.Trial, name: str, dimension: Range | tuple[float, ...
     if isinstance(dimension, Range):
         return trial.suggest_float(name, dimension.low, dimension.high, log=True)
     # GridSampler supplies the value; a log float distribution over the grid's span (rather than a
-    # categorical one) keeps grid and sampled studies comparable in the same plots.
-    return trial.suggest_float(name, min(dimension), max(dimension), log=True)
+    # categorical one) keeps grid and sampled studies comparable in the same plots. A grid holding 0
+    # (weight decay off) has no log scale: a linear one then.
+    return trial.suggest_float(name, min(dimension), max(dimension), log=min(dimension) > 0)
 
 
 def make_sampler(spec: StudySpec, space: SearchSpace) -> optuna.samplers.BaseSampler:

@@ -83,6 +83,8 @@ def effective_trials(spec: StudySpec, options: TuneOptions, space: SearchSpace) 
 
 def _identity(spec: StudySpec, profile: str) -> dict[str, Any]:
     values = {name: getattr(spec, name) for name in IDENTITY_FIELDS}
+    if spec.lr_relative:  # absent otherwise, so that the studies made before the field load as they are
+        values["lr_relative"] = True
     values["profile"] = profile
     return json.loads(json.dumps(values))  # the form the storage gives back (tuples become lists)
 
@@ -157,12 +159,16 @@ def make_objective(
             trial.set_user_attr(SURPLUS_ATTR, True)
             raise SurplusTrial(f"study {spec.name!r} already has {n_trials} trials; trial {trial.number} declined")
         lr, weight_decay = space.suggest(trial)
+        lr_factor = lr if spec.lr_relative else None
+        if lr_factor is not None:
+            lr = lr_factor * inputs.train_config.lr  # the task's default rate, scaled
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         retried_run = trial.user_attrs.get(RUN_ID_ATTR)  # inherited when this retries a dead worker's trial
         tags = dict(inputs.tags)
         if retried_run:
             tags["cgat.retried_run"] = str(retried_run)
-        tracker = tracking.open_trial(trial, {"lr": lr, "weight_decay": weight_decay, **inputs.params}, tags)
+        factor_param = {} if lr_factor is None else {"lr_factor": lr_factor}
+        tracker = tracking.open_trial(trial, {"lr": lr, "weight_decay": weight_decay, **factor_param, **inputs.params}, tags)
         config = inputs.train_config.model_copy(update={"lr": lr, "weight_decay": weight_decay})
         out_dir = Path(options.work_dir) / "tuning" / spec.name / f"trial-{trial.number}"
 

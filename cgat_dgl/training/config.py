@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from cgat_dgl.strategies import Strategy, names
+from cgat_dgl.strategies import known_strategy
 
-# the strategies (cgat_dgl.strategies) whose runs start from random weights
-FROM_SCRATCH: tuple[str, ...] = names(starts_from="scratch")
+# A strategy of the registry (cgat_dgl.strategies), looked up when a configuration is validated.
+Strategy = Annotated[str, AfterValidator(known_strategy)]
 Normalization = Literal["keep", "refit"]
 ScheduleName = Literal["triangular", "cosine", "plateau"]  # cgat_dgl.training.schedules
 

@@ -35,11 +35,12 @@ from .. import progress as progress_output
 from ..graphs.collate import make_loader
 from ..model import CGAT, ModelConfig
 from ..model.fast import cpu_kernels
+from ..strategies import strategy
 from ..versions import machine_label, version_tags
 from . import distributed
 from .allocator import keep_freed_memory
 from .checkpoint import DamagedCheckpointError, capture_rng_state, load_model_state, read_checkpoint, restore_rng_state, save_checkpoint
-from .config import FROM_SCRATCH, TrainConfig
+from .config import TrainConfig
 from .inference import predict_loader
 from .metrics import regression_metrics
 from .normalization import Normalizer
@@ -432,9 +433,13 @@ def train(
     """
     out_dir = Path(out_dir)
     keep_freed_memory()
-    if train_config.strategy in FROM_SCRATCH and init_checkpoint is not None:
+    entry = strategy(train_config.strategy)
+    if entry.is_baseline:
+        raise ValueError(f"strategy {train_config.strategy!r} is a baseline: it is fitted (cgat_dgl.baselines), not trained")
+    from_scratch = entry.starts_from == "scratch"
+    if from_scratch and init_checkpoint is not None:
         raise ValueError(f"strategy {train_config.strategy!r} trains from scratch; use 'full' or 'head' with an init checkpoint")
-    if train_config.strategy not in FROM_SCRATCH and init_checkpoint is None:
+    if not from_scratch and init_checkpoint is None:
         raise ValueError(f"strategy {train_config.strategy!r} needs an init checkpoint to transfer from")
     if len(train_set) == 0:
         raise ValueError("the training set is empty")
