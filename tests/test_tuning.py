@@ -296,13 +296,14 @@ def test_no_transfer_gets_a_study_on_an_inter_property_task(tmp_path: Path) -> N
     path = tmp_path / "experiments.yaml"
     path.write_text(
         "profiles: {cpu: {model: smoke, pretrain: {epochs: 2}, transfer: {epochs: 2, lr: 1.0e-3}}}\n"
-        "experiments:\n  - {name: inter, source: volume_pbe, target: e_form_r2scan, strategies: [head, full], transfer_lr_factor: 0.1}\n"
+        "experiments:\n  - {name: inter, source: volume_pbe, target: e_form_r2scan, strategies: [head, full], transfer_lr_factor: 0.1, transfer_normalization: refit}\n"
         "studies:\n  - {name: grid, experiment: inter, strategy: full, n_trials: 2, sampler: grid, lr: [1.0, 0.1], lr_relative: true, weight_decay: [0.0]}\n"
     )
     manifest = load_manifest(path)
     full = transfer_spec(manifest, manifest.study("grid"), "cpu", "data")
     none = transfer_spec(manifest, manifest.study("grid").model_copy(update={"strategy": "none"}), "cpu", "data")
     assert full.pretrain is not None and full.stage["lr"] == pytest.approx(1e-4)  # the inter-property default
+    assert full.stage["normalization"] == "refit"  # the trials train as the experiment's runs do
     assert none.strategy == "none" and none.pretrain is None and none.stage["lr"] == pytest.approx(1e-3)
     assert (none.target, none.train_size, none.seed) == (full.target, full.train_size, full.seed)
 

@@ -314,7 +314,8 @@ def _inter_vs_intra(runs: pd.DataFrame) -> list[dict[str, object]]:
         intra, inter = group[group["task_type"] == "intra"], group[group["task_type"] == "inter"]
         if intra.empty or inter.empty:
             continue
-        for source, inter_src in inter.groupby("source"):
+        # per experiment: one source may be transferred twice (target normalisation refitted and kept)
+        for (experiment, source), inter_src in inter.groupby(["experiment", "source"]):
             common = sorted(set(intra["train_size"]) & set(inter_src["train_size"]))
             if not common:
                 continue
@@ -328,7 +329,7 @@ def _inter_vs_intra(runs: pd.DataFrame) -> list[dict[str, object]]:
             measured = f"MAE inter − intra = {fmt_interval(interval.mean, interval.low, interval.high)}"
             detail = f"n={interval.n} seeds; N train {int(n_train)}; intra source {', '.join(sorted(set(b['source'])))}"
             verdict = sign_verdict(interval, "positive")
-            out.append(_row("inter_worse_than_intra", f"{source} → {target}", interval, verdict, measured, detail, paired_run_ids(a, b)))
+            out.append(_row("inter_worse_than_intra", f"{experiment}: {source} → {target}", interval, verdict, measured, detail, paired_run_ids(a, b)))
     return out or [_missing("inter_worse_than_intra", "no target is reached by full transfer from both an intra- and an inter-property source")]
 
 

@@ -72,6 +72,7 @@ FAILED_NOTE = (
     "training subset: they learned nothing a constant does not, and no verdict rests on them"
 )
 INTRA_INTER_COLUMNS = (
+    "experiment",
     "target",
     "source",
     "task_type",
@@ -243,7 +244,7 @@ def intra_inter(runs: pd.DataFrame) -> pd.DataFrame:
         if transferred["source"].nunique() < 2:
             continue
         none = target_runs[target_runs["strategy"] == "none"]
-        for (source, strategy), group in transferred.groupby(["source", "strategy"], sort=True):
+        for (experiment, source, strategy), group in transferred.groupby(["experiment", "source", "strategy"], sort=True):
             n_pretrain = int(group["pretrain_size"].max())
             group = group[group["pretrain_size"] == n_pretrain]
             for train_size, at_size in group.groupby("train_size", sort=True):
@@ -251,6 +252,7 @@ def intra_inter(runs: pd.DataFrame) -> pd.DataFrame:
                 base_mean, base_std, _ = _stats(none.loc[none["train_size"] == train_size, "test_mae"])
                 rows.append(
                     {
+                        "experiment": experiment,
                         "target": target,
                         "source": source,
                         "task_type": _mode(at_size["task_type"]),
@@ -348,17 +350,17 @@ def table1_markdown(table: pd.DataFrame) -> str:
 
 
 def intra_inter_markdown(table: pd.DataFrame) -> str:
-    header = ["target", "strategy", "train size", "source (task)", "MAE", "no transfer MAE", "improvement"]
+    header = ["target", "strategy", "train size", "source (task, experiment)", "MAE", "no transfer MAE", "improvement"]
     rows = [
         [
             r.target,
             strategy_label(r.strategy),
             r.train_size,
-            f"{r.source} ({r.task_type})",
+            f"{r.source} ({r.task_type}, {r.experiment})",
             fmt(r.mae_mean),
             fmt(r.none_mae_mean),
             "n/a" if not np.isfinite(r.improvement_pct) else f"{r.improvement_pct:.1f}%",
         ]
-        for r in table.sort_values(["target", "strategy", "train_size", "task_type"]).itertuples()
+        for r in table.sort_values(["target", "strategy", "train_size", "task_type", "experiment"]).itertuples()
     ]
     return markdown_table(header, rows)

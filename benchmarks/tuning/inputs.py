@@ -66,6 +66,9 @@ def transfer_spec(
     profile = manifest.profile(profile_name)
     experiment = manifest.experiment(study.experiment)
     factor = 1.0 if study.strategy == "none" else experiment.transfer_lr_factor
+    stage = stage_settings(profile.transfer, profile, factor)
+    if experiment.transfer_normalization is not None and strategy(study.strategy).from_pretrained:
+        stage["normalization"] = experiment.transfer_normalization  # as the experiment's own runs (plan.expand)
     return TransferRun(
         profile=profile_name,
         experiment=template.experiment,
@@ -76,7 +79,7 @@ def transfer_spec(
         train_size=study.train_size,
         seed=study.seed,
         model=model_settings(profile),
-        stage=stage_settings(profile.transfer, profile, factor),
+        stage=stage,
         pretrain=template.pretrain if strategy(study.strategy).from_pretrained else None,
         subsets_above=dict(template.subsets_above),
         data_key=data_key,
