@@ -272,3 +272,39 @@ def test_runs_of_two_splits_pair_by_split_and_seed() -> None:
     assert row["n"] == 4 and row["diff"] == pytest.approx(-0.2)
     single = _replicates(pd.DataFrame(rows[:4]), MarkdownReport("t", Path(".")))
     assert sorted(single["seed"].unique()) == [0, 1]  # one split: seeds unchanged
+
+
+def test_the_hierarchical_bootstrap_covers_seeds_and_test_materials() -> None:
+    from benchmarks.report.statistics import HIERARCHICAL, hierarchical_difference
+
+    rng = np.random.default_rng(0)
+    materials = 3.0 + rng.exponential(1.0, 300)  # positive under the noise below; one test set for every seed
+    seeds = {s: materials + 0.05 * s for s in range(4)}
+    # b equals a up to a material-level difference the same on every seed: the seeds add no variance
+    interval, shares = hierarchical_difference({s: e + 0.1 for s, e in seeds.items()}, seeds)
+    assert interval.method == HIERARCHICAL and interval.mean == pytest.approx(0.1)
+    assert interval.low == pytest.approx(0.1) and interval.high == pytest.approx(0.1)  # no spread at all
+    # material noise in the difference, none between seeds: the materials carry the variance
+    noise = rng.normal(0, 0.5, 300)
+    interval, shares = hierarchical_difference({s: e + noise for s, e in seeds.items()}, seeds)
+    assert shares.materials > 0.9 and interval.low < noise.mean() < interval.high
+    t_over_seeds = t_interval([noise.mean()] * 4)
+    assert t_over_seeds.high == t_over_seeds.low  # a t-interval over seeds alone would claim certainty
+    # seed offsets, no material noise: the seeds carry it
+    interval, shares = hierarchical_difference({s: e + 0.2 * s for s, e in seeds.items()}, seeds)
+    assert shares.seeds > 0.9
+
+
+def test_comparisons_use_seeds_and_materials_where_every_run_logged_its_predictions() -> None:
+    rows = []
+    for seed, (none, full) in enumerate([(1.0, 0.8), (1.2, 0.9), (1.1, 0.85)]):
+        rows += [_run("intra", "none", seed, none), _run("intra", "full", seed, full)]
+    runs = pd.DataFrame(rows)
+    ids = [f"mp-{i}" for i in range(50)]
+    rng = np.random.default_rng(1)
+    errors = {str(r["run_id"]): pd.Series(r["test_mae"] + rng.normal(0, 0.3, 50), index=ids).abs() for r in rows}
+    row = comparison_table(runs, errors).iloc[0]
+    assert row["method"] == "bootstrap over seeds × test materials"
+    assert 0 <= row["share_seeds"] <= 1 and row["share_seeds"] + row["share_materials"] == pytest.approx(1)
+    errors.pop(str(rows[0]["run_id"]))  # one run without predictions: seeds only
+    assert comparison_table(runs, errors).iloc[0]["method"] == "t over seeds"

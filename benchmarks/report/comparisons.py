@@ -1,9 +1,11 @@
 """Paired comparisons of strategies: the difference of test MAEs over the same seeds and split.
 
 For a pair (a, b) at one experiment, metric and training size, the difference MAE(a) - MAE(b) is
-taken seed by seed (a seed fixes the initialisation and batch order; the split is the same), and its
-95 % t-interval is over those seeds. A cell with a single common seed gets a bootstrap over the test
-materials instead (both runs were scored on the same materials). Negative differences mean a is better.
+taken seed by seed (a seed fixes the initialisation and batch order; the split is the same). Where every
+run logged its per-material predictions, its 95 % interval is a two-level bootstrap over the seeds and
+the test materials (a claim is about new materials as much as new seeds), with each level's share of
+the variance; otherwise a t-interval over the seeds. A cell with a single common seed gets a bootstrap
+over the test materials (both runs were scored on the same materials). Negative: a is better.
 The difference in percent of b is the mean of the seeds' own ratios 100 × (a / b − 1), with its
 t-interval, so that b's spread over seeds is in it.
 The runs of strategies that depend on the target alone (no transfer, the training median, the
@@ -18,7 +20,16 @@ from collections.abc import Mapping
 
 import pandas as pd
 
-from benchmarks.report.statistics import Interval, bootstrap_mae_difference, paired_difference, ratio_percent, relative, unknown
+from benchmarks.report.statistics import (
+    Interval,
+    Shares,
+    bootstrap_mae_difference,
+    hierarchical_difference,
+    paired_difference,
+    ratio_percent,
+    relative,
+    unknown,
+)
 from benchmarks.report.tables import subset_metrics, target_only_strategies, transfer_runs
 from cgat_dgl.strategies import REGISTRY
 
@@ -48,6 +59,8 @@ COMPARISON_COLUMNS = (
     "pct_low",
     "pct_high",
     "method",
+    "share_seeds",  # of the difference's bootstrap variance: from the transfer seeds, and from the test materials
+    "share_materials",
     "run_ids",  # the runs the difference rests on (both cells, common seeds), space-separated
 )
 
@@ -65,8 +78,16 @@ def paired_run_ids(a: pd.DataFrame, b: pd.DataFrame, metric: str = "test_mae") -
     return both.loc[both["seed"].isin(seeds) & both[metric].notna(), "run_id"].astype(str).tolist()
 
 
-def _run_by_seed(runs: pd.DataFrame) -> dict[int, str]:
-    return {int(r.seed): str(r.run_id) for r in runs.itertuples()}
+def _errors_by_seed(runs: pd.DataFrame, errors: Mapping[str, pd.Series]) -> dict[int, pd.Series] | None:
+    """Seed -> absolute test error per material (several runs of one seed averaged); None when a run
+    logged no predictions."""
+    out: dict[int, pd.Series] = {}
+    for seed, group in runs.groupby("seed"):
+        ids = [str(r) for r in group["run_id"]]
+        if any(run_id not in errors for run_id in ids):
+            return None
+        out[int(seed)] = pd.concat([errors[run_id].abs() for run_id in ids], axis=1).mean(axis=1)
+    return out
 
 
 def _difference(
@@ -76,16 +97,25 @@ def _difference(
     b: dict[int, float],
     metric: str,
     errors: Mapping[str, pd.Series] | None,
-) -> Interval:
+) -> tuple[Interval, Shares]:
+    """The paired difference: over seeds and test materials where every run logged its predictions
+    (both are sources of variation of a claim about new materials), else a t-interval over seeds; one
+    common seed: a bootstrap over its test materials."""
+    none = Shares(math.nan, math.nan)
     common = sorted(set(a) & set(b))
-    if len(common) != 1 or metric != "test_mae" or errors is None:
-        return paired_difference(a, b)
-    seed = common[0]
-    run_a, run_b = _run_by_seed(a_runs).get(seed), _run_by_seed(b_runs).get(seed)
-    if run_a not in errors or run_b not in errors:
-        return unknown(a[seed] - b[seed], 1)
-    ea, eb = errors[run_a].align(errors[run_b], join="inner")
-    return bootstrap_mae_difference(ea.to_numpy(), eb.to_numpy(), seed=seed)
+    if metric != "test_mae" or errors is None or not common:
+        return paired_difference(a, b), none
+    errors_a, errors_b = _errors_by_seed(a_runs[a_runs["seed"].isin(common)], errors), _errors_by_seed(b_runs[b_runs["seed"].isin(common)], errors)
+    if errors_a is None or errors_b is None:
+        return (paired_difference(a, b) if len(common) > 1 else unknown(a[common[0]] - b[common[0]], 1)), none
+    materials = sorted(set.intersection(*(set(e.index) for e in [*errors_a.values(), *errors_b.values()])))
+    if len(common) == 1:
+        seed = common[0]
+        interval = bootstrap_mae_difference(errors_a[seed].loc[materials].to_numpy(), errors_b[seed].loc[materials].to_numpy(), seed=seed)
+        return interval, none
+    return hierarchical_difference(
+        {s: errors_a[s].loc[materials].to_numpy() for s in common}, {s: errors_b[s].loc[materials].to_numpy() for s in common}
+    )
 
 
 def comparison_table(runs: pd.DataFrame, errors: Mapping[str, pd.Series] | None = None) -> pd.DataFrame:
@@ -116,7 +146,7 @@ def comparison_table(runs: pd.DataFrame, errors: Mapping[str, pd.Series] | None 
                     if a not in cells or b not in cells:
                         continue
                     by_a, by_b = by_seed(cells[a], metric), by_seed(cells[b], metric)
-                    diff = _difference(cells[a], cells[b], by_a, by_b, metric, errors)
+                    diff, shares = _difference(cells[a], cells[b], by_a, by_b, metric, errors)
                     common = sorted(set(by_a) & set(by_b))
                     # means over the seeds the difference is taken on, so that they subtract to it
                     mae_a = sum(by_a[s] for s in common) / len(common) if common else math.nan
@@ -146,6 +176,8 @@ def comparison_table(runs: pd.DataFrame, errors: Mapping[str, pd.Series] | None 
                             "pct_low": pct.low,
                             "pct_high": pct.high,
                             "method": diff.method or ("single seed, no interval" if diff.n == 1 else "no common seed"),
+                            "share_seeds": shares.seeds,
+                            "share_materials": shares.materials,
                             "run_ids": " ".join(paired_run_ids(cells[a], cells[b], metric)),
                         }
                     )

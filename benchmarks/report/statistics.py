@@ -208,3 +208,44 @@ def lack_of_fit(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray
         return LackOfFit(k, n, math.nan, math.nan)
     f = (misfit / (k - 2)) / (pure / (n - k))
     return LackOfFit(k, n, float(f), float(stats.f.sf(f, k - 2, n - k)))
+
+
+HIERARCHICAL = "bootstrap over seeds × test materials"
+
+
+@dataclass(frozen=True)
+class Shares:
+    """How much of a difference's sampling variance comes from each source it is resampled over."""
+
+    seeds: float
+    materials: float
+
+
+def hierarchical_difference(
+    errors_a: dict[int, np.ndarray], errors_b: dict[int, np.ndarray], seed: int = 0,
+    samples: int = BOOTSTRAP_SAMPLES, level: float = LEVEL,
+) -> tuple[Interval, Shares]:
+    """MAE(a) − MAE(b) with a two-level bootstrap: the seeds both have are resampled, and so are the test
+    materials (crossed with the seeds: every seed scored the same materials, so one draw of materials
+    serves all seeds of a replicate). ``errors_*``: seed -> absolute errors aligned by material. The
+    shares: each source's bootstrap variance when it alone is resampled, over their sum."""
+    common = sorted(set(errors_a) & set(errors_b))
+    if not common:
+        return unknown(), Shares(math.nan, math.nan)
+    d = np.stack([np.abs(errors_a[s]) - np.abs(errors_b[s]) for s in common])  # seeds × materials
+    mean = float(d.mean())
+    n_seeds, n_materials = d.shape
+    if n_seeds < 2 or n_materials < 2:
+        return unknown(mean, n_seeds), Shares(math.nan, math.nan)
+    rng = np.random.default_rng(seed)
+    seed_draws = rng.integers(0, n_seeds, size=(samples, n_seeds))
+    material_draws = rng.integers(0, n_materials, size=(samples, n_materials))
+    by_seed, by_material = d.mean(axis=1), d.mean(axis=0)
+    both = np.array([d[np.ix_(s, m)].mean() for s, m in zip(seed_draws, material_draws)])
+    tail = (1 - level) / 2
+    low, high = np.quantile(both, [tail, 1 - tail])
+    var_seeds = float(by_seed[seed_draws].mean(axis=1).var())
+    var_materials = float(by_material[material_draws].mean(axis=1).var())
+    total = var_seeds + var_materials
+    shares = Shares(var_seeds / total, var_materials / total) if total > 0 else Shares(math.nan, math.nan)
+    return Interval(mean, float(low), float(high), n_seeds, HIERARCHICAL), shares

@@ -210,8 +210,11 @@ def _comparison_section(comparisons: pd.DataFrame, report: MarkdownReport, out_d
     csv = write_csv(comparisons, out_dir / "comparisons.csv")
     report.text(
         "MAE(a) − MAE(b) seed by seed (same split, same training subset, same seed), its mean and 95 % "
-        "t-interval over the seeds both strategies ran; a cell with one common seed gets a percentile "
-        "bootstrap over its test materials instead. Negative: a is better. In percent of b: the mean of the seeds' own ratios 100 × (a / b − 1) with its t-interval (one common seed: the difference over b's MAE). "
+        "interval: a bootstrap over the seeds both strategies ran and the test materials (crossed: every seed "
+        "scored the same materials) where every run logged its predictions, with each level's share of the "
+        "variance, else the t-interval over the seeds; a cell with one common seed gets a percentile "
+        "bootstrap over its test materials. With one split and one pre-trained model per source, the "
+        "intervals do not cover the variation between splits or pre-trainings. Negative: a is better. In percent of b: the mean of the seeds' own ratios 100 × (a / b − 1) with its t-interval (one common seed: the difference over b's MAE). "
         "Runs that depend on the target alone (no transfer, the training median, the composition baseline) are shared by the experiments with the same target."
     )
     if comparisons.empty:
@@ -228,10 +231,12 @@ def _comparison_section(comparisons: pd.DataFrame, report: MarkdownReport, out_d
             fmt_interval(r.pct, r.pct_low, r.pct_high, digits=2, unit=" %"),
             r.n,
             r.method,
+            f"{100 * r.share_seeds:.0f} / {100 * r.share_materials:.0f}" if math.isfinite(r.share_seeds) else "–",
         ]
         for r in comparisons.itertuples()
     ]
-    header = ["experiment", "metric", "N train", "a − b", "Δ MAE [95 %]", "Δ % of b [95 %]", "n", "interval"]
+    header = ["experiment", "metric", "N train", "a − b", "Δ MAE [95 %]", "Δ % of b [95 %]", "n", "interval",
+              "variance % seeds / materials"]  # fmt: skip
     report.table(markdown_table(header, rows), csv)
     _delta_known_note(comparisons["a"], report)
 
