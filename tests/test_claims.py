@@ -131,12 +131,12 @@ def test_comparisons_pair_by_seed_pool_baselines_and_bootstrap_single_seeds() ->
     assert inter["method"] == "bootstrap over materials" and inter["diff_low"] == pytest.approx(0.5)
 
 
-def _scaling_runs(noise: float, seeds: range) -> pd.DataFrame:
+def _scaling_runs(noise: float, seeds: range, pretrain_sizes: tuple[int, ...] = (1000, 10000)) -> pd.DataFrame:
     rng = np.random.default_rng(7)
     rows = []
     for seed in seeds:
         for n in (100, 300, 600, 1000):
-            for n_pre in (1000, 10000):
+            for n_pre in pretrain_sizes:
                 mae = 2.0 * n**-0.3 * (n_pre / 1000) ** -0.1 * math.exp(noise * rng.normal())
                 rows.append(_run("size", "full", seed, mae, train_size=n, pretrain_size=n_pre))
             rows.append(_run("size", "none", seed, 3.0 * n**-0.35 * math.exp(noise * rng.normal()), train_size=n))
@@ -215,6 +215,12 @@ def test_budget_claim_checks_the_break_even_interval() -> None:
         ]
     )  # fmt: skip
     claims = claims_table(runs, comparison_table(runs), fits, budget=budget)
+    checks = claims[claims["claim_id"] == "budget_balance"]
+    # two pre-training sizes: the lines over pre-training size cannot pass the linearity test
+    assert checks["verdict"].tolist() == [INCONCLUSIVE, INCONCLUSIVE]
+    assert checks["detail"].str.startswith("a line fails the linearity test (4+ sizes, no lack of fit; the interval alone: ").all()
+    runs = _scaling_runs(0.02, range(3), pretrain_sizes=(1000, 2000, 5000, 10000))
+    claims = claims_table(runs, comparison_table(runs), fit_table(size_points(runs), runs), budget=budget)
     checks = claims[claims["claim_id"] == "budget_balance"]
     assert checks["verdict"].tolist() == [REPRODUCED, CONTRADICTED]
 

@@ -25,7 +25,7 @@ import pandas as pd
 from benchmarks.manifest import property_kind
 from benchmarks.report.comparisons import by_seed, fmt_interval, interval_of, paired_run_ids
 from benchmarks.report.convergence import ConvergenceGate
-from benchmarks.report.scaling import seed_slopes
+from benchmarks.report.scaling import LINEAR_SIZES, is_linear, seed_slopes
 from benchmarks.report.statistics import (
     CONTRADICTED,
     INCONCLUSIVE,
@@ -55,8 +55,6 @@ SIMILAR_SLOPE = 0.1
 # a break-even ratio within a factor of two of 4 counts as that balance.
 BALANCE_RATIO = 4.0
 BALANCE_RANGE = (2.0, 8.0)
-# "Falls linearly in log-log" is tested for lack of fit, which needs this many distinct sizes.
-LINEAR_SIZES = 4
 
 
 @dataclass(frozen=True)
@@ -333,7 +331,7 @@ def _inter_vs_intra(runs: pd.DataFrame) -> list[dict[str, object]]:
     return out or [_missing("inter_worse_than_intra", "no target is reached by full transfer from both an intra- and an inter-property source")]
 
 
-def _budget(budget: pd.DataFrame | None, runs: pd.DataFrame) -> list[dict[str, object]]:
+def _budget(budget: pd.DataFrame | None, runs: pd.DataFrame, fits: pd.DataFrame) -> list[dict[str, object]]:
     if budget is None or budget.empty:
         return [_missing("budget_balance", "no scenario has both a training-size and a pre-training-size line")]
     out = []
@@ -352,7 +350,14 @@ def _budget(budget: pd.DataFrame | None, runs: pd.DataFrame) -> list[dict[str, o
         # the interval is a t-interval of the mean log ratio: its p-value is taken on the log scale
         logs = Interval(*(math.log(v) if v > 0 else math.nan for v in (interval.mean, interval.low, interval.high)), interval.n, "t over seeds")
         p = p_value(logs, _nearest(logs, *(math.log(b) for b in BALANCE_RANGE)))
-        out.append(_row("budget_balance", check, interval, range_verdict(interval, *BALANCE_RANGE), measured, detail, _ids(lines), p))
+        verdict = range_verdict(interval, *BALANCE_RANGE)
+        linear = is_linear(fits, r.experiment, "train_size", "pretrain_size", int(r.pretrain_size), "full") and is_linear(
+            fits, r.experiment, "pretrain_size", "train_size", int(r.train_size), "full"
+        )
+        if not linear:  # a break-even read off lines that are not straight says nothing about the lines
+            detail = f"a line fails the linearity test ({LINEAR_SIZES}+ sizes, no lack of fit; the interval alone: {verdict}); {detail}"
+            verdict = INCONCLUSIVE
+        out.append(_row("budget_balance", check, interval, verdict, measured, detail, _ids(lines), p))
     return out
 
 
@@ -452,7 +457,7 @@ def claims_table(
     rows += _inter_vs_intra(runs)
     rows += _difference_checks("inter_head_no_gain", comparisons, "head", "none", "positive", inter)
     rows += _difference_checks("inter_full_no_gain", comparisons, "full", "none", "positive", inter)
-    rows += _budget(budget, runs)
+    rows += _budget(budget, runs, fits)
     rows += _study(studies, errors, runs)
     rows += _strategy_checks(runs, comparisons)
     rows += _baseline_checks(runs, comparisons)

@@ -15,8 +15,12 @@ from benchmarks.report.fits import (
     loglog_fit,
     size_to_reach_estimate,
 )
-from benchmarks.report.statistics import t_interval
+from benchmarks.report.statistics import lack_of_fit, t_interval
 from benchmarks.report.tables import transfer_runs
+
+# A log-log line is called linear, and extrapolated or budgeted from, only with this many distinct
+# sizes and no lack of fit against the seed replicates (``statistics.lack_of_fit``).
+LINEAR_SIZES = 4
 
 POINT_COLUMNS = (
     "experiment",
@@ -44,6 +48,8 @@ FIT_COLUMNS = (
     "slope_low",  # 95 % t-interval of the slope over seeds: one line fitted per seed
     "slope_high",
     "n_seed_fits",
+    "lack_of_fit_p",  # the straight line against the seed replicates (NaN: fewer than 3 sizes or no replicates)
+    "linear",  # at least LINEAR_SIZES sizes and no lack of fit: the line may be extrapolated
     "note",
 )
 EXTRAPOLATION_COLUMNS = (
@@ -64,6 +70,7 @@ EXTRAPOLATION_COLUMNS = (
     "none_size_high",
     "match_factor",
     "match_note",
+    "linear",  # every line the row extrapolates passed the linearity test; otherwise it is shown for reference only
 )
 
 
@@ -123,10 +130,27 @@ def seed_slopes(runs: pd.DataFrame, x: str, keys: dict[str, object], metric: str
     return slopes
 
 
+def _line_runs(runs: pd.DataFrame, x: str, keys: dict[str, object], metric: str = "test_mae") -> pd.DataFrame:
+    """The runs of one line: every size along ``x`` at the line's fixed keys, with a positive ``metric``."""
+    transfer = transfer_runs(runs).dropna(subset=[metric])
+    mask = np.ones(len(transfer), dtype=bool)
+    for column, value in keys.items():
+        if column != x and not (isinstance(value, float) and math.isnan(value)):
+            mask &= (transfer[column] == value).to_numpy()
+    line = transfer[mask]
+    return line[(line[x] > 0) & (line[metric] > 0)]
+
+
 def _with_seed_interval(row: dict[str, object], runs: pd.DataFrame | None, x: str, keys: dict[str, object]) -> dict[str, object]:
     slopes = list(seed_slopes(runs, x, keys).values()) if runs is not None else []
     found = t_interval(slopes)
     row.update(slope_low=found.low, slope_high=found.high, n_seed_fits=len(slopes))
+    test = None
+    if runs is not None:
+        line = _line_runs(runs, x, keys)
+        test = lack_of_fit(np.log10(line[x].astype(float)), np.log10(line["test_mae"].astype(float)))
+    row["lack_of_fit_p"] = test.p if test is not None else math.nan
+    row["linear"] = bool(test is not None and test.sizes >= LINEAR_SIZES and math.isfinite(test.p) and not test.curved)
     return row
 
 
@@ -161,6 +185,15 @@ def fit_from_row(row: pd.Series) -> Fit | None:
         n=int(row["n_points"]),
         cov_slope_intercept=float(row["cov_slope_intercept"]),
     )
+
+
+def is_linear(fits: pd.DataFrame, experiment: str, x: str, at: str, size: int, strategy: str = "none") -> bool:
+    """Whether the line of ``strategy`` over ``x`` at ``at`` = ``size`` passed the linearity test."""
+    if "linear" not in fits:
+        return False
+    found = fits[(fits["x"] == x) & (fits["experiment"] == experiment) & (fits["strategy"] == strategy)
+                 & (pd.to_numeric(fits[at], errors="coerce") == size)]  # fmt: skip
+    return bool(len(found)) and bool(found["linear"].fillna(False).astype(bool).iloc[0])
 
 
 def train_size_fit(fits: pd.DataFrame, experiment: str, strategy: str, pretrain_size: int) -> Fit | None:
@@ -216,6 +249,9 @@ def extrapolations(points: pd.DataFrame, fits: pd.DataFrame) -> pd.DataFrame:
             row["none_size_to_match"], row["none_size_low"], row["none_size_high"] = _range(match)
             row["match_factor"] = match.value / row["best_train_size"] if match is not None else math.nan
             row["match_note"] = match_note
+            row["linear"] = is_linear(fits, experiment, "train_size", "pretrain_size", 0) and is_linear(
+                fits, experiment, "train_size", "pretrain_size", n_pretrain, strategy
+            )
             rows.append(row)
     return pd.DataFrame(rows, columns=list(EXTRAPOLATION_COLUMNS))
 

@@ -20,7 +20,7 @@ from benchmarks.report.comparisons import comparison_table, fmt_interval
 from benchmarks.report.convergence import PIPELINE_REASON, ConvergenceGate, pretrain_table
 from benchmarks.report.datasets import dataset_members, element_counts, target_stats
 from benchmarks.report.markdown import MarkdownReport, fmt_range, fmt_size, write_csv
-from benchmarks.report.scaling import extrapolations, fit_table, size_points
+from benchmarks.report.scaling import LINEAR_SIZES, extrapolations, fit_table, size_points
 from benchmarks.report.strategy_costs import strategy_cost_section
 from benchmarks.report.tables import (
     intra_inter,
@@ -420,7 +420,9 @@ def _extrapolation_section(points: pd.DataFrame, fits: pd.DataFrame, report: Mar
         "(a) Training size at which the no-transfer and transfer lines meet: beyond it transfer stops "
         "helping (the paper finds 1.6 M for SCAN E_hull). (b) Training size no transfer would need to match "
         "the best measured transfer MAE (the paper's 613 k), and that size as a multiple of the training "
-        "size the transfer used. Ranges are one standard error of log10 N, propagated from the fits."
+        "size the transfer used. Ranges are one standard error of log10 N, propagated from the fits. A "
+        f"line is extrapolated as a line only if it passed the linearity test ({LINEAR_SIZES} sizes or more, no "
+        "lack of fit against the seed replicates); rows resting on another are for reference only."
     )
     if table.empty:
         report.note("no experiment has transfer runs: no extrapolation")
@@ -435,7 +437,9 @@ def _extrapolation_section(points: pd.DataFrame, fits: pd.DataFrame, report: Mar
             f"{fmt(r.best_mae)} at {fmt_size(r.best_train_size)}",
             fmt_range(r.none_size_to_match, r.none_size_low, r.none_size_high),
             "n/a" if not math.isfinite(r.match_factor) else f"{r.match_factor:.1f}×",
-            "; ".join(dict.fromkeys(filter(None, [r.crossing_note, r.match_note]))),
+            "; ".join(dict.fromkeys(filter(None, [
+                "" if r.linear else "a line fails the linearity test: for reference only", r.crossing_note, r.match_note
+            ]))),  # fmt: skip
         ]
         for r in table.itertuples()
     ]
