@@ -158,3 +158,22 @@ def test_a_checkpoint_of_another_architecture_is_refused(target_sets, tmp_path: 
     result = train(torch_backend, transfer_config(epochs=1), *target_sets, out_dir=tmp_path / "torch",
                    init_checkpoint=pretrained_checkpoint())  # fmt: skip
     assert np.isfinite(result.test["mae"])
+
+
+def test_a_checkpoint_runs_with_either_implementation_and_backend(target_sets, tmp_path: Path) -> None:
+    from cgat_dgl.training.inference import load_checkpoint, predict_with_targets
+
+    _, _, test_set = target_sets
+    predictions = {}
+    for implementation, backend in (("plain", "dgl"), ("fast", "dgl"), ("fast", "torch")):
+        model, normalizer, _ = load_checkpoint(pretrained_checkpoint(), backend=backend, implementation=implementation)
+        assert model.config.implementation == implementation
+        predicted, _, _ = predict_with_targets(model, normalizer, test_set, 16, backend=backend)
+        predictions[(implementation, backend)] = np.asarray(predicted)
+    reference = predictions[("plain", "dgl")]
+    for found in predictions.values():
+        assert found == pytest.approx(reference, abs=1e-5)
+    # and transfers start from it in the other implementation
+    plain = SMOKE.model_copy(update={"implementation": "plain", "backend": "dgl"})
+    result = train(plain, transfer_config(epochs=1), *target_sets, out_dir=tmp_path, init_checkpoint=pretrained_checkpoint())
+    assert np.isfinite(result.test["mae"])

@@ -77,13 +77,16 @@ def predict(model: nn.Module, normalizer: Normalizer, dataset: Sequence[Any], ba
 
 
 def load_checkpoint(
-    path: Path | str, device: str | torch.device = "cpu", backend: str | None = None
+    path: Path | str, device: str | torch.device = "cpu", backend: str | None = None, implementation: str | None = None
 ) -> tuple[CGAT, Normalizer, dict[str, Any]]:
-    """The model (eval mode), its normalisation and the checkpoint dict (configs, history, metadata)."""
+    """The model (eval mode), its normalisation and the checkpoint dict (configs, history, metadata);
+    ``backend`` and ``implementation`` replace the saved ones (same parameters, other computation)."""
     state = read_checkpoint(path)
     config_values = dict(state["model_config"])
     if backend is not None:
         config_values["backend"] = backend
+    if implementation is not None:
+        config_values["implementation"] = implementation
     model = CGAT(ModelConfig(**config_values))
     load_model_state(model, state["model_state"], path)
     normalizer = Normalizer.from_dict(state["normalization"])

@@ -24,7 +24,9 @@ from .config import TrainConfig
 HEAD_GROUP = "head"
 OTHER_GROUP = "other"  # parameters outside every named group (none in a well-grouped model)
 # Fields that change how the model computes, not which weights it has.
-_COMPUTE_ONLY_FIELDS = {"backend"}
+# How the model computes, not what it computes: a checkpoint of either implementation and backend loads
+# into the other (the fast implementation holds the plain one's parameters).
+_COMPUTE_ONLY_FIELDS = {"backend", "implementation"}
 # Model fields added after checkpoints were first written, with the value an older checkpoint means.
 _ADDED_FIELDS = {"n_fidelities": 0}
 
