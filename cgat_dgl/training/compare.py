@@ -14,6 +14,7 @@ from ..data.leakage import protected_properties
 from ..data.splits import nested_subsets
 from ..graphs.neighbors import GraphParams
 from ..model import ModelConfig
+from ..strategies import PaperStrategy
 from .config import Normalization, Strategy, TrainConfig
 from .task_data import prepare_transfer
 from .tracking import Tracker
@@ -45,7 +46,8 @@ class CompareOptions(BaseModel):
     amp: bool = False
     num_workers: int = 0
     normalization: Normalization = "keep"
-    strategies: list[Strategy] = Field(default_factory=lambda: ["none", "head", "full"])
+    # the paper's three: the others need a manifest (their data, joint runs or fitted baselines)
+    strategies: list[PaperStrategy] = Field(default_factory=lambda: ["none", "head", "full"])
     resume: bool = True
     data_path: str = ""
 
