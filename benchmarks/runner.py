@@ -30,6 +30,7 @@ from cgat_dgl.model.config import ModelConfig
 from cgat_dgl.strategies import StrategySpec, strategy
 from cgat_dgl.training.config import TrainConfig
 from cgat_dgl.training.metrics import regression_metrics
+from cgat_dgl.versions import machine_label, version_tags
 from cgat_dgl.training.trainer import PREDICTIONS_ARTIFACT_DIR, TEST_PREDICTIONS_NAME, train, write_predictions
 
 Spec = PretrainRun | TransferRun
@@ -302,6 +303,9 @@ class Runner:
         path = write_predictions(out_dir / TEST_PREDICTIONS_NAME, test_set.ids, test_set.targets, test_predicted)
         inherited = trained_structures(self.options.work_dir, inputs.init_run) if inputs.init_run is not None else 0
         tracker.log_params({"baseline_fit": entry.fit})
+        # the provenance tags a trained run gets from the trainer: its results are compared only with
+        # runs of the same code and packages
+        tracker.set_tags({**version_tags(), "cgat.torch_threads": str(torch.get_num_threads()), "cgat.machine": machine_label()})
         tracker.log_metrics({"best_val_mae": val["mae"], "best_epoch": 0, "epochs_run": 0, "train_seconds": seconds,
                              "trained_structures": 0.0, "total_trained_structures": float(inherited)})
         tracker.set_tags({"cgat.stop_reason": FITTED, "cgat.converged": "true"})

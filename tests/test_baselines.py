@@ -135,6 +135,9 @@ def test_the_runner_fits_each_baseline_on_the_training_subset(tmp_path: Path, sm
     runs, _ = collect_runs(options.tracking_uri)
     transfers = runs[runs["kind"] == "transfer"].set_index("strategy")
     assert set(transfers["stop_reason"]) == {"fitted"} and transfers["converged"].all()
+    # the same code and packages as the pre-training it is compared with: one results version
+    assert runs["results_version"].nunique() == 1 and "unrecorded" not in set(runs["results_version"])
+    assert "unrecorded" not in set(transfers["machine"])
     assert transfers["epochs_run"].eq(0).all() and transfers["test_mae_gap_above_0.1"].notna().all()
     assert transfers.loc["zero_shot", "pretrain_run_id"] == runs.loc[runs["kind"] == "pretrain", "run_id"].iloc[0]
     data = runner.task_data
