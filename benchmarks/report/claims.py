@@ -44,7 +44,7 @@ from benchmarks.report.statistics import (
 )
 from benchmarks.report.baselines import needs_no_source_value
 from benchmarks.report.tables import markdown_table, strategy_label, transfer_runs
-from cgat_dgl.strategies import DELTA_KNOWN_NOTE, strategy
+from cgat_dgl.strategies import DELTA_KNOWN_NOTE, REGISTRY, strategy
 
 CLAIM_COLUMNS = ("claim_id", "claim", "check", "measured", "mean", "low", "high", "n", "method", "p_value", "verdict", "detail")
 RUN_IDS = "run_ids"  # a check row's runs, for the convergence gate; not a column of the table
@@ -173,7 +173,9 @@ def _difference_checks(
         measured = f"MAE {a} − {b} = {fmt_interval(r['pct'], r['pct_low'], r['pct_high'], unit=' %')} of {b}"
         detail = f"n={int(r['n'])} ({r['method']}); N train {int(r['train_size'])}, N pretrain {int(r['pretrain_size'])}"
         n_pretrain_b = r.get("pretrain_size_b", r["pretrain_size"])
-        if b != "none" and pd.notna(n_pretrain_b) and int(n_pretrain_b) != int(r["pretrain_size"]):
+        # b's own source size, where it has one (a pre-trained model, or a joint model's source pool)
+        own_source = b in REGISTRY and (REGISTRY[b].from_pretrained or REGISTRY[b].multifidelity)
+        if own_source and pd.notna(n_pretrain_b) and int(n_pretrain_b) != int(r["pretrain_size"]):
             detail += f" ({b}: {int(n_pretrain_b)})"
         if note:
             detail += f"; {note}"
