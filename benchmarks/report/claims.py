@@ -19,16 +19,16 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import cast
 
-import numpy as np
 import pandas as pd
 
 from benchmarks.manifest import property_kind
 from benchmarks.report.comparisons import by_seed, fmt_interval, interval_of, paired_run_ids
 from benchmarks.report.convergence import ConvergenceGate
-from benchmarks.report.scaling import LINEAR_SIZES, is_linear, seed_slopes
+from benchmarks.report.scaling import LINEAR_SIZES, is_linear, line_runs, seed_slopes
 from benchmarks.report.statistics import (
     CONTRADICTED,
     INCONCLUSIVE,
+    LEVEL,
     NOT_CONVERGED,
     VERDICTS,
     Interval,
@@ -36,7 +36,6 @@ from benchmarks.report.statistics import (
     combine_verdicts,
     holm_rejected,
     p_value,
-    lack_of_fit,
     paired_difference,
     range_verdict,
     sign_verdict,
@@ -241,25 +240,26 @@ def _slope_checks(
         interval = Interval(float(r.slope), float(r.slope_low), float(r.slope_high), int(r.n_seed_fits), "t over seeds" if r.n_seed_fits >= 2 else "")
         # the line's runs: every size along x at the fixed other size
         fixed = {"pretrain_size": r.pretrain_size} if x == "train_size" else {"train_size": r.train_size}
-        line = _of(runs, experiment=r.experiment, strategy=r.strategy, **fixed).dropna(subset=["test_mae"])
-        line = line[(line[x] > 0) & (line["test_mae"] > 0)]
-        fit = lack_of_fit(np.log10(line[x].astype(float)), np.log10(line["test_mae"].astype(float)))
+        line = line_runs(runs, x, {"experiment": r.experiment, "strategy": r.strategy, **fixed})
+        # the lack-of-fit test of the line is fit_table's (scaling.LINEAR_SIZES, lack_of_fit_p)
+        lof_p = float(r.lack_of_fit_p)
+        curved = math.isfinite(lof_p) and lof_p < 1.0 - LEVEL
         measured = f"slope {fmt_interval(interval.mean, interval.low, interval.high)}"
         slope_alone = sign_verdict(interval, "negative")
-        lof = f"lack of fit p = {fit.p:.2g}" if math.isfinite(fit.p) else "no lack-of-fit test"
-        detail = f"{fit.sizes} sizes, {fit.points} runs; {lof}"
+        lof = f"lack of fit p = {lof_p:.2g}" if math.isfinite(lof_p) else "no lack-of-fit test"
+        detail = f"{int(r.n_points)} sizes, {len(line)} runs; {lof}"
         if math.isfinite(r.slope_se):
             detail += f"; fit SE {r.slope_se:.3g}"
-        if fit.sizes < LINEAR_SIZES:
+        if r.n_points < LINEAR_SIZES:
             verdict = INCONCLUSIVE
             detail = f"linearity needs at least {LINEAR_SIZES} sizes (the slope alone: {slope_alone}); {detail}"
-        elif fit.curved:
+        elif curved:
             verdict = CONTRADICTED  # the replicates put the size means off any straight line
             detail = f"curved: the size means depart from the line beyond the seed scatter (the slope alone: {slope_alone}); {detail}"
         else:
             verdict = slope_alone
         out.append(_row(claim_id, f"{r.experiment}, {r.strategy}, {at}", interval, verdict, measured, detail, _ids(line),
-                        p=fit.p if fit.curved else None))  # fmt: skip
+                        p=lof_p if curved else None))  # fmt: skip
     return out or [_missing(claim_id, f"no fit over {x.replace('_', ' ')} with two or more sizes")]
 
 

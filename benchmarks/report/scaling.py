@@ -117,20 +117,15 @@ def _fit_row(keys: dict[str, object], x: str, xs: pd.Series, ys: pd.Series) -> d
 
 def seed_slopes(runs: pd.DataFrame, x: str, keys: dict[str, object], metric: str = "test_mae") -> dict[int, float]:
     """{seed: slope} of one line per seed through that seed's runs of a fit (seeds with two sizes or more)."""
-    transfer = transfer_runs(runs).dropna(subset=[metric])
-    mask = np.ones(len(transfer), dtype=bool)
-    for column, value in keys.items():
-        if column != x and not (isinstance(value, float) and math.isnan(value)):
-            mask &= (transfer[column] == value).to_numpy()
     slopes: dict[int, float] = {}
-    for seed, seed_runs in transfer[mask].groupby("seed"):
+    for seed, seed_runs in line_runs(runs, x, keys, metric).groupby("seed"):
         by_size = seed_runs.groupby(x)[metric].mean()
         if by_size.size >= 2 and (by_size > 0).all():
             slopes[int(seed)] = loglog_fit(by_size.index.to_numpy(float), by_size.to_numpy(float)).slope
     return slopes
 
 
-def _line_runs(runs: pd.DataFrame, x: str, keys: dict[str, object], metric: str = "test_mae") -> pd.DataFrame:
+def line_runs(runs: pd.DataFrame, x: str, keys: dict[str, object], metric: str = "test_mae") -> pd.DataFrame:
     """The runs of one line: every size along ``x`` at the line's fixed keys, with a positive ``metric``."""
     transfer = transfer_runs(runs).dropna(subset=[metric])
     mask = np.ones(len(transfer), dtype=bool)
@@ -147,7 +142,7 @@ def _with_seed_interval(row: dict[str, object], runs: pd.DataFrame | None, x: st
     row.update(slope_low=found.low, slope_high=found.high, n_seed_fits=len(slopes))
     test = None
     if runs is not None:
-        line = _line_runs(runs, x, keys)
+        line = line_runs(runs, x, keys)
         test = lack_of_fit(np.log10(line[x].astype(float)), np.log10(line["test_mae"].astype(float)))
     row["lack_of_fit_p"] = test.p if test is not None else math.nan
     row["linear"] = bool(test is not None and test.sizes >= LINEAR_SIZES and math.isfinite(test.p) and not test.curved)
