@@ -19,6 +19,7 @@ from cgat_dgl.strategies import (
     strategy,
 )
 from test_runner import small_data  # noqa: F401  (a fixture)
+from test_strategies import manifest_for
 
 
 def test_the_registry_order_and_the_paper_strategies() -> None:
@@ -111,29 +112,10 @@ def test_a_baseline_is_fitted_not_trained() -> None:
 
 TOY = StrategySpec("toy", "toy: the training median again", "scratch", "scratch", color="tab:olive",
                    fit="median", compared_with=("none",))
-TOY_MANIFEST = """\
-data: {{cache_dir: {cache}}}
-profiles:
-  smoke:
-    model: smoke
-    pretrain: {{epochs: 2, batch_size: 32, lr: 1.0e-3, cycle_period: 2}}
-    transfer: {{epochs: 2, batch_size: 16, lr: 1.0e-3, cycle_period: 2}}
-    max_eval_size: 16
-experiments:
-  - name: gap
-    source: gap_pbe
-    target: gap_hse
-    strategies: [none, toy]
-    train_sizes: [1.0]
-    seeds: [0, 1]
-"""
-
-
 @pytest.mark.slow
 def test_a_strategy_added_by_one_entry_is_planned_run_tabulated_and_compared(
     tmp_path: Path, small_data: Path, monkeypatch: pytest.MonkeyPatch  # noqa: F811
 ) -> None:
-    from benchmarks.manifest import load_manifest
     from benchmarks.plan import expand
     from benchmarks.report import collect_runs
     from benchmarks.report.comparisons import comparison_table
@@ -141,9 +123,7 @@ def test_a_strategy_added_by_one_entry_is_planned_run_tabulated_and_compared(
     from benchmarks.runner import Runner, RunnerOptions
 
     monkeypatch.setitem(REGISTRY, "toy", TOY)
-    path = tmp_path / "experiments.yaml"
-    path.write_text(TOY_MANIFEST.format(cache=tmp_path / "cache"))
-    manifest = load_manifest(path)
+    manifest = manifest_for(tmp_path, strategies="[none, toy]", sizes="[1.0]")  # seeds 0 and 1
     _, transfers = expand(manifest, "smoke")
     assert sorted((r.strategy, r.seed) for r in transfers) == [("none", 0), ("none", 1), ("toy", 0), ("toy", 1)]
     options = RunnerOptions(profile="smoke", data_path=small_data, work_dir=tmp_path / "work",
