@@ -10,6 +10,7 @@ import torch
 
 from cgat_dgl.graphs.collate import collate
 from cgat_dgl.model import CGAT, ModelConfig
+from cgat_dgl.training import frozen_body
 from cgat_dgl.training.checkpoint import read_checkpoint
 from cgat_dgl.training.config import TrainConfig
 from cgat_dgl.training.inference import load_checkpoint
@@ -68,6 +69,28 @@ def test_head_strategy_changes_only_head_parameters(target_sets, tmp_path: Path)
     head_size = sum(p.numel() for p in CGAT(SMOKE).head.parameters())
     total = sum(p.numel() for p in CGAT(SMOKE).parameters())
     assert (result.n_trainable, result.n_frozen) == (head_size, total - head_size)
+
+
+def test_head_on_crystal_features_trains_the_model_that_running_the_body_every_epoch_trains(
+    target_sets, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    checkpoint = pretrained_checkpoint()
+    config = transfer_config(strategy="head", epochs=4)
+    computed: list[int] = []
+    compute = frozen_body.crystal_features
+    monkeypatch.setattr(frozen_body, "crystal_features", lambda *a: computed.append(1) or compute(*a))
+    cached = train(SMOKE, config, *target_sets, out_dir=tmp_path / "cached", init_checkpoint=checkpoint)
+    assert len(computed) == 3  # train, validation and test sets, once each
+    monkeypatch.setattr(frozen_body, "applies", lambda *args: False)
+    body = train(SMOKE, config, *target_sets, out_dir=tmp_path / "body", init_checkpoint=checkpoint)
+    cached_state = read_checkpoint(tmp_path / "cached" / "last.pt")["model_state"]
+    body_state = read_checkpoint(tmp_path / "body" / "last.pt")["model_state"]
+    # the same sums, batched differently: equal to float32 rounding
+    for name, value in body_state.items():
+        torch.testing.assert_close(cached_state[name], value, rtol=1e-4, atol=1e-5, msg=name)
+    assert [row["val_mae"] for row in cached.history] == pytest.approx([row["val_mae"] for row in body.history], rel=1e-4)
+    assert cached.test["mae"] == pytest.approx(body.test["mae"], rel=1e-4)
+    assert cached.best_epoch == body.best_epoch
 
 
 def test_full_strategy_changes_every_parameter_that_gets_a_gradient(target_sets, tmp_path: Path) -> None:

@@ -75,6 +75,10 @@ class CGAT(nn.Module):
         return groups
 
     def forward(self, batch: Batch) -> torch.Tensor:
+        return self.head(self.crystal_features(batch))
+
+    def crystal_features(self, batch: Batch) -> torch.Tensor:
+        """The pooled crystal vectors (C, pooled_width) that the regression head reads."""
         if batch.edge_rank.numel() and int(batch.edge_rank.max()) > self.config.max_nbr:
             raise ValueError(
                 f"batch holds shell ranks up to {int(batch.edge_rank.max())} but the model embeds "
@@ -105,7 +109,7 @@ class CGAT(nn.Module):
         context = self.roost(batch.comp_elements, batch.comp_fractions, comp_ops)
         if self.fidelity is not None:
             context = context + self.fidelity(self._fidelity_index(batch))
-        return self.head(self.pooling(h, context, atom_ops))
+        return self.pooling(h, context, atom_ops)
 
     def _fidelity_index(self, batch: Batch) -> torch.Tensor:
         if batch.fidelity is None:

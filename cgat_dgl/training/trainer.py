@@ -37,7 +37,7 @@ from ..model import CGAT, ModelConfig
 from ..model.fast import cpu_kernels
 from ..strategies import strategy
 from ..versions import machine_label, version_tags
-from . import distributed
+from . import distributed, frozen_body
 from .allocator import keep_freed_memory
 from .checkpoint import DamagedCheckpointError, capture_rng_state, load_model_state, read_checkpoint, restore_rng_state, save_checkpoint
 from .config import TrainConfig
@@ -201,6 +201,8 @@ class _Run:
         self.normalizer.to(self.device)
         # What the training step calls: DDP around the model on several ranks, the model itself on one.
         self.train_model: nn.Module = distributed.wrap_model(self.model)
+        self.predict_model: nn.Module = self.model
+        self.on_features = False  # the datasets hold crystal features (frozen_body), not graphs
         if distributed.is_active():
             self.metadata["world_size"] = distributed.world_size()
         self.optimizer = AdamW(
@@ -341,6 +343,22 @@ class _Run:
             raise ValueError("the training set gave no batch (empty, or smaller than a batch with drop_last)")
         return abs_error_sum / count, count
 
+    def head_on_features(self, *datasets: Sequence[Any] | None) -> list[Sequence[Any] | None]:
+        """The datasets as crystal features of the frozen body when only the head trains (computed
+        once, see ``frozen_body``); the same datasets otherwise."""
+        if distributed.is_active() or not frozen_body.applies(self.model, self.plan, datasets[0] or []):
+            return list(datasets)
+        started = time.perf_counter()
+        features = [
+            None if dataset is None else frozen_body.crystal_features(self.model, self.loader(dataset, train=False), self.device)
+            for dataset in datasets
+        ]
+        self.train_seconds += time.perf_counter() - started
+        self.train_model = self.predict_model = frozen_body.HeadOnFeatures(self.model)  # type: ignore[arg-type]
+        self.on_features = True
+        self._train_loader = None
+        return features  # type: ignore[return-value]
+
     def loader(
         self, dataset: Sequence[Any], train: bool, seed: int | None = None, sampler: Any = None
     ) -> DataLoader:
@@ -348,6 +366,15 @@ class _Run:
         a training batch is this rank's share of the global ``batch_size``; an evaluation batch is
         ``eval_batch_size`` per rank (it changes memory use, not results)."""
         config = self.config
+        if self.on_features:
+            return DataLoader(
+                dataset,  # type: ignore[arg-type]
+                batch_size=config.batch_size if train else config.eval_batch_size or config.batch_size,
+                shuffle=train,
+                generator=torch.Generator().manual_seed(config.seed if seed is None else seed),
+                collate_fn=frozen_body.collate_features,
+                drop_last=config.drop_last and train,
+            )
         return make_loader(
             dataset,
             distributed.per_rank_batch(config.batch_size) if train else config.eval_batch_size or config.batch_size,
@@ -367,7 +394,7 @@ class _Run:
         """Predictions, targets and ids of the loader's dataset; with DDP the loader holds this rank's
         ``distributed.shard`` and the result is every rank's, in dataset order, on every rank."""
         predicted, actual, ids = predict_loader(
-            self.model, self.normalizer, loader, amp_dtype=self.amp_dtype if self.use_amp else None
+            self.predict_model, self.normalizer, loader, amp_dtype=self.amp_dtype if self.use_amp else None
         )
         return distributed.gather_shards(predicted, actual, ids)
 
@@ -460,6 +487,9 @@ def train(
     elif main and best_path.exists():
         best_path.unlink()  # a fresh run must not inherit a previous run's best
 
+    train_set, val_set, test_set = run.head_on_features(train_set, val_set, test_set)  # type: ignore[assignment]
+    if run.on_features:
+        log.info("only the head trains: it reads crystal features of the frozen body, computed once")
     counts = {"n_trainable": run.plan.n_trainable, "n_frozen": run.plan.n_frozen}
     log.info(
         "parameters: %d trainable, %d frozen (frozen groups: %s)",
@@ -476,6 +506,7 @@ def train(
                 "cgat.machine": machine_label(),
                 # The same functions either way; which ran explains a run's speed.
                 "cgat.cpu_kernels": "on" if kernels_on else "off",
+                "cgat.head_on_features": str(run.on_features).lower(),
             }
         )
         tracker.log_params({**counts, "frozen_groups": ",".join(run.plan.frozen) or "none"})
