@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 from benchmarks.manifest import Experiment, Manifest, Profile, Size, StageSpec, Strategy
@@ -102,14 +102,21 @@ class TransferRun:
     # multifidelity_ft: the joint run whose weights it fine-tunes
     joint: "TransferRun | None" = None
     suite: str = field(default="paper", hash=False, compare=False)  # a grouping, not part of the key
+    # the other experiments that ask for this very run (the same settings and data): it trains once
+    also: tuple[str, ...] = field(default=(), hash=False, compare=False)
 
     kind: Literal["transfer"] = "transfer"
 
     @property
+    def experiments(self) -> tuple[str, ...]:
+        return (self.experiment, *self.also)
+
+    @property
     def key(self) -> str:
+        # what was trained on which data, not which experiments ask for it
         payload = asdict(self)
-        payload.pop("profile")
-        payload.pop("suite")
+        for name in ("profile", "suite", "experiment", "also"):
+            payload.pop(name)
         payload["pretrain"] = self.pretrain.key if self.pretrain else None
         # fields of the newer strategies stay out of the keys of the others, which keep their keys
         for name, spec in (("source_pool", self.source_pool), ("joint", self.joint)):
@@ -142,9 +149,10 @@ class TransferRun:
     def label(self) -> str:
         source = self.source_data
         pre = f" pretrain={_size_text(source.size, source.cap)}" if source else ""
+        also = f" (also {', '.join(self.also)})" if self.also else ""
         return (
             f"{self.experiment}: {self.strategy} {self.source}->{self.target} "
-            f"train={_size_text(self.train_size, self.cap)}{pre} seed={self.seed}"
+            f"train={_size_text(self.train_size, self.cap)}{pre} seed={self.seed}{also}"
         )
 
 
@@ -253,7 +261,20 @@ def expand(
                         )
                         started_from[(name, pretrain_size, train_size, seed)] = run
                         transfers.append(run)
-    return list(pretrains.values()), transfers
+    return list(pretrains.values()), _shared_once(transfers)
+
+
+def _shared_once(transfers: list[TransferRun]) -> list[TransferRun]:
+    """The runs with those that several experiments ask for listed once, under the first experiment
+    that asks, with the others in ``also``."""
+    first: dict[str, TransferRun] = {}
+    for run in transfers:
+        seen = first.get(run.key)
+        if seen is None:
+            first[run.key] = run
+        elif run.experiment not in seen.experiments:
+            first[run.key] = replace(seen, also=(*seen.also, run.experiment))
+    return list(first.values())
 
 
 def task_targets(manifest: Manifest) -> dict[str, tuple[str, ...]]:

@@ -22,7 +22,7 @@ from benchmarks.datasets import TaskData
 from benchmarks.manifest import Manifest
 from benchmarks.plan import PretrainRun, TransferRun, expand
 from benchmarks.pretrained import find_shipped, install_shipped
-from benchmarks.store import Store
+from benchmarks.store import EXPERIMENTS_TAG, Store
 from benchmarks.strategies import RunInputs, pretrain_inputs, transfer_inputs, trained_structures
 from cgat_dgl import progress as progress_output
 from cgat_dgl.baselines import FITTED, fit_predictions, predictions_of
@@ -97,6 +97,7 @@ def spec_tags(spec: Spec) -> dict[str, str]:
         "cgat.seed": str(spec.seed),
         "cgat.split_seed": str(spec.split_seed),
         "cgat.suite": spec.suite,
+        EXPERIMENTS_TAG: ",".join(spec.experiments),
     }
 
 
@@ -169,6 +170,8 @@ class Runner:
             for spec in pending:
                 state = states.get(spec.key)
                 if state is not None and state.finished:
+                    if isinstance(spec, TransferRun):
+                        self.store.add_experiments(state, spec.experiments)
                     outcome.skipped.append(spec.key)
                     progressed = True
                     continue

@@ -16,12 +16,14 @@ from cgat_dgl.training.tracking import Tracker, resolve_tracking_uri
 
 EXPERIMENT = "cgat-bench"
 KEY_TAG = "cgat.run_key"
+EXPERIMENTS_TAG = "cgat.experiments"  # a run that several experiments share lists them all
 
 
 @dataclass
 class RunState:
     run_id: str
     status: str  # FINISHED, RUNNING, FAILED, KILLED, SCHEDULED
+    experiments: tuple[str, ...] = ()  # the manifest experiments the run serves (transfer runs)
 
     @property
     def finished(self) -> bool:
@@ -73,12 +75,20 @@ class Store:
             )
             for run in page:
                 key = run.data.tags.get(KEY_TAG)
-                state = RunState(run.info.run_id, run.info.status)
+                listed = run.data.tags.get(EXPERIMENTS_TAG) or run.data.tags.get("cgat.experiment", "")
+                state = RunState(run.info.run_id, run.info.status, tuple(name for name in listed.split(",") if name))
                 if key and (key not in found or state.finished):
                     found[key] = state
             token = page.token
             if not token:
                 return found
+
+    def add_experiments(self, state: RunState, experiments: tuple[str, ...]) -> None:
+        """Record that a finished run also serves ``experiments`` (an experiment added to the manifest
+        that asks for a run another one already trained)."""
+        missing = [name for name in experiments if name not in state.experiments]
+        if missing:
+            self.client.set_tag(state.run_id, EXPERIMENTS_TAG, ",".join((*state.experiments, *missing)))
 
     def run(self, run_id: str) -> Run:
         return self.client.get_run(run_id)

@@ -104,6 +104,27 @@ def test_expansion_shares_pretraining(tmp_path: Path) -> None:
     assert inter.stage["lr"] == pytest.approx(0.1 * manifest.profiles["smoke"].transfer.lr)
 
 
+def test_a_run_two_experiments_ask_for_is_planned_once(tmp_path: Path) -> None:
+    text = MANIFEST + """\
+  - name: eform_pretrain_size
+    source: e_form_pbe
+    target: e_form_r2scan
+    strategies: [full]
+    pretrain_sizes: [0.25, 1.0]
+"""
+    manifest = load_manifest(write(tmp_path, text))
+    transfers = expand(manifest, "smoke", data_key="d")[1]
+    assert len({t.key for t in transfers}) == len(transfers)
+    full = {t.pretrain.size: t for t in transfers if t.target == "e_form_r2scan" and t.strategy == "full"}
+    # full transfer from the whole pool is eform's run; eform_pretrain_size asks for the same one
+    assert full[1.0].experiments == ("eform", "eform_pretrain_size")
+    assert full[0.5].experiments == ("eform",) and full[0.25].experiments == ("eform_pretrain_size",)
+    alone = expand(manifest, "smoke", only=["eform_pretrain_size"], data_key="d")[1]
+    # the key says what is trained on which data, whichever experiment asks first
+    assert {t.key for t in alone} >= {full[1.0].key}
+    assert [t.experiments for t in alone if t.key == full[1.0].key] == [("eform_pretrain_size",)]
+
+
 def test_keys_are_stable_and_follow_settings(tmp_path: Path) -> None:
     manifest = load_manifest(write(tmp_path, MANIFEST))
     first = [t.key for t in expand(manifest, "smoke", data_key="d")[1]]

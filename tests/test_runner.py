@@ -151,6 +151,43 @@ Runner(load_manifest(tmp / "experiments.yaml"), options).run()
 """
 
 
+TWINS = """\
+data: {{cache_dir: {cache}}}
+profiles:
+  smoke:
+    model: smoke
+    pretrain: {{epochs: 1, batch_size: 32, lr: 1.0e-3, cycle_period: 2}}
+    transfer: {{epochs: 1, batch_size: 16, lr: 1.0e-3, cycle_period: 2}}
+    max_eval_size: 16
+experiments:
+  - {{name: gap, source: gap_pbe, target: gap_hse, strategies: [none], train_sizes: [20]}}
+  - {{name: gap_sizes, source: gap_pbe, target: gap_hse, strategies: [none], train_sizes: [10, 20]}}
+"""
+
+
+@pytest.mark.slow
+def test_a_run_two_experiments_share_trains_once_and_reports_in_both(tmp_path: Path, small_data: Path) -> None:
+    from benchmarks.report import collect_runs
+
+    manifest_path = tmp_path / "experiments.yaml"
+    manifest_path.write_text(TWINS.format(cache=tmp_path / "cache"))
+    manifest = load_manifest(manifest_path)
+
+    def run(only: list[str] | None) -> runner_module.Outcome:
+        options = RunnerOptions(profile="smoke", data_path=small_data, work_dir=tmp_path / "work",
+                                tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", progress=False, poll_s=0.5, only=only)
+        return Runner(manifest, options).run()
+
+    assert len(run(["gap"]).done) == 1
+    # the second experiment asks for gap's run again and for one of its own
+    outcome = run(None)
+    assert (len(outcome.done), len(outcome.skipped)) == (1, 1)
+    runs, _ = collect_runs(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    shared = runs[runs["train_size"] == 20]
+    assert sorted(shared["experiment"]) == ["gap", "gap_sizes"] and shared["run_id"].nunique() == 1
+    assert list(runs.loc[runs["train_size"] == 10, "experiment"]) == ["gap_sizes"]
+
+
 @pytest.mark.slow
 def test_killed_run_resumes_as_the_same_run(tmp_path: Path, small_data: Path) -> None:
     runner = make_runner(tmp_path, small_data, epochs=2, pre_epochs=30, strategies="[full]", sizes="[1.0]")

@@ -9,6 +9,7 @@ import pandas as pd
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
+from benchmarks.store import EXPERIMENTS_TAG
 from cgat_dgl.versions import results_label, software_label
 
 TAG_PREFIX = "cgat."
@@ -121,6 +122,11 @@ def _row(run: Run) -> dict[str, Any]:
     return row
 
 
+def _experiments(tags: dict[str, str], experiment: str | None) -> list[str | None]:
+    listed = [name for name in tags.get(EXPERIMENTS_TAG, "").split(",") if name]
+    return listed or [experiment]
+
+
 def _history(client: MlflowClient, run_id: str) -> pd.DataFrame:
     series: dict[str, pd.Series] = {}
     for name in HISTORY_METRICS:
@@ -154,7 +160,8 @@ def _search(client: MlflowClient, experiment_id: str, filter_string: str) -> lis
 def collect_runs(
     tracking_uri: str, profile: str | None = None, experiment_name: str = "cgat-bench"
 ) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
-    """One row per finished training run of the benchmark, and each run's per-epoch history.
+    """One row per finished training run of the benchmark and experiment it serves (``run_id`` repeats
+    for a run that several experiments share), and each run's per-epoch history.
 
     Parent runs (tag ``cgat.parent`` = "1"), Optuna studies and trials (tag ``cgat.study``) and report
     runs (any ``cgat.kind`` but pretrain and transfer) are left out.
@@ -173,7 +180,10 @@ def collect_runs(
         # Only training runs: not parents, Optuna studies and trials, or earlier reports.
         if tags.get("cgat.parent") == "1" or "cgat.study" in tags or tags.get("cgat.kind") not in TRAINING_KINDS:
             continue
-        rows.append(_row(run))
+        row = _row(run)
+        # a run that several experiments asked for (benchmarks.plan) is a row of each of them
+        for name in _experiments(tags, row["experiment"]):
+            rows.append({**row, "experiment": name})
         histories[run.info.run_id] = _history(client, run.info.run_id)
     runs = pd.DataFrame(rows, columns=list(RUN_COLUMNS) if not rows else None)
     for name in RUN_COLUMNS:

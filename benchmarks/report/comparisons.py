@@ -123,7 +123,7 @@ def comparison_table(runs: pd.DataFrame, errors: Mapping[str, pd.Series] | None 
     experiment's largest pre-training size."""
     transfer = transfer_runs(runs)
     target_only = target_only_strategies()
-    pooled = transfer[transfer["strategy"].isin(target_only)]
+    pooled = transfer[transfer["strategy"].isin(target_only)].drop_duplicates("run_id")  # a shared run once
     rows: list[dict[str, object]] = []
     for experiment, exp_runs in transfer.groupby("experiment", sort=True):
         transferred = exp_runs[~exp_runs["strategy"].isin(target_only)]

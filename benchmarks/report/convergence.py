@@ -47,7 +47,7 @@ def resting_runs(runs: pd.DataFrame, run_ids: Collection[str]) -> pd.DataFrame:
     """The runs ``run_ids`` name, with the joint runs that multi-fidelity fine-tunings among them start from."""
     chosen = runs[runs["run_id"].isin(set(run_ids))]
     joint = set(_column(chosen, "joint_run_id").dropna())
-    return runs[runs["run_id"].isin(set(run_ids) | joint)]
+    return runs[runs["run_id"].isin(set(run_ids) | joint)].drop_duplicates("run_id")  # a shared run once
 
 
 def _label(run: pd.Series) -> str:

@@ -243,7 +243,7 @@ def intra_inter(runs: pd.DataFrame) -> pd.DataFrame:
         transferred = target_runs[~target_runs["strategy"].isin((*target_only_strategies(), *names(is_baseline=True)))]
         if transferred["source"].nunique() < 2:
             continue
-        none = target_runs[target_runs["strategy"] == "none"]
+        none = target_runs[target_runs["strategy"] == "none"].drop_duplicates("run_id")  # a shared run once
         for (experiment, source, strategy), group in transferred.groupby(["experiment", "source", "strategy"], sort=True):
             n_pretrain = int(group["pretrain_size"].max())
             group = group[group["pretrain_size"] == n_pretrain]

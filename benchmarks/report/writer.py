@@ -570,10 +570,13 @@ def write_report(
         report.text(PIPELINE_TEXT)
     runs = _replicates(_separate_profiles(_separate_versions(runs, report), report), report)
     write_csv(runs, out_dir / "runs.csv")
-    n_transfer = int((runs["kind"] == "transfer").sum())
+    transfer_ids = runs.loc[runs["kind"] == "transfer", "run_id"]
+    n_transfer = int(transfer_ids.nunique())
     n_pretrain = int((runs["kind"] == "pretrain").sum())
+    n_shared = int(transfer_ids.duplicated().groupby(transfer_ids).any().sum())
+    shared = f" ({n_shared} of them serve several experiments, a row in runs.csv for each)" if n_shared else ""
     report.text(
-        f"{n_transfer} finished transfer runs and {n_pretrain} pre-training runs in "
+        f"{n_transfer} finished transfer runs{shared} and {n_pretrain} pre-training runs in "
         f"{runs.loc[runs['kind'] == 'transfer', 'experiment'].nunique()} experiments "
         f"(profiles: {', '.join(sorted(runs['profile'].dropna().astype(str).unique())) or 'none'}); "
         "every number below is read from these runs ([runs.csv](runs.csv)). " + _strategies_text(runs)
