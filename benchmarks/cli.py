@@ -42,6 +42,16 @@ def with_split_seed(manifest: Manifest, split_seed: int | None) -> Manifest:
     return manifest.model_copy(update={"data": manifest.data.model_copy(update={"split_seed": split_seed})})
 
 
+def with_pretrain_seed(manifest: Manifest, profile: str, pretrain_seed: int | None) -> Manifest:
+    """The manifest whose profile pre-trains with another seed (a replication over pre-trained
+    models: new pre-trainings, and new runs for the strategies that start from them), or unchanged."""
+    if pretrain_seed is None:
+        return manifest
+    profiles = dict(manifest.profiles)
+    profiles[profile] = manifest.profile(profile).model_copy(update={"pretrain_seed": pretrain_seed})
+    return manifest.model_copy(update={"profiles": profiles})
+
+
 def _split_names(text: str | None) -> list[str] | None:
     return [name.strip() for name in text.split(",") if name.strip()] if text else None
 
@@ -54,6 +64,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         manifest = with_split_seed(load_manifest(args.experiments), args.split_seed)
         manifest.profile(args.profile)
+        manifest = with_pretrain_seed(manifest, args.profile, args.pretrain_seed)
         data_path = data_path_for(args.data, manifest.resolve(manifest.data.path))
         # a misspelt property or a too small task stops here, before anything is listed or trained
         check_manifest_data(manifest, data_path)
@@ -120,6 +131,9 @@ def add_run_command(commands: argparse._SubParsersAction) -> None:
                      help="processes sharing the store (default: the profile's workers)")
     run.add_argument("--split-seed", type=int, default=None,
                      help="another 80/10/10 split (default: the manifest's data.split_seed): new pre-trainings and runs")
+    run.add_argument("--pretrain-seed", type=int, default=None,
+                     help="pre-train with another seed (default: the profile's pretrain_seed): new pre-trained models "
+                          "and the runs that start from them")
     run.add_argument("--retrain-pretrained", action="store_true",
                      help="train every pre-training even where a shipped model (pretrained_models/) matches it")
     run.add_argument("--pretrain-only", action="store_true",
@@ -255,8 +269,8 @@ def _write_report(sources: ReportSources, report_root: Path, work_dir: Path, loa
 
 
 def _current_runs(runs, sources: ReportSources):
-    """The runs the manifest would make now (their keys are in its plan, on every split the store
-    holds); a run of the same profile with other settings (an earlier epoch cap, say) or other data is
+    """The runs the manifest would make now (their keys are in its plan, on every split and
+    pre-training seed the store holds); a run of the same profile with other settings (an earlier epoch cap, say) or other data is
     left out, and said so, rather than mixed into the tables."""
     if sources.manifest is None or sources.data_path is None or sources.profile is None or runs.empty:
         return runs
@@ -266,9 +280,12 @@ def _current_runs(runs, sources: ReportSources):
     manifest = load_manifest(sources.manifest)
     data_key = TaskData.file_key(sources.data_path)
     keys: set[str] = set()
+    pretrain_seeds = sorted(set(runs.loc[runs["kind"] == "pretrain", "seed"].dropna().astype(int))) or [None]
     for split_seed in sorted(set(runs["split_seed"].dropna().astype(int))):
-        pretrains, transfers = expand(with_split_seed(manifest, split_seed), sources.profile, data_key=data_key)
-        keys |= {spec.key for spec in [*pretrains, *transfers]}
+        for pretrain_seed in pretrain_seeds:
+            planned = with_pretrain_seed(with_split_seed(manifest, split_seed), sources.profile, pretrain_seed)
+            pretrains, transfers = expand(planned, sources.profile, data_key=data_key)
+            keys |= {spec.key for spec in [*pretrains, *transfers]}
     current = runs["run_key"].isin(keys)
     if not current.all():
         print(f"left out {int((~current).sum())} finished runs of profile {sources.profile!r} that the manifest "

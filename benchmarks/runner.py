@@ -86,7 +86,9 @@ def spec_tags(spec: Spec) -> dict[str, str]:
             "cgat.seed": str(spec.seed),
             "cgat.split_seed": str(spec.split_seed),
         }
+    model = {"cgat.pretrain_seed": str(spec.pretrain.seed)} if spec.pretrain is not None else {}
     return {
+        **model,
         "cgat.kind": "transfer",
         "cgat.experiment": spec.experiment,
         "cgat.profile": spec.profile,

@@ -301,6 +301,55 @@ def test_the_hierarchical_bootstrap_covers_seeds_and_test_materials() -> None:
     assert shares.seeds > 0.9
 
 
+def test_the_nested_bootstrap_covers_splits_and_pretrained_models() -> None:
+    from benchmarks.report.statistics import HIERARCHICAL, NESTED, hierarchical_difference, nested_difference
+
+    rng = np.random.default_rng(0)
+    noise = {split: rng.normal(0, 0.05, 200) for split in (0, 1, 2)}  # each split its own test set
+
+    def differences(split_offset: float, model_offset: float) -> dict:
+        return {(g, m, s): 0.1 + split_offset * g + model_offset * m + 0.001 * s + noise[g]
+                for g in (0, 1, 2) for m in (0, 1, 2) for s in (0, 1, 2)}
+
+    interval, shares = nested_difference(differences(0.2, 0.0))
+    assert interval.method == NESTED and interval.n == 27
+    assert interval.mean == pytest.approx(0.1 + 0.2 + 0.001 + np.mean([noise[g].mean() for g in (0, 1, 2)]))
+    assert shares.splits > 0.9 and interval.low < interval.mean < interval.high
+    interval, shares = nested_difference(differences(0.0, 0.2))
+    assert shares.models > 0.9
+    # the splits' spread is in the interval: far wider than seeds and materials alone give
+    split_only, _ = nested_difference(differences(0.2, 0.0))
+    one_split = {key: value for key, value in differences(0.2, 0.0).items() if key[0] == 0}
+    narrow, _ = nested_difference(one_split)
+    assert split_only.high - split_only.low > 5 * (narrow.high - narrow.low)
+    # one split and one model: the two-level bootstrap, same numbers
+    single = {(0, None, s): noise[0] + 0.01 * s for s in range(3)}
+    interval, shares = nested_difference(single)
+    reference, reference_shares = hierarchical_difference({s: noise[0] + 0.01 * s + 5 for s in range(3)},
+                                                           {s: np.full(200, 5.0) for s in range(3)})
+    assert interval.method == HIERARCHICAL and interval.low == pytest.approx(reference.low)
+    assert shares.seeds == pytest.approx(reference_shares.seeds) and math.isnan(shares.models)
+
+
+def test_comparisons_over_two_pretrained_models_pair_no_transfer_with_each() -> None:
+    from benchmarks.report.statistics import NESTED
+
+    rows = []
+    for seed in range(3):
+        rows.append(_run("intra", "none", seed, 1.0 + 0.05 * seed, split_seed=0, pretrain_seed=-1))
+        for model in (0, 1):
+            rows.append(_run("intra", "full", seed, 0.8 + 0.1 * model, split_seed=0, pretrain_seed=model,
+                             run_id=f"full-{seed}-{model}"))
+    runs = pd.DataFrame(rows)
+    ids = [f"mp-{i}" for i in range(60)]
+    rng = np.random.default_rng(2)
+    errors = {str(r["run_id"]): pd.Series(r["test_mae"] + rng.normal(0, 0.05, 60), index=ids).abs() for r in rows}
+    row = comparison_table(runs, errors).query("a == 'full' and b == 'none'").iloc[0]
+    assert row["method"] == NESTED and row["n"] == 6  # 2 models x 3 seeds, each with its seed's no-transfer run
+    assert row["diff"] == pytest.approx(-0.2, abs=0.03)
+    assert math.isnan(row["share_splits"]) and row["share_models"] > 0.5  # one split: not a level here
+
+
 def test_comparisons_use_seeds_and_materials_where_every_run_logged_its_predictions() -> None:
     rows = []
     for seed, (none, full) in enumerate([(1.0, 0.8), (1.2, 0.9), (1.1, 0.85)]):

@@ -257,3 +257,17 @@ def test_a_stage_that_cannot_train_is_refused_with_its_line(tmp_path) -> None:
     )
     with pytest.raises(ManifestError, match=r"experiments.yaml:4.*lr_patience"):
         load_manifest(path)
+
+
+def test_another_pretraining_seed_gives_new_models_and_the_runs_that_start_from_them(tmp_path: Path) -> None:
+    from benchmarks.cli import with_pretrain_seed
+
+    manifest = load_manifest(write(tmp_path, MANIFEST))
+    pretrains, transfers = expand(manifest, "smoke", data_key="d")
+    again, again_transfers = expand(with_pretrain_seed(manifest, "smoke", 1), "smoke", data_key="d")
+    assert {p.seed for p in again} == {1} and set(p.key for p in pretrains).isdisjoint(p.key for p in again)
+    keys = {t.key: t.strategy for t in transfers}
+    for run in again_transfers:
+        # no transfer starts from no pre-trained model: the same run serves both
+        assert (run.key in keys) == (run.strategy == "none"), run.label
+    assert with_pretrain_seed(manifest, "smoke", None) is manifest

@@ -31,6 +31,7 @@ RUN_COLUMNS = (
     "train_size",
     "pretrain_size",
     "pretrain_run_id",
+    "pretrain_seed",  # the seed of the pre-trained model a transfer starts from (-1: none; a pre-training: its own)
     "joint_run_id",  # multifidelity_ft: the joint run it fine-tunes
     "source_ratio",  # multifidelity: source structures drawn per target structure and epoch
     "suite",
@@ -81,6 +82,18 @@ def _float_param(run: Run, name: str) -> float:
 TRAINING_KINDS = ("pretrain", "transfer")
 
 
+def _pretrain_seed(run: Run, row: dict[str, Any]) -> int:
+    if row["kind"] == "pretrain":
+        return int(row["seed"])
+    raw = run.data.tags.get(TAG_PREFIX + "pretrain_seed")
+    if raw is None:  # runs from before the tag: every pre-trained model had seed 0
+        return 0 if row["pretrain_run_id"] else -1
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"run {run.info.run_id}: tag cgat.pretrain_seed = {raw!r} is not an integer") from None
+
+
 def _row(run: Run) -> dict[str, Any]:
     tags = run.data.tags
     row: dict[str, Any] = {"run_id": run.info.run_id}
@@ -95,6 +108,7 @@ def _row(run: Run) -> dict[str, Any]:
     row["train_size"] = _int_param(run, "train_size")
     row["pretrain_size"] = _int_param(run, "pretrain_size", default=0)
     row["pretrain_run_id"] = tags.get(TAG_PREFIX + "pretrain_run_id")
+    row["pretrain_seed"] = _pretrain_seed(run, row)
     row["joint_run_id"] = tags.get(TAG_PREFIX + "joint_run_id")
     row["source_ratio"] = _float_param(run, "source_ratio")
     row["suite"] = tags.get(TAG_PREFIX + "suite", DEFAULT_SUITE)

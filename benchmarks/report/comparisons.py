@@ -4,7 +4,9 @@ For a pair (a, b) at one experiment, metric and training size, the difference MA
 taken seed by seed (a seed fixes the initialisation and batch order; the split is the same). Where every
 run logged its per-material predictions, its 95 % interval is a two-level bootstrap over the seeds and
 the test materials (a claim is about new materials as much as new seeds), with each level's share of
-the variance; otherwise a t-interval over the seeds. A cell with a single common seed gets a bootstrap
+the variance; runs over several splits or pre-trained models (pre-training seeds) add those levels
+(a nested bootstrap: splits, models within a split, seeds within a model, each split's own test
+materials); otherwise a t-interval over the seeds. A cell with a single common seed gets a bootstrap
 over the test materials (both runs were scored on the same materials). Negative: a is better.
 The difference in percent of b is the mean of the seeds' own ratios 100 × (a / b − 1), with its
 t-interval, so that b's spread over seeds is in it.
@@ -18,13 +20,17 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
+import numpy as np
 import pandas as pd
 
 from benchmarks.report.statistics import (
+    UNKNOWN_SHARES,
     Interval,
+    Replicate,
     Shares,
     bootstrap_mae_difference,
     hierarchical_difference,
+    nested_difference,
     paired_difference,
     ratio_percent,
     relative,
@@ -59,7 +65,11 @@ COMPARISON_COLUMNS = (
     "pct_low",
     "pct_high",
     "method",
-    "share_seeds",  # of the difference's bootstrap variance: from the transfer seeds, and from the test materials
+    # of the difference's bootstrap variance: from the splits, the pre-trained models, the transfer seeds
+    # and the test materials (NaN: a level the runs do not vary)
+    "share_splits",
+    "share_models",
+    "share_seeds",
     "share_materials",
     "run_ids",  # the runs the difference rests on (both cells, common seeds), space-separated
 )
@@ -90,6 +100,57 @@ def _errors_by_seed(runs: pd.DataFrame, errors: Mapping[str, pd.Series]) -> dict
     return out
 
 
+def _model(value: object) -> int | None:
+    """The pre-trained model of a run (its pre-training seed), None for a run that starts from none."""
+    return None if value is None or pd.isna(value) or int(value) < 0 else int(value)  # type: ignore[arg-type]
+
+
+def _replicate_levels(a_runs: pd.DataFrame, b_runs: pd.DataFrame) -> bool:
+    """Whether the runs span several splits or several pre-trained models (levels above the seeds)."""
+    both = pd.concat([a_runs, b_runs])
+    models = {_model(v) for v in both["pretrain_seed"]} - {None} if "pretrain_seed" in both else set()
+    return ("split_seed" in both and both["split_seed"].nunique() > 1) or len(models) > 1
+
+
+def _errors_by_replicate(runs: pd.DataFrame, errors: Mapping[str, pd.Series]) -> dict[Replicate, pd.Series] | None:
+    """(split, model, seed) -> absolute test error per material; None when a run logged no predictions."""
+    out: dict[Replicate, pd.Series] = {}
+    no_model = pd.Series(-1, index=runs.index)
+    models = runs["pretrain_seed"].map(lambda value: -1 if _model(value) is None else _model(value)) if "pretrain_seed" in runs else no_model
+    for key, group in runs.groupby([runs["split_seed"].astype(int), models.astype(int), runs["seed"].astype(int)]):
+        ids = [str(r) for r in group["run_id"]]
+        if any(run_id not in errors for run_id in ids):
+            return None
+        split, model, seed = key
+        out[(int(split), None if model < 0 else int(model), int(seed))] = pd.concat([errors[i].abs() for i in ids], axis=1).mean(axis=1)
+    return out
+
+
+def _nested(a_runs: pd.DataFrame, b_runs: pd.DataFrame, errors: Mapping[str, pd.Series]) -> tuple[Interval, Shares] | None:
+    """The difference over splits, pre-trained models, seeds and test materials (``nested_difference``).
+    a's replicate (split, model, seed) pairs with b's of the same split and seed and the same model, or
+    with b's of no model (a run from scratch serves every model of its split and seed)."""
+    errors_a, errors_b = _errors_by_replicate(a_runs, errors), _errors_by_replicate(b_runs, errors)
+    if errors_a is None or errors_b is None:
+        return None
+    matched: dict[Replicate, tuple[pd.Series, pd.Series]] = {}
+    for (split, model_a, seed), found_a in errors_a.items():
+        for (split_b, model_b, seed_b), found_b in errors_b.items():
+            if (split_b, seed_b) == (split, seed) and (model_a is None or model_b is None or model_a == model_b):
+                matched[(split, model_a if model_a is not None else model_b, seed)] = (found_a, found_b)
+    if not matched:
+        return None
+    differences: dict[Replicate, np.ndarray] = {}
+    for split in {key[0] for key in matched}:
+        keys = [key for key in matched if key[0] == split]
+        # one split, one test set: the replicates are compared on the materials all of them scored
+        materials = sorted(set.intersection(*(set(e.index) for key in keys for e in matched[key])))
+        for key in keys:
+            found_a, found_b = matched[key]
+            differences[key] = found_a.loc[materials].to_numpy() - found_b.loc[materials].to_numpy()
+    return nested_difference(differences)
+
+
 def _difference(
     a_runs: pd.DataFrame,
     b_runs: pd.DataFrame,
@@ -101,10 +162,14 @@ def _difference(
     """The paired difference: over seeds and test materials where every run logged its predictions
     (both are sources of variation of a claim about new materials), else a t-interval over seeds; one
     common seed: a bootstrap over its test materials."""
-    none = Shares(math.nan, math.nan)
+    none = UNKNOWN_SHARES
     common = sorted(set(a) & set(b))
     if metric != "test_mae" or errors is None or not common:
         return paired_difference(a, b), none
+    if _replicate_levels(a_runs, b_runs):
+        nested = _nested(a_runs, b_runs, errors)
+        if nested is not None:
+            return nested
     errors_a, errors_b = _errors_by_seed(a_runs[a_runs["seed"].isin(common)], errors), _errors_by_seed(b_runs[b_runs["seed"].isin(common)], errors)
     if errors_a is None or errors_b is None:
         return (paired_difference(a, b) if len(common) > 1 else unknown(a[common[0]] - b[common[0]], 1)), none
@@ -176,6 +241,8 @@ def comparison_table(runs: pd.DataFrame, errors: Mapping[str, pd.Series] | None 
                             "pct_low": pct.low,
                             "pct_high": pct.high,
                             "method": diff.method or ("single seed, no interval" if diff.n == 1 else "no common seed"),
+                            "share_splits": shares.splits,
+                            "share_models": shares.models,
                             "share_seeds": shares.seeds,
                             "share_materials": shares.materials,
                             "run_ids": " ".join(paired_run_ids(cells[a], cells[b], metric)),

@@ -8,8 +8,9 @@ stated range): only an interval entirely on one side says ``reproduced`` or ``co
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, Optional
 
 import numpy as np
 from scipy import stats
@@ -213,12 +214,21 @@ def lack_of_fit(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray
 HIERARCHICAL = "bootstrap over seeds × test materials"
 
 
+NESTED = "bootstrap over splits × pre-trained models × seeds × test materials"
+
+
 @dataclass(frozen=True)
 class Shares:
-    """How much of a difference's sampling variance comes from each source it is resampled over."""
+    """How much of a difference's sampling variance comes from each source it is resampled over (NaN:
+    a source the data do not vary)."""
 
     seeds: float
     materials: float
+    splits: float = math.nan
+    models: float = math.nan
+
+
+UNKNOWN_SHARES = Shares(math.nan, math.nan)
 
 
 def hierarchical_difference(
@@ -231,12 +241,17 @@ def hierarchical_difference(
     shares: each source's bootstrap variance when it alone is resampled, over their sum."""
     common = sorted(set(errors_a) & set(errors_b))
     if not common:
-        return unknown(), Shares(math.nan, math.nan)
+        return unknown(), UNKNOWN_SHARES
     d = np.stack([np.abs(errors_a[s]) - np.abs(errors_b[s]) for s in common])  # seeds × materials
+    return _seeds_by_materials(d, seed, samples, level)
+
+
+def _seeds_by_materials(d: np.ndarray, seed: int, samples: int, level: float) -> tuple[Interval, Shares]:
+    """The two-level bootstrap of ``hierarchical_difference`` on differences ``d`` (seeds × materials)."""
     mean = float(d.mean())
     n_seeds, n_materials = d.shape
     if n_seeds < 2 or n_materials < 2:
-        return unknown(mean, n_seeds), Shares(math.nan, math.nan)
+        return unknown(mean, n_seeds), UNKNOWN_SHARES
     rng = np.random.default_rng(seed)
     seed_draws = rng.integers(0, n_seeds, size=(samples, n_seeds))
     material_draws = rng.integers(0, n_materials, size=(samples, n_materials))
@@ -247,5 +262,91 @@ def hierarchical_difference(
     var_seeds = float(by_seed[seed_draws].mean(axis=1).var())
     var_materials = float(by_material[material_draws].mean(axis=1).var())
     total = var_seeds + var_materials
-    shares = Shares(var_seeds / total, var_materials / total) if total > 0 else Shares(math.nan, math.nan)
+    shares = Shares(var_seeds / total, var_materials / total) if total > 0 else UNKNOWN_SHARES
     return Interval(mean, float(low), float(high), n_seeds, HIERARCHICAL), shares
+
+
+# A replicate of a comparison: (split seed, pre-trained model, transfer seed). The model is the
+# pre-training seed, None for a run that starts from no pre-trained model.
+Replicate = tuple[int, Optional[int], int]
+
+
+def nested_difference(
+    differences: dict[Replicate, np.ndarray], seed: int = 0, samples: int = BOOTSTRAP_SAMPLES, level: float = LEVEL
+) -> tuple[Interval, Shares]:
+    """MAE(a) − MAE(b) from per-replicate differences of absolute errors (aligned by material within a
+    split; each split has its own test set), with a nested bootstrap: splits are resampled, the
+    pre-trained models within a split, the transfer seeds within a model, and each drawn split's test
+    materials (crossed with its replicates). The estimate weights each level equally (a mean of split
+    means of model means of seed means). With one split and one model it is ``hierarchical_difference``.
+    Shares: each level's bootstrap variance when it alone is resampled, over their sum."""
+    tree: dict[int, dict[int | None, list[int]]] = {}
+    for split, model, replicate_seed in sorted(differences, key=lambda key: (key[0], -1 if key[1] is None else key[1], key[2])):
+        tree.setdefault(split, {}).setdefault(model, []).append(replicate_seed)
+    if not tree:
+        return unknown(), UNKNOWN_SHARES
+    if len(tree) == 1:
+        (split, models), = tree.items()
+        if len(models) == 1:
+            (model, seeds), = models.items()
+            return _seeds_by_materials(np.stack([differences[split, model, s] for s in seeds]), seed, samples, level)
+    rng = np.random.default_rng(seed)
+    splits = sorted(tree)
+    unit_means = {key: float(np.mean(values)) for key, values in differences.items()}
+
+    def estimate(split_draw: Sequence[int], model_draw: Callable[[int], list[int | None]],
+                 seed_draw: Callable[[int, int | None], list[int]], means: Callable[[int], dict[Replicate, float]]) -> float:
+        per_split = []
+        for split in split_draw:
+            unit = means(split)
+            per_model = [float(np.mean([unit[split, model, s] for s in seed_draw(split, model)])) for model in model_draw(split)]
+            per_split.append(float(np.mean(per_model)))
+        return float(np.mean(per_split))
+
+    def fixed_models(split: int) -> list[int | None]:
+        return list(tree[split])
+
+    def fixed_seeds(split: int, model: int | None) -> list[int]:
+        return tree[split][model]
+
+    def fixed_means(split: int) -> dict[Replicate, float]:
+        return unit_means
+
+    def drawn(values: Sequence[Any]) -> list[Any]:
+        return [values[i] for i in rng.integers(0, len(values), size=len(values))]
+
+    def material_means(split: int) -> dict[Replicate, float]:
+        keys = [(split, model, s) for model, seeds in tree[split].items() for s in seeds]
+        n = len(differences[keys[0]])
+        draw = rng.integers(0, n, size=n)
+        return {key: float(differences[key][draw].mean()) for key in keys}
+
+    def drawn_models(split: int) -> list[int | None]:
+        return drawn(list(tree[split]))
+
+    def drawn_seeds(split: int, model: int | None) -> list[int]:
+        return drawn(tree[split][model])
+
+    mean = estimate(splits, fixed_models, fixed_seeds, fixed_means)
+    n = len(differences)
+    if n < 2:
+        return unknown(mean, n), UNKNOWN_SHARES
+    both = np.array([estimate(drawn(splits), drawn_models, drawn_seeds, material_means) for _ in range(samples)])
+    tail = (1 - level) / 2
+    low, high = np.quantile(both, [tail, 1 - tail])
+    variances = {
+        "splits": np.var([estimate(drawn(splits), fixed_models, fixed_seeds, fixed_means) for _ in range(samples)]),
+        "models": np.var([estimate(splits, drawn_models, fixed_seeds, fixed_means) for _ in range(samples)]),
+        "seeds": np.var([estimate(splits, fixed_models, drawn_seeds, fixed_means) for _ in range(samples)]),
+        "materials": np.var([estimate(splits, fixed_models, fixed_seeds, material_means) for _ in range(samples)]),
+    }
+    varied = {
+        "splits": len(splits) > 1,
+        "models": any(len(models) > 1 for models in tree.values()),
+        "seeds": any(len(seeds) > 1 for models in tree.values() for seeds in models.values()),
+        "materials": True,
+    }
+    total = float(sum(variances.values()))
+    shares = (Shares(**{name: float(v) / total if varied[name] else math.nan for name, v in variances.items()})
+              if total > 0 else UNKNOWN_SHARES)
+    return Interval(mean, float(low), float(high), n, NESTED), shares

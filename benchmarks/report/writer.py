@@ -59,6 +59,7 @@ def _check_runs(runs: pd.DataFrame) -> pd.DataFrame:
         "stop_reason": None,
         "converged": None,
         "train_seconds": math.nan,
+        "pretrain_seed": math.nan,  # frames from before the column: one pre-trained model per source
     }
     missing = [c for c in RUN_COLUMNS if c not in runs.columns and c not in optional]
     if missing:
@@ -205,6 +206,14 @@ def _strategies_text(runs: pd.DataFrame) -> str:
     return "Strategies: " + ", ".join(f"{s} = {strategy_label(s)}" for s in present) + "." if present else ""
 
 
+def _shares_text(row: Any) -> str:
+    """Each level's share of the variance, "–" for a level the runs do not vary."""
+    shares = [getattr(row, f"share_{level}", math.nan) for level in ("splits", "models", "seeds", "materials")]
+    if not math.isfinite(row.share_seeds):
+        return "–"
+    return " / ".join(f"{100 * share:.0f}" if math.isfinite(share) else "–" for share in shares)
+
+
 def _comparison_section(comparisons: pd.DataFrame, report: MarkdownReport, out_dir: Path) -> None:
     report.section("Paired comparisons of the strategies")
     csv = write_csv(comparisons, out_dir / "comparisons.csv")
@@ -213,8 +222,10 @@ def _comparison_section(comparisons: pd.DataFrame, report: MarkdownReport, out_d
         "interval: a bootstrap over the seeds both strategies ran and the test materials (crossed: every seed "
         "scored the same materials) where every run logged its predictions, with each level's share of the "
         "variance, else the t-interval over the seeds; a cell with one common seed gets a percentile "
-        "bootstrap over its test materials. With one split and one pre-trained model per source, the "
-        "intervals do not cover the variation between splits or pre-trainings. Negative: a is better. In percent of b: the mean of the seeds' own ratios 100 × (a / b − 1) with its t-interval (one common seed: the difference over b's MAE). "
+        "bootstrap over its test materials. Runs over several splits or pre-trained models (pre-training "
+        "seeds) add those levels: a nested bootstrap over splits, the models of a split, the seeds of a model "
+        "and each split's own test materials. Where the runs come from one split and one pre-trained model "
+        "per source, the intervals do not cover the variation between splits or pre-trainings. Negative: a is better. In percent of b: the mean of the seeds' own ratios 100 × (a / b − 1) with its t-interval (one common seed: the difference over b's MAE). "
         "Runs that depend on the target alone (no transfer, the training median, the composition baseline) are shared by the experiments with the same target."
     )
     if comparisons.empty:
@@ -231,12 +242,12 @@ def _comparison_section(comparisons: pd.DataFrame, report: MarkdownReport, out_d
             fmt_interval(r.pct, r.pct_low, r.pct_high, digits=2, unit=" %"),
             r.n,
             r.method,
-            f"{100 * r.share_seeds:.0f} / {100 * r.share_materials:.0f}" if math.isfinite(r.share_seeds) else "–",
+            _shares_text(r),
         ]
         for r in comparisons.itertuples()
     ]
     header = ["experiment", "metric", "N train", "a − b", "Δ MAE [95 %]", "Δ % of b [95 %]", "n", "interval",
-              "variance % seeds / materials"]  # fmt: skip
+              "variance % splits / models / seeds / materials"]  # fmt: skip
     report.table(markdown_table(header, rows), csv)
     _delta_known_note(comparisons["a"], report)
 
