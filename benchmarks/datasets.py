@@ -11,6 +11,7 @@ from pathlib import Path
 from benchmarks.manifest import Manifest, Size
 from benchmarks.plan import PretrainRun, resolve_size, task_targets
 from cgat_dgl.data.dataset import GraphDataset, LoadedData
+from cgat_dgl.data.splits import Split
 from cgat_dgl.data.leakage import load_with_protected, pretrain_split, property_split, protected_properties
 from cgat_dgl.data.splits import Split, nested_subsets
 from cgat_dgl.graphs.neighbors import GraphParams
@@ -127,12 +128,20 @@ class TaskData:
         return self._sets(prop, self.pretrain_split(prop), size, cap, eval_cap)
 
     def transfer_sets(
-        self, target: str, size: Size, cap: int | None, eval_cap: int | None, subset_seed: int | None = None
+        self, target: str, size: Size, cap: int | None, eval_cap: int | None, subset_seed: int | None = None,
+        above: float | None = None,
     ) -> tuple[GraphDataset, GraphDataset, GraphDataset]:
         """Training subset, validation and test sets of a transfer task. ``subset_seed`` (a run's seed)
         orders the training set from which the nested subsets are drawn, so that seeds replicate the
-        choice of training materials too; the split and the evaluation sets stay fixed."""
-        return self._sets(target, self.split(target), size, cap, eval_cap, subset_seed)
+        choice of training materials too; the split and the evaluation sets stay fixed. ``above``: only
+        the materials of each part whose target value is above it."""
+        split = self.split(target)
+        if above is not None:
+            values = self.loaded.targets[target]
+            split = Split(*(tuple(i for i in part if values[i] > above) for part in (split.train, split.val, split.test)))
+            if min(split.sizes()) == 0:
+                raise ValueError(f"{target} above {above}: {split.sizes()} train/val/test materials; each part needs one")
+        return self._sets(target, split, size, cap, eval_cap, subset_seed)
 
     def resolved_pretrain_size(self, spec: PretrainRun) -> int:
         return resolve_size(spec.size, len(self.pretrain_split(spec.prop).train), spec.cap)

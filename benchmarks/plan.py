@@ -102,6 +102,8 @@ class TransferRun:
     # multifidelity_ft: the joint run whose weights it fine-tunes
     joint: "TransferRun | None" = None
     suite: str = field(default="paper", hash=False, compare=False)  # a grouping, not part of the key
+    # only target materials above this value (train, validation and test)
+    target_above: float | None = None
     # the other experiments that ask for this very run (the same settings and data): it trains once
     also: tuple[str, ...] = field(default=(), hash=False, compare=False)
 
@@ -124,8 +126,9 @@ class TransferRun:
                 payload.pop(name)
             else:
                 payload[name] = spec.key
-        if self.source_ratio is None:
-            payload.pop("source_ratio")
+        for name in ("source_ratio", "target_above"):  # fields added since keys were first written
+            if payload[name] is None:
+                payload.pop(name)
         return "tr-" + _digest(payload)
 
     @property
@@ -150,8 +153,9 @@ class TransferRun:
         source = self.source_data
         pre = f" pretrain={_size_text(source.size, source.cap)}" if source else ""
         also = f" (also {', '.join(self.also)})" if self.also else ""
+        above = f" above {self.target_above:g}" if self.target_above is not None else ""
         return (
-            f"{self.experiment}: {self.strategy} {self.source}->{self.target} "
+            f"{self.experiment}: {self.strategy} {self.source}->{self.target}{above} "
             f"train={_size_text(self.train_size, self.cap)}{pre} seed={self.seed}{also}"
         )
 
@@ -250,8 +254,9 @@ def expand(
                             pretrain=source if entry.from_pretrained else None,
                             subsets_above=dict(experiment.subsets_above),
                             data_key=data_key,
-                            cap=profile.max_train_size,
+                            cap=None if experiment.uncapped else profile.max_train_size,
                             eval_cap=profile.max_eval_size,
+                            target_above=experiment.target_above,
                             split_seed=manifest.data.split_seed,
                             source_pool=source if entry.source_pool else None,
                             source_ratio=experiment.source_ratio if entry.source_pool else None,

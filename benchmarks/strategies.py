@@ -70,7 +70,7 @@ def pretrain_inputs(spec: PretrainRun, data: TaskData) -> RunInputs:
 
 def transfer_inputs(spec: TransferRun, data: TaskData, work_dir: Path) -> RunInputs:
     train_set, val_set, test_set = data.transfer_sets(
-        spec.target, spec.train_size, spec.cap, spec.eval_cap, subset_seed=spec.seed
+        spec.target, spec.train_size, spec.cap, spec.eval_cap, subset_seed=spec.seed, above=spec.target_above
     )
     inputs = RunInputs(train_set, val_set, test_set, target_test=test_set, target_train_size=len(train_set))
     source = spec.source_data

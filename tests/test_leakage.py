@@ -224,3 +224,15 @@ def test_a_seed_draws_its_own_nested_training_subsets_on_fixed_evaluation_sets(t
     assert small0 != small1  # another seed, other training materials
     assert (val0, test0) == (val1, test1)  # the same evaluation sets for every seed
     assert ids(1.0, 0)[0] == ids(1.0, 1)[0]  # the whole training set is the whole training set
+
+
+def test_a_task_above_a_threshold_keeps_the_split_and_only_its_materials_above(tmp_path: Path) -> None:
+    bench = task_data(synthetic_data(), tmp_path / "bench", tmp_path)
+    everything = bench.transfer_sets("e_form_r2scan", 1.0, None, None)
+    above = bench.transfer_sets("e_form_r2scan", 1.0, None, None, above=0.0)
+    for every, kept in zip(everything, above):
+        assert len(kept) and all(value > 0 for value in kept.targets)
+        # the same split, the materials above the threshold: none dropped, none moved between parts
+        assert set(kept.ids) == {i for i, value in zip(every.ids, every.targets) if value > 0}
+    with pytest.raises(ValueError, match="e_form_r2scan above 100.0"):
+        bench.transfer_sets("e_form_r2scan", 1.0, None, None, above=100.0)

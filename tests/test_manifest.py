@@ -271,3 +271,14 @@ def test_another_pretraining_seed_gives_new_models_and_the_runs_that_start_from_
         # no transfer starts from no pre-trained model: the same run serves both
         assert (run.key in keys) == (run.strategy == "none"), run.label
     assert with_pretrain_seed(manifest, "smoke", None) is manifest
+
+
+def test_uncapped_and_above_threshold_experiments_change_only_their_own_keys(tmp_path: Path) -> None:
+    base = expand(load_manifest(write(tmp_path, MANIFEST)), "smoke", data_key="d")[1]
+    text = MANIFEST.replace("    transfer_lr_factor: 0.1\n", "    transfer_lr_factor: 0.1\n    uncapped: true\n    target_above: 0.1\n")
+    changed = expand(load_manifest(write(tmp_path, text)), "smoke", data_key="d")[1]
+    inter = [t for t in changed if t.experiment == "eform_to_gap"]
+    assert [(t.cap, t.target_above) for t in inter] == [(None, 0.1)] and "above 0.1" in inter[0].label
+    # the other experiments keep their keys
+    assert {t.key for t in base if t.experiment != "eform_to_gap"} == {t.key for t in changed if t.experiment != "eform_to_gap"}
+    assert {t.key for t in base if t.experiment == "eform_to_gap"}.isdisjoint(t.key for t in inter)

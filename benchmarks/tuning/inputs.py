@@ -107,7 +107,9 @@ def prepare_inputs(manifest: Manifest, study: StudySpec, options: InputOptions) 
     )
     data = runner.task_data
     spec = transfer_spec(manifest, study, options.profile, runner.data_key, data.resolved_pretrain_size)
-    train_set, val_set, test_set = data.transfer_sets(spec.target, spec.train_size, spec.cap, spec.eval_cap, subset_seed=spec.seed)
+    train_set, val_set, test_set = data.transfer_sets(
+        spec.target, spec.train_size, spec.cap, spec.eval_cap, subset_seed=spec.seed, above=spec.target_above
+    )
     init_checkpoint, pretrain_run_id = None, None
     params: dict[str, Any] = {
         "train_size": len(train_set),
