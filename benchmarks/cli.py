@@ -27,6 +27,7 @@ from benchmarks.paths import command_paths, data_path_for, report_name
 from benchmarks.summary import SHARED_DATA_ENV, DatasetSummary
 from benchmarks.server import add_server_parser, export_password_env
 from benchmarks.tuning import add_tune_parser
+from cgat_dgl.data.leakage import LeakageError
 from cgat_dgl.training.tracking import default_base, redact_uri, resolve_tracking_uri
 
 Handler = Callable[[argparse.Namespace], int]
@@ -63,7 +64,7 @@ def _run(args: argparse.Namespace) -> int:
     paths = command_paths(args.experiments, args.tracking_uri, args.work_dir, args.report_dir)
     try:
         manifest = with_split_seed(load_manifest(args.experiments), args.split_seed)
-        manifest.profile(args.profile)
+        args.profile = manifest.profile_name(args.profile)
         manifest = with_pretrain_seed(manifest, args.profile, args.pretrain_seed)
         data_path = data_path_for(args.data, manifest.resolve(manifest.data.path))
         # a misspelt property or a too small task stops here, before anything is listed or trained
@@ -82,7 +83,9 @@ def _run(args: argparse.Namespace) -> int:
             use_shipped=not args.retrain_pretrained,
         )
         runner = Runner(manifest, options)
-    except (ManifestError, DataCheckError, FileNotFoundError, KeyError) as error:
+        start = time.perf_counter()
+        runner.check_data()  # loads the data: the pre-training splits after the leakage rule
+    except (ManifestError, DataCheckError, FileNotFoundError, KeyError, LeakageError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     statuses = runner.status()
@@ -95,7 +98,6 @@ def _run(args: argparse.Namespace) -> int:
             counts[status] = counts.get(status, 0) + 1
         print(f"{len(statuses)} runs: " + ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items())))
         return 0
-    start = time.perf_counter()
     data = runner.task_data
     print(DatasetSummary(data.loaded, time.perf_counter() - start).text(), flush=True)
     todo = sum(1 for _, status in statuses if status != "FINISHED")
@@ -118,7 +120,7 @@ def _run(args: argparse.Namespace) -> int:
 def add_run_command(commands: argparse._SubParsersAction) -> None:
     run = commands.add_parser("run", help="run the experiments of a manifest (idempotent, resumable)")
     run.add_argument("experiments", type=Path, help="experiments.yaml")
-    run.add_argument("--profile", default="cpu", help="manifest profile (default: cpu)")
+    run.add_argument("--profile", default=None, help="manifest profile (default: the manifest's only one)")
     run.add_argument("--data", type=Path, default=None, help=f"data file (default: ${SHARED_DATA_ENV} or the manifest's)")
     run.add_argument("--cache-dir", type=Path, default=None, help="graph cache (default: the manifest's data.cache_dir)")
     run.add_argument("--work-dir", type=Path, default=None,
@@ -141,7 +143,8 @@ def add_run_command(commands: argparse._SubParsersAction) -> None:
     run.add_argument("--dry-run", action="store_true", help="list the runs and which already exist")
     run.add_argument("--no-report", action="store_true", help="skip the report at the end")
     _add_report_dir_option(run)
-    run.add_argument("--no-progress", action="store_true")
+    run.add_argument("--no-progress", action="store_true",
+                     help="no progress bars: one plain line per run")
     run.set_defaults(handler=_run)
 
 
@@ -336,6 +339,11 @@ def _report(args: argparse.Namespace) -> int:
         from benchmarks.datasets import TaskData
 
         manifest = load_manifest(args.experiments)
+        try:
+            args.profile = manifest.profile_name(args.profile)
+        except KeyError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
         data_path = data_path_for(args.data, manifest.resolve(manifest.data.path))
         loaded = TaskData.load(manifest, data_path, args.cache_dir, progress=False).loaded
     if args.compare_to is not None and not args.compare_to.exists():
@@ -360,7 +368,8 @@ def add_report_command(commands: argparse._SubParsersAction) -> None:
     report = commands.add_parser("report", help="tables and figures of the paper from the tracking store")
     report.add_argument("experiments", type=Path, nargs="?", default=None,
                         help="experiments.yaml, for the dataset figures (optional)")
-    report.add_argument("--profile", default="cpu", help="profile whose runs to report (default: cpu)")
+    report.add_argument("--profile", default=None,
+                        help="profile whose runs to report (default: the manifest's only one; without a manifest, every profile)")
     report.add_argument("--tracking-uri", default=None,
                         help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else mlflow/mlflow.db beside "
                         "the manifest, or in the working directory without one)")
@@ -387,6 +396,7 @@ def _pretrained(args: argparse.Namespace) -> int:
     paths = command_paths(args.experiments, args.tracking_uri, None, None)
     try:
         manifest = load_manifest(args.experiments)
+        args.profile = manifest.profile_name(args.profile)
         data_path = data_path_for(args.data, manifest.resolve(manifest.data.path))
         runner = Runner(manifest, RunnerOptions(profile=args.profile, data_path=data_path, work_dir=paths.work_dir,
                                                 tracking_uri=paths.tracking_uri, cache_dir=args.cache_dir,
@@ -418,7 +428,7 @@ def _pretrained(args: argparse.Namespace) -> int:
 def add_pretrained_command(commands: argparse._SubParsersAction) -> None:
     command = commands.add_parser("pretrained", help="the shipped pre-trained models: list, or export finished pre-trainings")
     command.add_argument("experiments", type=Path, help="experiments.yaml")
-    command.add_argument("--profile", default="cpu", help="manifest profile (default: cpu)")
+    command.add_argument("--profile", default=None, help="manifest profile (default: the manifest's only one)")
     command.add_argument("--data", type=Path, default=None, help=f"data file (default: ${SHARED_DATA_ENV} or the manifest's)")
     command.add_argument("--cache-dir", type=Path, default=None)
     command.add_argument("--tracking-uri", default=None)

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 
 from benchmarks.yaml_lines import line_of, load_yaml_with_lines
 from cgat_dgl.training.config import ScheduleName, Strategy, TrainConfig
-from cgat_dgl.strategies import PaperStrategy, strategy
+from cgat_dgl.strategies import PaperStrategy, UnknownName, strategy
 
 Size = int | float  # an int is a count of structures, a float in (0, 1] a fraction of the available set
 
@@ -208,18 +208,27 @@ class Manifest(Strict):
         for experiment in self.experiments:
             if experiment.name == name:
                 return experiment
-        raise KeyError(f"no experiment {name!r}; known: {[e.name for e in self.experiments]}")
+        raise UnknownName(f"no experiment {name!r}; known: {[e.name for e in self.experiments]}")
 
     def study(self, name: str) -> StudySpec:
         for study in self.studies:
             if study.name == name:
                 return study
-        raise KeyError(f"no study {name!r}; known: {[s.name for s in self.studies]}")
+        raise UnknownName(f"no study {name!r}; known: {[s.name for s in self.studies]}")
 
     def profile(self, name: str) -> Profile:
         if name not in self.profiles:
-            raise KeyError(f"no profile {name!r}; known: {sorted(self.profiles)}")
+            raise UnknownName(f"no profile {name!r}; known: {sorted(self.profiles)}")
         return self.profiles[name]
+
+    def profile_name(self, name: str | None) -> str:
+        """``name`` if given (and defined), else the manifest's only profile; with several, ask for one."""
+        if name is None:
+            if len(self.profiles) != 1:
+                raise UnknownName(f"the manifest defines profiles {sorted(self.profiles)}: choose one with --profile")
+            return next(iter(self.profiles))
+        self.profile(name)
+        return name
 
 
 def property_kind(name: str) -> str:

@@ -17,7 +17,7 @@ from typing import Any, Literal
 from benchmarks.manifest import Experiment, Manifest, Profile, Size, StageSpec, Strategy
 from cgat_dgl.data.leakage import protected_candidates
 from cgat_dgl.training.multifidelity import N_FIDELITIES
-from cgat_dgl.strategies import strategy
+from cgat_dgl.strategies import UnknownName, strategy
 
 KEY_VERSION = 1
 # What decides whether a stored result is still this code's: the package version (bumped whenever a
@@ -304,7 +304,7 @@ def _select(experiments: list[Experiment], only: list[str] | None) -> list[Exper
     known = {e.name for e in experiments}
     unknown = [name for name in only if name not in known]
     if unknown:
-        raise KeyError(f"--only names unknown experiments {unknown}; known: {sorted(known)}")
+        raise UnknownName(f"--only names unknown experiments {unknown}; known: {sorted(known)}")
     return [e for e in experiments if e.name in only]
 
 
@@ -314,7 +314,7 @@ def select_suites(experiments: list[Experiment], suites: list[str] | None, manif
     known = {e.suite for e in manifest.experiments}
     unknown = [name for name in suites if name not in known]
     if unknown:
-        raise KeyError(f"--suite names unknown suites {unknown}; the manifest has {sorted(known)}")
+        raise UnknownName(f"--suite names unknown suites {unknown}; the manifest has {sorted(known)}")
     return [e for e in experiments if e.suite in suites]
 
 

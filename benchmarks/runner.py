@@ -143,6 +143,12 @@ class Runner:
     def workers(self) -> int:
         return self.options.workers if self.options.workers is not None else self.profile.workers
 
+    def check_data(self) -> None:
+        """Every pre-training split the plan needs, made before anything trains: one that the leakage
+        rule leaves empty is an error now (``LeakageError``), not a failed run and its failed transfers."""
+        for spec in self.pretrains:
+            self.task_data.pretrain_split(spec.prop)
+
     def run(self) -> Outcome:
         workers = self.workers
         if workers <= 1:
@@ -211,7 +217,8 @@ class Runner:
         parent_name = "pretrain" if isinstance(spec, PretrainRun) else spec.experiment
         parent = self.store.parent(parent_name, spec.profile, {})
         tracker = self.store.open_child(spec.key, parent, spec.label, spec_tags(spec))
-        print(f"[run] {spec.label}  ({spec.key}, mlflow run {tracker.run_id})", flush=True)
+        resumes = (self.options.work_dir / "checkpoints" / spec.key / "last.pt").exists()
+        print(f"[{'resume' if resumes else 'run'}] {spec.label}  ({spec.key}, mlflow run {tracker.run_id})", flush=True)
         started = time.perf_counter()
         try:
             summary = self._train(spec, tracker)

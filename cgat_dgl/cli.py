@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from cgat_dgl.data.records import DataError
+from cgat_dgl.data.units import column_name
 from cgat_dgl.strategies import PAPER_STRATEGIES
+from cgat_dgl.training.config import PAPER_CYCLES, PAPER_EPOCHS, paper_cycle_period
 
 log = logging.getLogger("cgat_dgl.cli")
 
@@ -36,6 +38,16 @@ class HELP_FORMAT(argparse.ArgumentDefaultsHelpFormatter):
         if any(action.default is skip for skip in (None, False, argparse.SUPPRESS)) or "default" in text:
             return text
         return super()._get_help_string(action)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
 
 
 def _lr_factor(text: str) -> tuple[str, float]:
@@ -56,7 +68,10 @@ def _name_list(text: str) -> list[str]:
 
 
 def _add_data_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", type=Path, required=True, help="data file (JSON Lines, CSV, ...)")
+    parser.add_argument("--data", type=Path, required=True,
+                        help="JSON Lines (*.jsonl, optionally .gz/.bz2/.xz), a CGCNN folder (<id>.cif files and "
+                             "id_prop.csv; a headerless id_prop.csv's one column is the property 'target'), or a "
+                             "pymatgen ComputedStructureEntry list (*.json, optionally compressed)")
     parser.add_argument("--cache-dir", type=Path, default=Path("cache"), help="graph cache folder")
     parser.add_argument("--no-cache", action="store_true", help="build graphs without caching them")
     parser.add_argument("--split-seed", type=int, default=0, help="seed of the 80/10/10 split")
@@ -69,7 +84,7 @@ def _add_model_options(parser: argparse.ArgumentParser, default_preset: str | No
 
 
 def _add_optim_options(parser: argparse.ArgumentParser, batch_help: str = "crystals per batch") -> None:
-    parser.add_argument("--batch-size", type=int, default=64, help=batch_help)
+    parser.add_argument("--batch-size", type=_positive_int, default=64, help=batch_help)
     parser.add_argument("--lr", type=float, default=1.25e-4, help="peak learning rate of the cycle")
     parser.add_argument("--weight-decay", type=float, default=1e-6, help="AdamW weight decay")
     parser.add_argument("--seed", type=int, default=0, help="seed of weights and shuffling")
@@ -97,21 +112,24 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(train, default_preset=None)
     _add_optim_options(train, batch_help="crystals per optimiser step; with --ddp the global batch, "
                                           "each of the N processes takes batch-size / N (N must divide it)")
-    train.add_argument("--epochs", type=int, default=None, help="default: 390 (paper), 280 with --init-checkpoint")
-    train.add_argument("--cycle-period", type=int, default=None,
-                       help="epochs of one learning-rate cycle (default: 130, 70 with --init-checkpoint)")
+    train.add_argument("--epochs", type=_positive_int, default=None,
+                       help=f"default: {PAPER_EPOCHS['pretrain']} (paper), {PAPER_EPOCHS['transfer']} with --init-checkpoint")
+    train.add_argument("--cycle-period", type=_positive_int, default=None,
+                       help="epochs of one learning-rate cycle (default: the paper's share of the run's epochs, "
+                            f"1/{PAPER_CYCLES['pretrain']}, 1/{PAPER_CYCLES['transfer']} with --init-checkpoint: "
+                            f"{PAPER_EPOCHS['pretrain'] // PAPER_CYCLES['pretrain']} of {PAPER_EPOCHS['pretrain']} epochs)")
     train.add_argument("--schedule", choices=SCHEDULES, default=None,
                        help="learning-rate schedule (default: triangular, the paper's cycle)")
     train.add_argument("--warmup-epochs", type=int, default=None, help="cosine and plateau: linear warm-up epochs")
-    train.add_argument("--anneal-epochs", type=int, default=None,
+    train.add_argument("--anneal-epochs", type=_positive_int, default=None,
                        help="cosine: anneal over this many epochs, then hold the floor rate (default: to --epochs)")
-    train.add_argument("--epoch-structures", type=int, default=None,
+    train.add_argument("--epoch-structures", type=_positive_int, default=None,
                        help="each epoch draws at least this many structures, passing a smaller set several times")
-    train.add_argument("--patience", type=int, default=None,
+    train.add_argument("--patience", type=_positive_int, default=None,
                        help="stop after this many epochs without a validation improvement (default: run to --epochs)")
     train.add_argument("--min-delta", type=float, default=None,
                        help="relative validation improvement that counts as one (default: 0)")
-    train.add_argument("--train-size", type=int, default=None, help="use this many training materials (a fixed subset)")
+    train.add_argument("--train-size", type=_positive_int, default=None, help="use this many training materials (a fixed subset)")
     train.add_argument("--split", type=Path, default=None, help="split file (default: OUT/split.json), created if missing")
     train.add_argument("--init-checkpoint", type=Path, default=None, help="pre-trained checkpoint to transfer from")
     train.add_argument("--strategy", choices=STRATEGIES, default=None,
@@ -131,17 +149,19 @@ def build_parser() -> argparse.ArgumentParser:
                             "GPU, one GPU per process): run under torchrun (torchrun --nproc-per-node N -m "
                             "cgat_dgl.cli train ... --ddp), or add --nproc-per-node. Rank 0 alone writes the "
                             "checkpoints and the MLflow run; every rank resumes from OUT/last.pt")
-    train.add_argument("--nproc-per-node", type=int, default=None, metavar="N",
+    train.add_argument("--nproc-per-node", type=_positive_int, default=None, metavar="N",
                        help="with --ddp outside torchrun: start N processes on this machine through torchrun "
                             "--standalone (on CPU give --threads too: the cores are shared)")
     _add_tracking_options(train, "cgat")
     train.set_defaults(handler=run_train)
 
     predict = commands.add_parser("predict", formatter_class=HELP_FORMAT, help="predict the property of CIF files with a checkpoint")
-    predict.add_argument("--checkpoint", type=Path, required=True)
+    predict.add_argument("--checkpoint", type=Path, required=True,
+                         help="a trained model: best.pt of a cgat train or cgat-bench run folder, or a shipped model's")
     predict.add_argument("paths", nargs="+", type=Path, metavar="FILES_OR_FOLDER", help="CIF files or folders of them")
-    predict.add_argument("--out", type=Path, default=None, help="write id,prediction to this CSV instead of stdout")
-    predict.add_argument("--batch-size", type=int, default=256, help="crystals per batch")
+    predict.add_argument("--out", type=Path, default=None,
+                         help="write the CSV (id and the property, with its unit where known) here instead of stdout")
+    predict.add_argument("--batch-size", type=_positive_int, default=256, help="crystals per batch")
     predict.add_argument("--device", choices=("cpu", "cuda", "auto"), default="auto", help="auto: cuda if available")
     predict.add_argument("--backend", choices=("dgl", "torch"), default=None)
     predict.set_defaults(handler=run_predict)
@@ -158,15 +178,15 @@ def build_parser() -> argparse.ArgumentParser:
                               "always are)")
     _add_model_options(compare, default_preset="cpu")
     _add_optim_options(compare)
-    compare.add_argument("--pretrain-epochs", type=int, default=10, help="epochs of the pre-training run")
-    compare.add_argument("--pretrain-size", type=int, default=8000,
+    compare.add_argument("--pretrain-epochs", type=_positive_int, default=10, help="epochs of the pre-training run")
+    compare.add_argument("--pretrain-size", type=_positive_int, default=8000,
                          help="pre-training materials (a fixed subset of the leakage-free training split); 0 = all")
-    compare.add_argument("--pretrain-eval-size", type=int, default=1000,
+    compare.add_argument("--pretrain-eval-size", type=_positive_int, default=1000,
                          help="cap on the pre-training validation and test sets; 0 = all")
     compare.add_argument("--pretrain-checkpoint", type=Path, default=None, help="reuse this pre-trained checkpoint")
-    compare.add_argument("--epochs", type=int, default=20, help="epochs of each transfer run")
+    compare.add_argument("--epochs", type=_positive_int, default=20, help="epochs of each transfer run")
     compare.add_argument("--transfer-lr", type=float, default=None, help="learning rate of the transfer runs (default: --lr)")
-    compare.add_argument("--cycle-period", type=int, default=None,
+    compare.add_argument("--cycle-period", type=_positive_int, default=None,
                          help="learning-rate cycle of every run (default: the run's epochs, one rise and fall)")
     compare.add_argument("--strategies", nargs="+", choices=STRATEGIES, default=list(STRATEGIES), help="strategies to run")
     compare.add_argument("--normalization", choices=("keep", "refit"), default="keep",
@@ -257,13 +277,14 @@ def _train(args: argparse.Namespace) -> int:
     transfer = args.init_checkpoint is not None
     strategy = args.strategy or ("full" if transfer else "none")
     model_config = _model_config(args.preset, args.backend, args.init_checkpoint)
-    epochs = args.epochs or (280 if transfer else 390)
+    stage = "transfer" if transfer else "pretrain"
+    epochs = args.epochs or PAPER_EPOCHS[stage]
     train_config = TrainConfig(
         epochs=epochs,
         batch_size=args.batch_size,
         lr=args.lr,
         weight_decay=args.weight_decay,
-        cycle_period=args.cycle_period or (70 if transfer else 130),
+        cycle_period=args.cycle_period or paper_cycle_period(epochs, stage),
         seed=args.seed,
         device=args.device,
         amp=args.amp,
@@ -285,6 +306,9 @@ def _train(args: argparse.Namespace) -> int:
             raise SystemExit(f"{args.data}: only {len(dataset)} materials have {args.property!r}; need at least 3")
         split = load_or_create_split(args.split or args.out / "split.json", sorted(dataset.ids), args.split_seed)
     train_ids = list(split.train)
+    if args.train_size is not None and args.train_size > len(train_ids):
+        raise SystemExit(f"--train-size {args.train_size}: {args.property} has {len(train_ids)} training materials "
+                         f"in this split; give at most {len(train_ids)}, or leave it out for all of them")
     if args.train_size is not None and args.train_size < len(train_ids):
         train_ids = list(nested_subsets(split.train, [args.train_size], seed=args.split_seed)[args.train_size])
     train_set = loaded.dataset(args.property, train_ids)
@@ -372,7 +396,7 @@ def run_predict(args: argparse.Namespace) -> int:
     stream = open(args.out, "w", newline="") if args.out else sys.stdout
     try:
         writer = csv.writer(stream, lineterminator="\n")
-        writer.writerow(["id", "prediction"])
+        writer.writerow(["id", column_name(prop)])
         writer.writerows(rows)
     finally:
         if args.out:

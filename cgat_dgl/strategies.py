@@ -42,6 +42,13 @@ JOINT_NOTE = (
 )
 
 
+
+class UnknownName(KeyError):
+    """A lookup of a name that is not there; its message prints as written (a KeyError quotes it)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
 @dataclass(frozen=True)
 class StrategySpec:
     name: Strategy
@@ -132,7 +139,7 @@ def strategy(name: str) -> StrategySpec:
     try:
         return REGISTRY[name]
     except KeyError:
-        raise KeyError(f"unknown strategy {name!r}; known: {', '.join(REGISTRY)}") from None
+        raise UnknownName(f"unknown strategy {name!r}; known: {', '.join(REGISTRY)}") from None
 
 
 def known_strategy(name: str) -> str:

@@ -363,3 +363,21 @@ def test_comparisons_use_seeds_and_materials_where_every_run_logged_its_predicti
     assert 0 <= row["share_seeds"] <= 1 and row["share_seeds"] + row["share_materials"] == pytest.approx(1)
     errors.pop(str(rows[0]["run_id"]))  # one run without predictions: seeds only
     assert comparison_table(runs, errors).iloc[0]["method"] == "t over seeds"
+
+
+def test_one_seed_on_a_handful_of_test_materials_is_never_a_verdict() -> None:
+    rows = [_run("intra", "none", 0, 1.0), _run("intra", "full", 0, 1.97)]
+    runs = pd.DataFrame(rows)
+
+    def check(materials: int) -> pd.Series:
+        ids = [f"mp-{i}" for i in range(materials)]
+        spread = np.linspace(-0.01, 0.01, materials)
+        errors = {str(r["run_id"]): pd.Series(r["test_mae"] + spread, index=ids) for r in rows}
+        claims = claims_table(runs, comparison_table(runs, errors), fit_table(size_points(runs), runs), errors=errors)
+        return claims[claims["claim_id"] == "full_beats_none"].iloc[0]
+
+    thin = check(3)  # full - none = +97 % with a razor-thin interval over 3 materials
+    assert thin["verdict"] == "inconclusive"
+    assert thin["detail"].startswith("too little evidence: one seed and 3 test materials")
+    assert "the interval alone: contradicted" in thin["detail"]
+    assert check(40)["verdict"] == "contradicted"  # 40 materials: the interval may speak

@@ -60,7 +60,7 @@ def test_predict_cif_files_matches_the_dataset_predictions(trained: Path, worksp
     capsys.readouterr()
     assert main(["predict", "--checkpoint", str(trained / "best.pt"), str(cif_dir), "--device", "cpu"]) == 0
     printed = list(csv.reader(io.StringIO(capsys.readouterr().out)))
-    assert printed[0] == ["id", "prediction"]
+    assert printed[0] == ["id", "e_form_pbe [eV/atom]"]
     predicted = {row[0]: float(row[1]) for row in printed[1:]}
     assert sorted(predicted) == sorted(r["id"] for r in rows)
 
@@ -104,7 +104,8 @@ def test_train_transfer_from_checkpoint_with_head_strategy(trained: Path, worksp
     assert code == 0
     state = read_checkpoint(workspace / "head" / "best.pt")
     assert state["frozen_groups"] == ["embedding", "message_passing", "roost", "pooling"]
-    assert state["train_config"]["strategy"] == "head" and state["train_config"]["cycle_period"] == 70
+    # the paper's 4 cycles over a transfer run's epochs (70 of 280); a 1-epoch run gets the shortest, 2
+    assert state["train_config"]["strategy"] == "head" and state["train_config"]["cycle_period"] == 2
     assert "frozen" in capsys.readouterr().out
 
 
@@ -156,6 +157,41 @@ def test_train_takes_the_anneal_and_the_epoch_length(workspace: Path) -> None:
     # 24 training materials, 3 passes an epoch; epoch 3 holds the floor rate the anneal reached
     assert [row["structures"] for row in state["history"]] == [72, 72, 72]
     assert state["history"][2]["lr"] == pytest.approx(1.25e-4 * 0.01)
+
+
+def test_the_learning_rate_cycle_follows_the_run_s_epochs(trained: Path) -> None:
+    state = read_checkpoint(trained / "last.pt")
+    # a 2-epoch run is one rise and fall, not the first 2 epochs of a 130-epoch cycle
+    assert state["train_config"]["cycle_period"] == 2
+    assert [row["lr"] for row in state["history"]] == pytest.approx([1e-3 * 0.1, 1e-3])
+
+
+@pytest.mark.parametrize("flag", ["--epochs", "--batch-size", "--cycle-period", "--train-size"])
+def test_non_positive_counts_are_refused(workspace: Path, flag: str, capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["train", "--data", str(workspace / "tiny.jsonl"), "--property", "e_form_pbe", "--out",
+              str(workspace / "never"), flag, "0"])
+    assert "expected a positive integer, got 0" in capsys.readouterr().err
+    assert not (workspace / "never").exists()
+
+
+def test_bench_commands_take_the_manifest_s_only_profile_or_ask(tmp_path: Path, capsys) -> None:
+    from benchmarks.cli import main as bench
+
+    repo = Path(__file__).resolve().parents[1]
+    assert bench(["run", str(repo / "experiments.yaml"), "--dry-run"]) == 2
+    assert "choose one with --profile" in capsys.readouterr().err
+    assert bench(["run", str(repo / "experiments.yaml"), "--profile", "smok", "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "error: no profile 'smok'; known:" in err and '"' not in err  # the message as written, unquoted
+    single = tmp_path / "experiments.yaml"
+    single.write_text(
+        "profiles:\n  smoke:\n    model: smoke\n    pretrain: {epochs: 1}\n    transfer: {epochs: 1}\n"
+        "experiments:\n  - {name: gap, source: gap_pbe, target: gap_hse}\n"
+    )
+    from benchmarks.manifest import load_manifest
+
+    assert load_manifest(single).profile_name(None) == "smoke"
 
 
 def test_the_report_keeps_the_trials_of_the_manifest_studies_only(capsys: pytest.CaptureFixture[str]) -> None:

@@ -18,6 +18,7 @@ from cgat_dgl.cli import main
 from cgat_dgl.data.dataset import LoadedData
 from cgat_dgl.data.leakage import (
     DEFAULT_PROTECTED,
+    LeakageError,
     load_with_protected,
     pretrain_split_path,
     property_ids,
@@ -94,8 +95,12 @@ def test_compare_and_bench_pretrain_on_the_identical_split(tmp_path: Path) -> No
     # Both protect the two targets and gap_hse (a default), and only those.
     assert bench.protected("e_form_pbe") == ("e_form_expt", "e_form_r2scan", "gap_hse")
     # A source whose task targets a property outside the defaults: compare names it with --protect.
-    compare_split, _ = prepare_transfer(loaded, "gap_pbe", "gap_hse", tmp_path / "cmp-gap", 0, ["volume_pbe"])
-    assert compare_split == bench.pretrain_split("gap_pbe")
+    # Every material has volume_pbe here, so its validation and test sets are gap_pbe's own: both
+    # refuse the pre-training the rule leaves without validation and test materials.
+    with pytest.raises(LeakageError, match="pre-training on gap_pbe: no validation or test material"):
+        prepare_transfer(loaded, "gap_pbe", "gap_hse", tmp_path / "cmp-gap", 0, ["volume_pbe"])
+    with pytest.raises(LeakageError, match="volume_pbe"):
+        bench.pretrain_split("gap_pbe")
 
 
 def test_no_protected_val_or_test_material_in_any_part_of_the_pretraining_split(tmp_path: Path) -> None:
@@ -236,3 +241,23 @@ def test_a_task_above_a_threshold_keeps_the_split_and_only_its_materials_above(t
         assert set(kept.ids) == {i for i, value in zip(every.ids, every.targets) if value > 0}
     with pytest.raises(ValueError, match="e_form_r2scan above 100.0"):
         bench.transfer_sets("e_form_r2scan", 1.0, None, None, above=100.0)
+
+
+def test_a_pretraining_that_the_leakage_rule_empties_stops_the_plan_and_says_what_to_do(tmp_path: Path, capsys) -> None:
+    from benchmarks.cli import main as bench
+
+    data = write_jsonl(tmp_path / "all_hse.jsonl", real_rows(30, "gap_hse"))  # every material has the target
+    manifest = tmp_path / "experiments.yaml"
+    manifest.write_text(
+        f"data: {{cache_dir: {tmp_path / 'cache'}}}\n"
+        "profiles:\n  smoke:\n    model: smoke\n    pretrain: {epochs: 1}\n    transfer: {epochs: 1}\n"
+        "experiments:\n  - {name: gap, source: gap_pbe, target: gap_hse}\n"
+    )
+    for extra in (["--dry-run"], []):
+        code = bench(["run", str(manifest), "--data", str(data), "--work-dir", str(tmp_path / "work"),
+                      "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", "--no-progress", *extra])
+        error = capsys.readouterr().err
+        assert code == 2
+        assert "pre-training on gap_pbe: no validation or test material is left after the leakage rule" in error
+        assert "gap_hse" in error and "protected_targets" in error
+    assert not (tmp_path / "work" / "checkpoints").exists()  # nothing trained

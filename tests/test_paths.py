@@ -46,11 +46,13 @@ def elsewhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def project(root: Path, name: str) -> Path:
-    """A manifest and its data file (12 real materials with an HSE gap: enough for the plan-time
-    checks of a dry run) in a folder of its own."""
+    """A manifest and its data file (12 real materials with an HSE gap and 20 with a PBE gap only: enough
+    for the plan-time checks of a dry run, the leakage rule included) in a folder of its own."""
     folder = root / name
     folder.mkdir()
-    (folder / "data.jsonl").write_text("".join(json.dumps(row) + "\n" for row in real_rows(12, "gap_hse")))
+    pbe_only = [row for row in real_rows(80, "gap_pbe") if row.get("gap_hse") is None][:20]
+    rows = [*real_rows(12, "gap_hse"), *pbe_only]
+    (folder / "data.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
     manifest = folder / "experiments.yaml"
     manifest.write_text(MANIFEST)
     return manifest

@@ -288,6 +288,30 @@ def test_every_table_and_figure_is_written(report: Report) -> None:
     assert "eform_expt: budget analysis skipped" in text
 
 
+def test_a_property_with_one_value_and_a_figure_that_fails_still_give_the_report(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from benchmarks.report import figures
+
+    runs, histories = _synthetic()
+    targets, elements = _targets_and_elements()
+    sparse = targets.copy()
+    sparse.loc[:, "gap_hse"] = np.nan
+    sparse.iloc[0, sparse.columns.get_loc("gap_hse")] = 1.0  # a single value of a property
+    assert figures.target_distributions(sparse, tmp_path / "one.png") == tmp_path / "one.png"
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise TypeError("'NoneType' object is not iterable")
+
+    monkeypatch.setattr(figures, "budget", figures._drawn(broken))
+    manifest = Manifest.model_validate(_manifest())
+    path = write_report(runs, histories, tmp_path / "out", targets=sparse, elements=elements, cost_ratio=5.0,
+                        manifest=manifest)
+    text = path.read_text()
+    assert "not drawn: TypeError: 'NoneType' object is not iterable" in text
+    assert (path.parent / "table1.csv").exists() and (path.parent / "target_distributions.png").exists()
+
+
 def _pick(table: pd.DataFrame, **where: object) -> pd.Series:
     mask = np.logical_and.reduce([table[column] == value for column, value in where.items()])
     found = table[mask]

@@ -189,7 +189,7 @@ def test_a_run_two_experiments_share_trains_once_and_reports_in_both(tmp_path: P
 
 
 @pytest.mark.slow
-def test_killed_run_resumes_as_the_same_run(tmp_path: Path, small_data: Path) -> None:
+def test_killed_run_resumes_as_the_same_run(tmp_path: Path, small_data: Path, capsys: pytest.CaptureFixture[str]) -> None:
     runner = make_runner(tmp_path, small_data, epochs=2, pre_epochs=30, strategies="[full]", sizes="[1.0]")
     runner.task_data  # build the graph cache before the child process starts
     pretrain = runner.pretrains[0]
@@ -212,6 +212,7 @@ def test_killed_run_resumes_as_the_same_run(tmp_path: Path, small_data: Path) ->
     )
     outcome = resumed.run()
     assert not outcome.failed
+    assert f"[resume] {pretrain.label}" in capsys.readouterr().out  # says it continues, not starts afresh
     runs = child_runs(runner.store.tracking_uri)
     keys = [r.data.tags[KEY_TAG] for r in runs]
     assert len(keys) == len(set(keys)) == 1 + 1

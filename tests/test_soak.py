@@ -91,6 +91,7 @@ def test_compare_flags_a_missing_metric_and_a_bad_reference() -> None:
 def test_markers_and_landed_phases() -> None:
     assert marker_of("  graphs: 200 structures built, 0 loaded") == ("graphs", 0, 0)
     assert marker_of("[run] pretrain gap_pbe  (pre-1, mlflow run x)") == ("run", 0, 0)
+    assert marker_of("[resume] pretrain gap_pbe  (pre-1, mlflow run x)") == ("run", 0, 0)
     assert marker_of("epoch 2/4: train_mae 1, val_mae 1, lr 0.001, 0.2 s") == ("epoch", 2, 4)
     assert marker_of("[done] pretrain gap_pbe in 3 s") == ("done", 0, 0)
     assert marker_of("done in 5 s: 4 trained, 0 already finished, 0 failed") == ("finished", 0, 0)

@@ -141,6 +141,23 @@ def test_resume_refuses_a_changed_config(baseline: TrainResult, sets) -> None:
         train(SMOKE, changed, *sets, out_dir=baseline.checkpoint.parent)
 
 
+def test_a_folder_resumes_only_the_run_it_was_made_for(sets, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    short = BASE.model_copy(update={"epochs": 1})
+    train(SMOKE, short, *sets, out_dir=out, metadata={"property": "gap_pbe"})
+    files = {path.name: path.read_bytes() for path in out.iterdir()}
+    with pytest.raises(ValueError, match="property 'gap_pbe', this run 'e_form_pbe'.*nothing in it was changed"):
+        train(SMOKE, BASE, *sets, out_dir=out, metadata={"property": "e_form_pbe"})
+    train_set, val_set, test_set = sets
+    with pytest.raises(ValueError, match="other train materials"):
+        train(SMOKE, BASE, train_set.subset(train_set.ids[:8]), val_set, test_set, out_dir=out,
+              metadata={"property": "gap_pbe"})
+    assert {path.name: path.read_bytes() for path in out.iterdir()} == files
+    # the same property and materials resume
+    resumed = train(SMOKE, BASE, *sets, out_dir=out, metadata={"property": "gap_pbe"})
+    assert len(resumed.history) == BASE.epochs
+
+
 def test_bad_arguments_are_clear_errors(sets, tmp_path: Path) -> None:
     train_set, val_set, test_set = sets
     with pytest.raises(ValueError, match="init checkpoint"):

@@ -463,11 +463,30 @@ def claims_table(
     rows += _study(studies, errors, runs)
     rows += _strategy_checks(runs, comparisons)
     rows += _baseline_checks(runs, comparisons)
+    rows = [_enough_evidence(row) for row in rows]
     if gate is not None:
         rows = [gate.apply(row, runs, cast(tuple[str, ...], row[RUN_IDS])) for row in rows]
     order = {claim.claim_id: i for i, claim in enumerate(CLAIMS)}
     rows.sort(key=lambda row: order[str(row["claim_id"])])  # stable: each claim's checks keep their order
     return pd.DataFrame(holm(rows), columns=list(CLAIM_COLUMNS))
+
+
+# A verdict needs replicates or a test set that can speak for new materials: one seed scored on fewer
+# test materials than this leaves a check inconclusive, whatever its interval (a bootstrap over three
+# materials is narrow because three materials cannot show their own spread).
+MIN_TEST_MATERIALS = 30
+ONE_SEED_BOOTSTRAP = "bootstrap over materials"
+
+
+def _enough_evidence(row: dict[str, object]) -> dict[str, object]:
+    """The row, ``inconclusive`` with the reason first in its detail when it rests on one seed and
+    fewer than ``MIN_TEST_MATERIALS`` test materials."""
+    n = int(cast(int, row["n"]))
+    if row["method"] != ONE_SEED_BOOTSTRAP or n >= MIN_TEST_MATERIALS or row["verdict"] == INCONCLUSIVE:
+        return row
+    reason = (f"too little evidence: one seed and {n} test materials (a verdict needs 2 seeds or "
+              f"{MIN_TEST_MATERIALS} test materials; the interval alone: {row['verdict']})")
+    return {**row, "verdict": INCONCLUSIVE, "detail": reason + ("; " + str(row["detail"]) if row["detail"] else "")}
 
 
 def holm(rows: list[dict[str, object]]) -> list[dict[str, object]]:

@@ -1,12 +1,18 @@
 """The report's figures. Each function takes tidy frames, writes one PNG and returns its path, or
-returns None when there is nothing to draw (the caller says so in the report)."""
+returns None when there is nothing to draw (the caller says so in the report). A figure that fails
+to draw returns a ``NotDrawn`` with the reason instead of ending the report: the runs are trained by
+then, and every other table and figure is still worth writing."""
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
-from collections.abc import Mapping
+import traceback
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import matplotlib
 
@@ -22,6 +28,39 @@ from benchmarks.report.datasets import periodic_position, property_groups  # noq
 from benchmarks.report.scaling import fit_from_row, geometric_grid  # noqa: E402
 from benchmarks.report.tables import ordered_strategies, strategy_label  # noqa: E402
 from cgat_dgl.strategies import BASELINE, REGISTRY  # noqa: E402
+
+
+
+@dataclass(frozen=True)
+class NotDrawn:
+    """A figure that failed to draw, and why; false, like a figure with nothing to draw."""
+
+    name: str
+    reason: str
+
+    def __bool__(self) -> bool:
+        return False
+
+
+Draw = TypeVar("Draw", bound=Callable[..., Any])
+
+
+def _drawn(draw: Draw) -> Draw:
+    @functools.wraps(draw)
+    def guarded(*args: Any, **kwargs: Any) -> Path | None | NotDrawn:
+        path = kwargs.get("path", args[-1] if args else None)
+        try:
+            return draw(*args, **kwargs)
+        except Exception as error:  # a figure must not cost the report
+            plt.close("all")
+            name = Path(path).name if path is not None else draw.__name__
+            where = traceback.extract_tb(error.__traceback__)[-1]
+            reason = f"{type(error).__name__}: {error} ({Path(where.filename).name}:{where.lineno})"
+            print(f"warning: figure {name} not drawn: {reason}", flush=True)
+            return NotDrawn(name, reason)
+
+    return guarded  # type: ignore[return-value]
+
 
 DPI = 110
 PANEL = 4.2
@@ -85,6 +124,7 @@ def _shades(strategy: str, n: int) -> list[tuple[float, float, float]]:
     return sns.color_palette(palette, n + 2)[2:] if n else []
 
 
+@_drawn
 def learning_curves(selected: pd.DataFrame, histories: Mapping[str, pd.DataFrame], path: Path) -> Path | None:
     """Validation MAE against epoch, one panel per experiment, mean over seeds with a std band."""
     frames = []
@@ -119,6 +159,7 @@ def learning_curves(selected: pd.DataFrame, histories: Mapping[str, pd.DataFrame
     return _save(fig, path)
 
 
+@_drawn
 def pretrain_curves(
     pretrain: pd.DataFrame,
     histories: Mapping[str, pd.DataFrame],
@@ -180,6 +221,7 @@ def _draw_series(
         ax.plot([], [], "o", color=color, label=f"{label}: no fit (one size)")
 
 
+@_drawn
 def loglog_train(points: pd.DataFrame, fits: pd.DataFrame, path: Path) -> Path | None:
     """Test MAE against training size per strategy and pre-training size, with the fitted lines."""
     if points.empty:
@@ -210,6 +252,7 @@ def loglog_train(points: pd.DataFrame, fits: pd.DataFrame, path: Path) -> Path |
     return _save(fig, path)
 
 
+@_drawn
 def loglog_pretrain(points: pd.DataFrame, fits: pd.DataFrame, path: Path) -> Path | None:
     """Test MAE against pre-training size, one line per training size (transfer strategies)."""
     pre_fits = fits[fits["x"] == "pretrain_size"]
@@ -247,6 +290,7 @@ def _budget_panel_curves(exp_curves: pd.DataFrame) -> tuple[pd.DataFrame, pd.Dat
     return (chosen if len(chosen) else lines), plane
 
 
+@_drawn
 def budget(curves: pd.DataFrame, path: Path) -> Path | None:
     """Expected MAE against total compute, per scenario along its own lines (``model`` "lines"): solid =
     extra high-fidelity, dashed = extra low-fidelity, one colour per scenario, a cross at the measured
@@ -289,6 +333,7 @@ def budget(curves: pd.DataFrame, path: Path) -> Path | None:
     return _save(fig, path)
 
 
+@_drawn
 def intra_inter(points: pd.DataFrame, fits: pd.DataFrame, targets: list[str], path: Path) -> Path | None:
     """Per target reached from several sources: full-transfer MAE against training size per source,
     and no transfer (pooled over the experiments of that target)."""
@@ -329,6 +374,7 @@ def intra_inter(points: pd.DataFrame, fits: pd.DataFrame, targets: list[str], pa
     return _save(fig, path)
 
 
+@_drawn
 def target_distributions(targets: pd.DataFrame, path: Path) -> Path | None:
     """Histograms of each property, the fidelities of one property overlaid in one panel."""
     groups = {
@@ -342,6 +388,10 @@ def target_distributions(targets: pd.DataFrame, path: Path) -> Path | None:
         # central 99.8% only: a few extreme outliers would otherwise squash every histogram into one bin
         low, high = long["value"].quantile([0.001, 0.999])
         long = long[(long["value"] >= low) & (long["value"] <= high)]
+        ax.set(title=base, xlabel=base)
+        if long["value"].nunique() < 2:  # one value (or none left by the trim): no histogram to draw
+            ax.text(0.5, 0.5, f"{len(long)} value(s): too few to draw", ha="center", va="center", transform=ax.transAxes)
+            continue
         sns.histplot(
             data=long, x="value", hue="fidelity", stat="density", common_norm=False, element="step", bins=60, ax=ax
         )
@@ -349,6 +399,7 @@ def target_distributions(targets: pd.DataFrame, path: Path) -> Path | None:
     return _save(fig, path)
 
 
+@_drawn
 def element_counts(counts: pd.DataFrame, path: Path) -> Path | None:
     """Periodic-table heat maps: number of compounds containing each element, one per dataset."""
     if counts.empty:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -59,10 +59,13 @@ class MarkdownReport:
         if csv is not None:
             self.blocks.append(f"Data: [{csv.name}]({csv.name})\n")
 
-    def figure(self, path: Path | None, caption: str, missing: str) -> None:
+    def figure(self, path: Any, caption: str, missing: str) -> None:
         """Link a figure with its caption, or say plainly why it is absent."""
         if path is None:
             self.note(missing)
+            return
+        if not path:  # figures.NotDrawn: it failed to draw
+            self.note(f"{path.name} not drawn: {path.reason}")  # type: ignore[attr-defined]
             return
         self.blocks.append(f"![{caption}]({path.name})\n\n*{path.name}: {caption}*\n")
 

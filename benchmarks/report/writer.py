@@ -370,7 +370,7 @@ def _learning_curve_section(
         "(mean over seeds, band: ± one std), at the largest sizes",
         "learning curves: no per-epoch validation MAE was logged for the selected runs",
     )
-    if path is not None:
+    if path:
         _delta_known_note(selected["strategy"], report)
 
 

@@ -15,6 +15,7 @@ from optuna.trial import TrialState
 
 from benchmarks.tuning.mlflow_callback import RUN_ID_ATTR
 from benchmarks.tuning.storage import display_url
+from cgat_dgl.strategies import UnknownName
 
 PARAMS = ("lr", "weight_decay")
 SURPLUS_ATTR = "surplus"  # a trial asked beyond n_trials by a racing worker, declined untrained
@@ -143,7 +144,7 @@ def compare_studies(storage: str | optuna.storages.BaseStorage, names: Sequence[
     known = {summary.study_name for summary in optuna.get_all_study_summaries(storage, include_best_trial=False)}
     missing = [name for name in names if name not in known]
     if missing:
-        raise KeyError(f"no study {missing} in storage {_storage_text(storage)}; known: {sorted(known)}")
+        raise UnknownName(f"no study {missing} in storage {_storage_text(storage)}; known: {sorted(known)}")
     rows = []
     for name in names:
         study = optuna.load_study(study_name=name, storage=storage)

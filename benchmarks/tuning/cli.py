@@ -32,7 +32,7 @@ def add_tune_parser(subparsers: Any) -> argparse.ArgumentParser:
 def add_tune_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("manifest", type=Path, help="experiments.yaml")
     parser.add_argument("--study", required=True, help="a study name of the manifest's 'studies'")
-    parser.add_argument("--profile", default="cpu", help="manifest profile (default: cpu)")
+    parser.add_argument("--profile", default=None, help="manifest profile (default: the manifest's only one)")
     parser.add_argument("--storage", default=None,
                         help="Optuna RDB URL shared by workers (default: mlflow/optuna.db beside the manifest)")
     parser.add_argument("--n-trials", type=int, default=None, help="total trials, replacing the study's n_trials")
@@ -75,6 +75,7 @@ def tune_main(args: argparse.Namespace) -> int:
     try:
         manifest = load_manifest(args.manifest)
         base = manifest.study(args.study)
+        args.profile = manifest.profile_name(args.profile)
         profile = manifest.profile(args.profile)
         data_path = data_path_for(args.data, manifest.resolve(manifest.data.path))
         specs = strategy_specs(base, [s.strip() for s in args.strategy.split(",")]) if args.strategy else [base]

@@ -50,6 +50,10 @@ def protected_key(protected: Iterable[str]) -> str:
     return hashlib.sha1("\n".join(sorted(set(protected))).encode()).hexdigest()[:10]
 
 
+class LeakageError(ValueError):
+    """A pre-training split that the leakage rule leaves without training, validation or test materials."""
+
+
 def pretrain_split_path(split_dir: Path, source: str, protected: Iterable[str], seed: int) -> Path:
     return Path(split_dir) / f"{source}-protected-{protected_key(protected)}-seed{seed}.json"
 
@@ -123,6 +127,16 @@ def pretrain_split(
         split = property_split(loaded, prop, split_dir, seed, cache)
         blocked += [split.val, split.test]
     cleaned, removed = remove_leakage(base, *blocked)
+    empty = [name for name, part in (("training", cleaned.train), ("validation", cleaned.val), ("test", cleaned.test)) if not part]
+    if empty:
+        raise LeakageError(
+            f"pre-training on {source}: no {' or '.join(empty)} material is left after the leakage rule removed "
+            f"{removed} of {len(base.ids)} materials, those in the validation or test sets of {', '.join(protected)} "
+            f"(a pre-trained model must not see the materials its transfers are judged on). Add materials without "
+            "these properties to the data, so that the source has materials of its own, or protect fewer "
+            "properties (the manifest's data.protected_targets and cgat compare's --protect; the targets of the "
+            "source's own tasks are always protected)"
+        )
     log.info(
         "pre-training split of %s: %d materials of the val/test sets of %s removed",
         source, removed, ", ".join(protected) or "no property",
@@ -163,6 +177,7 @@ def load_with_protected(path: Path | str, properties: Sequence[str], **kwargs: A
 
 __all__ = [
     "DEFAULT_PROTECTED",
+    "LeakageError",
     "holds",
     "load_with_protected",
     "pretrain_split",

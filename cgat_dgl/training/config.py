@@ -14,6 +14,17 @@ Normalization = Literal["keep", "refit"]
 ScheduleName = Literal["triangular", "cosine", "plateau"]  # cgat_dgl.training.schedules
 
 
+# The paper's runs (section IV.B): 390 pre-training epochs in 3 triangular cycles of 130, 280 transfer
+# epochs in 4 cycles of 70. A run of other length keeps the number of cycles.
+PAPER_EPOCHS = {"pretrain": 390, "transfer": 280}
+PAPER_CYCLES = {"pretrain": 3, "transfer": 4}
+
+
+def paper_cycle_period(epochs: int, stage: Literal["pretrain", "transfer"]) -> int:
+    """The paper's cycle length for a run of ``epochs`` (at least 2: a rise and a fall)."""
+    return max(2, round(epochs / PAPER_CYCLES[stage]))
+
+
 class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

@@ -17,6 +17,7 @@ in ``cgat_dgl.training.distributed``, which also says why the result equals one 
 from __future__ import annotations
 
 import csv
+import hashlib
 import logging
 import math
 import random
@@ -138,6 +139,33 @@ def passes_per_epoch(train_set: Sequence[Any], epoch_structures: int | None) -> 
     return torch.utils.data.ConcatDataset([train_set] * math.ceil(epoch_structures / len(train_set)))
 
 
+def data_identity(prop: object, train_set: Sequence[Any], val_set: Sequence[Any]) -> dict[str, Any]:
+    """What a run learns from: its property and digests of its training and validation materials (a
+    set that draws its own epochs is named by its length)."""
+
+    def digest(dataset: Sequence[Any]) -> str:
+        ids = getattr(dataset, "ids", None)
+        if ids is None:
+            return f"{len(dataset)} items"
+        return hashlib.sha256("\n".join(map(str, ids)).encode()).hexdigest()[:16]
+
+    return {"property": prop, "train": digest(train_set), "val": digest(val_set)}
+
+
+def _check_same_data(saved: dict[str, Any], identity: dict[str, Any], path: Path) -> None:
+    """A folder resumes only the run it was made for: the same property and materials."""
+    before = saved.get("metadata", {}).get("data_identity")
+    if before is None or before == identity:
+        return
+    if before.get("property") != identity.get("property"):
+        what = f"property {before.get('property')!r}, this run {identity.get('property')!r}"
+    else:
+        parts = [name for name in ("train", "val") if before.get(name) != identity.get(name)]
+        what = f"other {' and '.join(parts)} materials (another data file, split or training size)"
+    raise ValueError(f"{path}: this folder holds a run on {what}; nothing in it was changed. "
+                     "Use another output folder (or start over in this one: --no-resume, resume=False)")
+
+
 def _check_resumable(saved: dict[str, Any], train_config: TrainConfig, model_values: dict[str, Any], path: Path) -> None:
     if config_differences(saved["model_config"], model_values):
         raise ValueError(f"{path}: cannot resume, the model config differs from this run's; use resume=False or another out_dir")
@@ -249,6 +277,7 @@ class _Run:
         """Continue from ``path``; ``saved`` is its content when the caller has already read it."""
         if saved is None:
             saved = read_checkpoint(path, map_location=self.device)
+        _check_same_data(saved, self.metadata["data_identity"], path)
         _check_resumable(saved, self.config, self.model_values, path)
         load_model_state(self.model, saved["model_state"], path)
         self.normalizer.load_state_dict(Normalizer.from_dict(saved["normalization"]).state_dict())
@@ -477,7 +506,9 @@ def train(
         raise ValueError(f"rank {distributed.rank()} got a tracker: only rank 0 logs the run to MLflow")
     out_dir.mkdir(parents=True, exist_ok=True)
     main = distributed.is_main()  # the one process that writes files (always, without DDP)
-    run = _Run(model_config, train_config, train_set, out_dir, init_checkpoint, metadata or {})
+    metadata = dict(metadata or {})
+    metadata["data_identity"] = data_identity(metadata.get("property"), train_set, val_set)
+    run = _Run(model_config, train_config, train_set, out_dir, init_checkpoint, metadata)
     if tracker is not None:
         run.metadata["mlflow_run_id"] = tracker.run_id
     best_path, last_path = out_dir / BEST_NAME, out_dir / LAST_NAME

@@ -22,7 +22,7 @@ def marker_of(line: str) -> tuple[str, int, int] | None:
     text = line.strip()
     if text.startswith("graphs:"):
         return ("graphs", 0, 0)
-    if text.startswith("[run]"):
+    if text.startswith(("[run]", "[resume]")):  # a run starts (afresh or from its last.pt)
         return ("run", 0, 0)
     if text.startswith("[done]"):
         return ("done", 0, 0)

@@ -47,6 +47,7 @@ import io
 import logging
 import os
 import platform
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,11 +89,24 @@ def build_name() -> str:
 
 
 @functools.lru_cache(maxsize=None)
+def _built() -> bool:
+    """Whether this machine holds a build of the kernels (a guess: torch decides whether it is current)."""
+    from torch.utils import cpp_extension
+
+    try:
+        folder = Path(cpp_extension._get_build_directory(build_name(), verbose=False))
+    except Exception:  # a private helper of torch: any change in it only costs the notice
+        return True
+    return any(folder.glob("*.so"))
+
+
 def load() -> Any:
     """The compiled extension module; raises KernelUnavailable with the compiler's reason."""
     with contextlib.redirect_stderr(io.StringIO()):  # its import notes where it found no CUDA
         from torch.utils import cpp_extension
 
+    if not _built():
+        print("compiling the CPU kernels (once per machine and version, about a minute)", file=sys.stderr, flush=True)
     try:
         return cpp_extension.load(
             name=build_name(),
