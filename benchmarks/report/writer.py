@@ -300,7 +300,7 @@ def _provenance_section(runs: pd.DataFrame, report: MarkdownReport, sources: Map
 
 def _stop_counts(runs: pd.DataFrame) -> str:
     """How the transfer runs stopped, e.g. "40 on a validation plateau, 2 at their epoch cap"."""
-    stop = runs.loc[runs["kind"] == "transfer", "stop_reason"]
+    stop = runs[runs["kind"] == "transfer"].drop_duplicates("run_id")["stop_reason"]  # a shared run once
     counts = stop.fillna("unrecorded").value_counts()
     names = {"plateau": "on a validation plateau", "cap": "at their epoch cap", FITTED: "fitted in closed form (baselines)",
              "unrecorded": "without a recorded stop reason"}
