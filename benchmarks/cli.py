@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import subprocess
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -24,6 +24,7 @@ from pathlib import Path
 from benchmarks.data_checks import DataCheckError, check_manifest_data
 from benchmarks.manifest import Manifest, ManifestError, load_manifest
 from benchmarks.paths import command_paths, data_path_for, report_name
+from benchmarks.store import EXPERIMENT
 from benchmarks.summary import SHARED_DATA_ENV, DatasetSummary
 from benchmarks.server import add_server_parser, export_password_env
 from benchmarks.tuning import add_tune_parser
@@ -441,11 +442,28 @@ def add_pretrained_command(commands: argparse._SubParsersAction) -> None:
 
 # --- ui ----------------------------------------------------------------------------------------
 def _ui(args: argparse.Namespace) -> int:
+    """Print the benchmark's page and become the MLflow UI server: stopping this process stops it."""
+    from mlflow.tracking import MlflowClient
+
+    from cgat_dgl.training.tracking import EXPERIMENT_TAGS
+
     uri = resolve_tracking_uri(args.tracking_uri, default_base())  # no manifest: the working directory's store
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1",
                "--port", str(args.port)]
-    print(f"MLflow UI on http://127.0.0.1:{args.port} over {redact_uri(uri)}")
-    return subprocess.call(command)
+    page = f"http://127.0.0.1:{args.port}"
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    if experiment is not None:
+        for key, value in EXPERIMENT_TAGS.items():  # stores made before the tag: open in the training view
+            if experiment.tags.get(key) != value:
+                client.set_experiment_tag(experiment.experiment_id, key, value)
+        page += f"/#/experiments/{experiment.experiment_id}/runs"
+    print(f"MLflow UI over {redact_uri(uri)}: {page}", flush=True)
+    # MLflow 3's job runner (GenAI jobs, huey processes that outlive a stopped server) has nothing to do here
+    env = dict(os.environ)
+    env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+    os.execve(sys.executable, command, env)  # the server replaces this process, so its signals reach it
+    return 0  # not reached
 
 
 def add_ui_command(commands: argparse._SubParsersAction) -> None:

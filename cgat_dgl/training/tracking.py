@@ -117,6 +117,11 @@ def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     return flat
 
 
+# MLflow 3's UI opens an experiment in its model-training view (runs, metrics, charts) rather than its
+# GenAI view (traces, prompts) when the experiment says what it holds.
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
+
+
 class Tracker:
     """One MLflow run. Use as a context manager; ``child`` opens a nested run under it."""
 
@@ -164,7 +169,7 @@ class Tracker:
         if found is not None:
             return found.experiment_id
         try:
-            return client.create_experiment(name, artifact_location=_artifact_root(uri))
+            return client.create_experiment(name, artifact_location=_artifact_root(uri), tags=dict(EXPERIMENT_TAGS))
         except Exception:  # created meanwhile by a concurrent process
             found = client.get_experiment_by_name(name)
             if found is None:
