@@ -88,15 +88,23 @@ def paired_run_ids(a: pd.DataFrame, b: pd.DataFrame, metric: str = "test_mae") -
     return both.loc[both["seed"].isin(seeds) & both[metric].notna(), "run_id"].astype(str).tolist()
 
 
+def _mean_errors(group: pd.DataFrame, errors: Mapping[str, pd.Series]) -> pd.Series | None:
+    """Absolute test error per material, averaged over the group's runs; None when one logged no predictions."""
+    ids = [str(r) for r in group["run_id"]]
+    if any(run_id not in errors for run_id in ids):
+        return None
+    return pd.concat([errors[run_id].abs() for run_id in ids], axis=1).mean(axis=1)
+
+
 def _errors_by_seed(runs: pd.DataFrame, errors: Mapping[str, pd.Series]) -> dict[int, pd.Series] | None:
     """Seed -> absolute test error per material (several runs of one seed averaged); None when a run
     logged no predictions."""
     out: dict[int, pd.Series] = {}
     for seed, group in runs.groupby("seed"):
-        ids = [str(r) for r in group["run_id"]]
-        if any(run_id not in errors for run_id in ids):
+        found = _mean_errors(group, errors)
+        if found is None:
             return None
-        out[int(seed)] = pd.concat([errors[run_id].abs() for run_id in ids], axis=1).mean(axis=1)
+        out[int(seed)] = found
     return out
 
 
@@ -117,12 +125,11 @@ def _errors_by_replicate(runs: pd.DataFrame, errors: Mapping[str, pd.Series]) ->
     out: dict[Replicate, pd.Series] = {}
     no_model = pd.Series(-1, index=runs.index)
     models = runs["pretrain_seed"].map(lambda value: -1 if _model(value) is None else _model(value)) if "pretrain_seed" in runs else no_model
-    for key, group in runs.groupby([runs["split_seed"].astype(int), models.astype(int), runs["seed"].astype(int)]):
-        ids = [str(r) for r in group["run_id"]]
-        if any(run_id not in errors for run_id in ids):
+    for (split, model, seed), group in runs.groupby([runs["split_seed"].astype(int), models.astype(int), runs["seed"].astype(int)]):
+        found = _mean_errors(group, errors)
+        if found is None:
             return None
-        split, model, seed = key
-        out[(int(split), None if model < 0 else int(model), int(seed))] = pd.concat([errors[i].abs() for i in ids], axis=1).mean(axis=1)
+        out[(int(split), None if model < 0 else int(model), int(seed))] = found
     return out
 
 
