@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 from benchmarks.manifest import Experiment, Manifest, Profile, Size, StageSpec, Strategy
+from cgat_dgl import numerics
 from cgat_dgl.data.leakage import protected_candidates
 from cgat_dgl.training.multifidelity import N_FIDELITIES
 from cgat_dgl.strategies import UnknownName, strategy
@@ -63,6 +64,7 @@ class PretrainRun:
     data_key: str = ""
     cap: int | None = None
     split_seed: int = 0  # the 80/10/10 split (data.split_seed, or cgat-bench run --split-seed)
+    numerics: str = ""  # what decides the bits of its results (cgat_dgl.numerics.key)
 
     kind: Literal["pretrain"] = "pretrain"
 
@@ -106,6 +108,7 @@ class TransferRun:
     target_above: float | None = None
     # the other experiments that ask for this very run (the same settings and data): it trains once
     also: tuple[str, ...] = field(default=(), hash=False, compare=False)
+    numerics: str = ""  # what decides the bits of its results (cgat_dgl.numerics.key)
 
     kind: Literal["transfer"] = "transfer"
 
@@ -178,6 +181,20 @@ def stage_settings(stage: StageSpec, profile: Profile, lr_factor: float = 1.0) -
     return settings
 
 
+def profile_numerics(profile: Profile) -> str:
+    """What decides the bits of a profile's results on this machine (``cgat_dgl.numerics.key``): the
+    device, and on CPU the numeric settings and whether the model runs the CPU kernels."""
+    import torch
+
+    from cgat_dgl.model import ModelConfig
+    from cgat_dgl.model.fast import cpu_kernels
+
+    device = profile.device if profile.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    model = ModelConfig.preset(profile.model, **profile.model_overrides)
+    kernels = device == "cpu" and model.implementation == "fast" and cpu_kernels.applies(torch.zeros(0))
+    return numerics.key(device, kernels)
+
+
 def model_settings(profile: Profile, name: Strategy | None = None) -> dict[str, Any]:
     settings = {"preset": profile.model, **profile.model_overrides}
     if name is not None and strategy(name).multifidelity:
@@ -201,6 +218,7 @@ def expand(
     # protected from all their targets (and the defaults and the manifest's protected_targets).
     targets = task_targets(manifest)
     model = model_settings(profile)  # of the pre-training runs
+    numerics_key = profile_numerics(profile)
     pretrains: dict[str, PretrainRun] = {}
     transfers: list[TransferRun] = []
     for experiment in experiments:
@@ -235,6 +253,7 @@ def expand(
                         data_key=data_key,
                         cap=profile.max_pretrain_size,
                         split_seed=manifest.data.split_seed,
+                        numerics=numerics_key,
                     )
                     if entry.from_pretrained:
                         source = pretrains.setdefault(source.key, source)
@@ -263,6 +282,7 @@ def expand(
                             joint=(started_from[(entry.requires, pretrain_size, train_size, seed)]
                                    if entry.requires is not None else None),
                             suite=experiment.suite,
+                            numerics=numerics_key,
                         )
                         started_from[(name, pretrain_size, train_size, seed)] = run
                         transfers.append(run)

@@ -3,7 +3,8 @@ matgl ships its pretrained_models: each a folder with the checkpoint (``model.pt
 ``card.json`` and a human page (``README.md``, with its learning curve).
 
 A manifest's pre-training is served by a shipped model when the model's card matches it:
-- ``identity``: property, size, seed, protected properties, size cap, split seed;
+- ``identity``: property, size, seed, protected properties, size cap, split seed, and the numerics
+  key (``cgat_dgl.numerics.key``: a model trained with other code paths serves no run of these);
 - ``model_settings`` and ``train_settings``, the resolved model and training configs (presets and
   defaults filled in): every field both know is equal; a field the card lacks (added since) must
   be at its default, which by this project's rule keeps the earlier behaviour; fields that change

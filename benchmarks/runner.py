@@ -24,6 +24,7 @@ from benchmarks.plan import PretrainRun, TransferRun, expand
 from benchmarks.pretrained import find_shipped, install_shipped
 from benchmarks.store import EXPERIMENTS_TAG, Store
 from benchmarks.strategies import RunInputs, pretrain_inputs, transfer_inputs, trained_structures
+from cgat_dgl import numerics
 from cgat_dgl import progress as progress_output
 from cgat_dgl.baselines import FITTED, fit_predictions, predictions_of
 from cgat_dgl.model.config import ModelConfig
@@ -73,6 +74,11 @@ def train_config_for(spec: Spec) -> TrainConfig:
     return TrainConfig(**stage, strategy=strategy, seed=spec.seed)
 
 
+# What decided the bits of a run's results: part of its key, so a store never mixes numbers computed
+# differently under one key.
+NUMERICS_TAG = "cgat.numerics_key"
+
+
 def spec_tags(spec: Spec) -> dict[str, str]:
     if isinstance(spec, PretrainRun):
         return {
@@ -85,6 +91,7 @@ def spec_tags(spec: Spec) -> dict[str, str]:
             "cgat.task_type": "pretrain",
             "cgat.seed": str(spec.seed),
             "cgat.split_seed": str(spec.split_seed),
+            NUMERICS_TAG: spec.numerics,
         }
     model = {"cgat.pretrain_seed": str(spec.pretrain.seed)} if spec.pretrain is not None else {}
     return {
@@ -100,6 +107,7 @@ def spec_tags(spec: Spec) -> dict[str, str]:
         "cgat.split_seed": str(spec.split_seed),
         "cgat.suite": spec.suite,
         EXPERIMENTS_TAG: ",".join(spec.experiments),
+        NUMERICS_TAG: spec.numerics,
     }
 
 
@@ -317,7 +325,8 @@ class Runner:
         tracker.log_params({"baseline_fit": entry.fit})
         # the provenance tags a trained run gets from the trainer: its results are compared only with
         # runs of the same code and packages
-        tracker.set_tags({**version_tags(), "cgat.torch_threads": str(torch.get_num_threads()), "cgat.machine": machine_label()})
+        tracker.set_tags({**version_tags(), **numerics.tags(), "cgat.torch_threads": str(torch.get_num_threads()),
+                          "cgat.machine": machine_label()})
         tracker.log_metrics({"best_val_mae": val["mae"], "best_epoch": 0, "epochs_run": 0, "train_seconds": seconds,
                              "trained_structures": 0.0, "total_trained_structures": float(inherited)})
         tracker.set_tags({"cgat.stop_reason": FITTED, "cgat.converged": "true"})

@@ -5,4 +5,8 @@ import os
 # DGL picks its tensor backend from the environment at import time; this package only speaks PyTorch.
 os.environ.setdefault("DGLBACKEND", "pytorch")
 
-__version__ = "0.4.0"
+from cgat_dgl import numerics  # noqa: E402  (before anything imports torch)
+
+numerics.pin()
+
+__version__ = "0.5.0"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import cgat_dgl  # noqa: F401  (first: it pins the numeric settings before torch computes)
+
 import gzip
 import os
 from itertools import islice

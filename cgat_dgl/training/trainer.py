@@ -32,6 +32,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from .. import numerics
 from .. import progress as progress_output
 from ..graphs.collate import make_loader
 from ..model import CGAT, ModelConfig
@@ -533,6 +534,7 @@ def train(
         tracker.set_tags(
             {
                 **version_tags(),
+                **numerics.tags(),
                 "cgat.torch_threads": str(torch.get_num_threads()),
                 "cgat.machine": machine_label(),
                 # The same functions either way; which ran explains a run's speed.

@@ -55,6 +55,8 @@ from typing import Any
 
 import torch
 
+from cgat_dgl import numerics
+
 log = logging.getLogger(__name__)
 
 SOURCES = [
@@ -76,14 +78,11 @@ _turned_off = 0
 
 
 def build_name() -> str:
-    """The extension's name, one per instruction set: it is compiled for the machine it runs on
-    (-march=native), and the build folder may be shared by machines with different CPUs."""
-    flags = ""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-            flags = next((line for line in cpuinfo if line.startswith(("flags", "Features"))), "")
-    except OSError:
-        pass
+    """The extension's name, one per build: the instruction-set flags (``numerics.kernel_cflags``), and
+    with -march=native the host's CPU flags, since a build folder may be shared by several machines."""
+    flags = " ".join(numerics.kernel_cflags())
+    if "-march=native" in flags:
+        flags += " " + " ".join(sorted(numerics._cpuinfo().get("flags", "").split()))
     digest = hashlib.sha1(f"{platform.machine()} {flags}".encode()).hexdigest()[:10]
     return f"cgat_cpu_kernels_{digest}"
 
@@ -105,13 +104,15 @@ def load() -> Any:
     with contextlib.redirect_stderr(io.StringIO()):  # its import notes where it found no CUDA
         from torch.utils import cpp_extension
 
+    if numerics.mode() == numerics.PORTABLE and not numerics.runs_kernel_isa():
+        raise KernelUnavailable(f"this CPU ({numerics.isa_level()}) does not run {numerics.KERNEL_ISA} code")
     if not _built():
         print("compiling the CPU kernels (once per machine and version, about a minute)", file=sys.stderr, flush=True)
     try:
         return cpp_extension.load(
             name=build_name(),
             sources=[str(path) for path in SOURCES],
-            extra_cflags=["-O3", "-march=native", "-fno-trapping-math", "-fopenmp"],
+            extra_cflags=["-O3", *numerics.kernel_cflags(), "-fno-trapping-math", "-fopenmp"],
             extra_ldflags=["-fopenmp"],
             verbose=False,
         )

@@ -8,7 +8,7 @@
 
 namespace {
 
-#if defined(__AVX512F__)
+#if CGAT_VECTOR_LANES == 16
 constexpr int kRows = 8;  // rows of C per block: 8 x 2 accumulators of the 32 vector registers
 #else
 constexpr int kRows = 2;  // 2 x 4 accumulators of the 16 vector registers

@@ -1,15 +1,18 @@
-// Vectors of floats at the machine's width (-march=native: 16 floats with AVX-512, else 8), as GCC's
-// vector extension, for kernels whose loops keep their running values in registers.
+// Vectors of floats at the build's width (8 floats for x86-64-v3, 16 with -march=native on an AVX-512
+// machine), as GCC's vector extension, for kernels whose loops keep their running values in registers.
+// The lane count decides the order of lane reductions, hence the bits of the results: CGAT_VECTOR_LANES
+// sets it regardless of the instruction set, to reproduce another build's numbers.
 #pragma once
 
 #include <cstdint>
 #include <cstring>
 
-#if defined(__AVX512F__)
-constexpr int kLanes = 16;
-#else
-constexpr int kLanes = 8;
+#if !defined(CGAT_VECTOR_LANES) && defined(__AVX512F__)
+#define CGAT_VECTOR_LANES 16
+#elif !defined(CGAT_VECTOR_LANES)
+#define CGAT_VECTOR_LANES 8
 #endif
+constexpr int kLanes = CGAT_VECTOR_LANES;
 
 typedef float Vec __attribute__((vector_size(kLanes * sizeof(float))));
 typedef int32_t IntVec __attribute__((vector_size(kLanes * sizeof(int32_t))));
