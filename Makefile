@@ -15,7 +15,7 @@ $(STAMP): setup.cfg setup.py requirements.lock
 	$(PY) -m pip install --quiet -c requirements.lock -e ".[test]"
 	@# The CPU kernels compile once per machine (about 40 s on two cores); without a C++ compiler the model
 	@# runs as torch operations.
-	$(PY) -c "from cgat_dgl.model.fast import cpu_kernels; cpu_kernels.load()" || echo "warning: the CPU kernels did not build; training runs slower"
+	$(PY) -c "from cgat_dgl import kernels; kernels.load()" || echo "warning: the CPU kernels did not build; training runs slower"
 	touch $(STAMP)
 
 install: $(STAMP)

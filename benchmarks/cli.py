@@ -266,6 +266,13 @@ def _write_report(sources: ReportSources, report_root: Path, work_dir: Path, loa
         with Tracker(run_name, experiment=EXPERIMENT, tracking_uri=tracking_uri, tags=tags) as tracker:
             tracker.log_artifacts(sorted(p for p in out_dir.iterdir() if p.is_file()), "report")
             tracker.log_metrics({f"claims_{verdict}": float(n) for verdict, n in verdict_counts(claims).items()})
+        table1 = out_dir / "table1.csv"
+        if seeds is None and profile is not None and table1.is_file():  # a report over every seed
+            from benchmarks.report.parents import annotate_parents
+
+            annotated = annotate_parents(store.client, store.experiment_id, profile, pd.read_csv(table1), tracker.run_id)
+            if annotated:
+                print(f"results logged on the parent runs of {', '.join(annotated)}")
     print(f"report: {path}")
     print(f"claims: {out_dir / 'claims.md'}")
     print(f"sources: {sources_path}")
@@ -474,6 +481,33 @@ def add_ui_command(commands: argparse._SubParsersAction) -> None:
     ui.set_defaults(handler=_ui)
 
 
+def _dashboard(args: argparse.Namespace) -> int:
+    """Serve the project's Optuna studies with optuna-dashboard on 127.0.0.1, in this process (stopping
+    it stops the server)."""
+    import optuna_dashboard
+
+    from benchmarks.tuning.storage import default_storage_url, display_url
+
+    base = Path(args.manifest).absolute().parent if args.manifest is not None else None
+    storage = args.storage or default_storage_url(base)
+    if storage.startswith("sqlite:///") and not Path(storage.removeprefix("sqlite:///")).is_file():
+        print(f"cgat-bench dashboard: no Optuna storage at {storage} (cgat-bench tune writes it); "
+              "--storage names another", file=sys.stderr)
+        return 2
+    print(f"Optuna dashboard over {display_url(storage)}: http://127.0.0.1:{args.port}/dashboard", flush=True)
+    optuna_dashboard.run_server(storage, host="127.0.0.1", port=args.port)
+    return 0
+
+
+def add_dashboard_command(commands: argparse._SubParsersAction) -> None:
+    dashboard = commands.add_parser("dashboard", help="serve the Optuna studies with optuna-dashboard on 127.0.0.1")
+    dashboard.add_argument("manifest", nargs="?", type=Path, default=None,
+                           help="its studies' storage is mlflow/optuna.db beside it (default: the working directory's)")
+    dashboard.add_argument("--storage", default=None, help="an Optuna RDB URL instead (as cgat-bench tune --storage)")
+    dashboard.add_argument("--port", type=int, default=8080)
+    dashboard.set_defaults(handler=_dashboard)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cgat-bench", description="CGAT transfer-learning benchmark")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -481,6 +515,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_report_command(commands)
     add_tune_parser(commands)
     add_ui_command(commands)
+    add_dashboard_command(commands)
     add_pretrained_command(commands)
     add_server_parser(commands)
     return parser

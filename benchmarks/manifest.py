@@ -11,6 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from benchmarks.yaml_lines import line_of, load_yaml_with_lines
+from cgat_dgl.model.config import ModelConfig
 from cgat_dgl.training.config import ScheduleName, Strategy, TrainConfig
 from cgat_dgl.strategies import PaperStrategy, UnknownName, strategy
 
@@ -24,7 +25,8 @@ class Strict(BaseModel):
 class DataSpec(Strict):
     path: str = "../shared/data/mp_multifidelity.jsonl.gz"
     cache_dir: str = "cache"
-    max_nbr: int = Field(24, ge=1)
+    # neighbours per atom of the graphs; each profile's model must use the same (checked when planning)
+    max_nbr: int = Field(ModelConfig.model_fields["max_nbr"].default, ge=1)
     split_seed: int = 0
     on_error: Literal["raise", "skip"] = "skip"
     # Properties whose validation and test materials no pre-training may see, besides every task's own

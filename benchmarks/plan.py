@@ -181,13 +181,27 @@ def stage_settings(stage: StageSpec, profile: Profile, lr_factor: float = 1.0) -
     return settings
 
 
+def check_neighbours(manifest: Manifest, profile_name: str) -> None:
+    """The graphs (the data section's max_nbr) and the profile's model must count the same neighbours."""
+    from cgat_dgl.model import ModelConfig
+
+    profile = manifest.profile(profile_name)
+    wanted = ModelConfig.preset(profile.model, **profile.model_overrides).max_nbr
+    if wanted != manifest.data.max_nbr:
+        raise ValueError(
+            f"profile {profile_name!r}: its model ({profile.model}) takes {wanted} neighbours per atom but the "
+            f"manifest's data.max_nbr builds graphs with {manifest.data.max_nbr}; set one to the other "
+            f"(data.max_nbr, or max_nbr in the profile's model_overrides)"
+        )
+
+
 def profile_numerics(profile: Profile) -> str:
     """What decides the bits of a profile's results on this machine (``cgat_dgl.numerics.key``): the
     device, and on CPU the numeric settings and whether the model runs the CPU kernels."""
     import torch
 
     from cgat_dgl.model import ModelConfig
-    from cgat_dgl.model.fast import cpu_kernels
+    from cgat_dgl import kernels as cpu_kernels
 
     device = profile.device if profile.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     model = ModelConfig.preset(profile.model, **profile.model_overrides)
@@ -218,6 +232,7 @@ def expand(
     # protected from all their targets (and the defaults and the manifest's protected_targets).
     targets = task_targets(manifest)
     model = model_settings(profile)  # of the pre-training runs
+    check_neighbours(manifest, profile_name)
     numerics_key = profile_numerics(profile)
     pretrains: dict[str, PretrainRun] = {}
     transfers: list[TransferRun] = []

@@ -21,7 +21,7 @@ import torch
 from benchmarks.datasets import TaskData
 from benchmarks.manifest import Manifest
 from benchmarks.plan import PretrainRun, TransferRun, expand
-from benchmarks.pretrained import find_shipped, install_shipped
+from benchmarks.pretrained import SHIPPED_TAG, find_shipped, install_shipped
 from benchmarks.store import EXPERIMENTS_TAG, Store
 from benchmarks.strategies import RunInputs, pretrain_inputs, transfer_inputs, trained_structures
 from cgat_dgl import numerics
@@ -29,7 +29,7 @@ from cgat_dgl import progress as progress_output
 from cgat_dgl.baselines import FITTED, fit_predictions, predictions_of
 from cgat_dgl.model.config import ModelConfig
 from cgat_dgl.strategies import StrategySpec, strategy
-from cgat_dgl.training.config import TrainConfig
+from cgat_dgl.training.config import TrainConfig, train_config
 from cgat_dgl.training.metrics import regression_metrics
 from cgat_dgl.versions import machine_label, version_tags
 from cgat_dgl.training.trainer import PREDICTIONS_ARTIFACT_DIR, TEST_PREDICTIONS_NAME, train, write_predictions
@@ -69,9 +69,8 @@ def model_config_for(settings: dict[str, Any], backend: str) -> ModelConfig:
 
 def train_config_for(spec: Spec) -> TrainConfig:
     """The run's training config: its stage settings (every one a TrainConfig field), strategy and seed."""
-    stage = dict(spec.stage)
     strategy = "none" if spec.kind == "pretrain" else spec.strategy
-    return TrainConfig(**stage, strategy=strategy, seed=spec.seed)
+    return train_config(spec.stage, strategy=strategy, seed=spec.seed)
 
 
 # What decided the bits of a run's results: part of its key, so a store never mixes numbers computed
@@ -241,7 +240,29 @@ class Runner:
             raise
         tracker.end("FINISHED")
         print(f"[done] {spec.label} in {time.perf_counter() - started:.0f} s: {summary}", flush=True)
+        if isinstance(spec, PretrainRun):
+            self._register(spec, tracker.run_id, summary)
         return None
+
+    def _register(self, spec: PretrainRun, run_id: str, summary: str) -> None:
+        """The finished pre-training as a version of its registered model (a registry that refuses it
+        costs the registration only, not the run)."""
+        from cgat_dgl import registry
+
+        run = self.store.client.get_run(run_id)
+        shipped = run.data.tags.get(SHIPPED_TAG)
+        card = self.manifest.resolve(self.manifest.pretrained_models) / shipped / "README.md" if shipped else None
+        description = card.read_text(encoding="utf-8") if card is not None and card.is_file() else f"{spec.label}: {summary}"
+        tags = {"cgat.run_key": spec.key, "cgat.numerics_key": spec.numerics, "cgat.split_seed": str(spec.split_seed),
+                "cgat.seed": str(spec.seed), "test_mae": f"{run.data.metrics.get('test_mae', float('nan')):.6g}",
+                **({SHIPPED_TAG: shipped} if shipped else {})}
+        try:
+            version = registry.register_pretrained(self.store.client, run_id, spec.model["preset"], spec.prop,
+                                                   description, tags)
+        except Exception as error:  # noqa: BLE001
+            print(f"warning: {spec.label} was not registered in the model registry: {error}", flush=True)
+            return
+        print(f"[registered] {spec.label} as models:/{version.name}/{version.version}", flush=True)
 
     def _train(self, spec: Spec, tracker: Any) -> str:
         """Train ``spec`` (or install its shipped model) and say in a few words how it ended."""
@@ -260,7 +281,12 @@ class Runner:
             inputs = transfer_inputs(spec, data, work_dir)
         states = self.store.runs_by_key()
         if isinstance(inputs.init_run, PretrainRun):
-            tracker.set_pretrain_run(states[inputs.init_run.key].run_id)
+            pretrain_run_id = states[inputs.init_run.key].run_id
+            tracker.set_pretrain_run(pretrain_run_id)
+            from cgat_dgl import registry
+
+            if (version := registry.version_of_run(self.store.client, pretrain_run_id)) is not None:
+                tracker.set_tags({registry.MODEL_VERSION_TAG: f"{version.name}/{version.version}"})
         elif inputs.init_run is not None:
             tracker.set_tags({"cgat.joint_run_id": states[inputs.init_run.key].run_id})
         tracker.log_params(

@@ -84,9 +84,16 @@ def _add_model_options(parser: argparse.ArgumentParser, default_preset: str | No
 
 
 def _add_optim_options(parser: argparse.ArgumentParser, batch_help: str = "crystals per batch") -> None:
-    parser.add_argument("--batch-size", type=_positive_int, default=64, help=batch_help)
-    parser.add_argument("--lr", type=float, default=1.25e-4, help="peak learning rate of the cycle")
-    parser.add_argument("--weight-decay", type=float, default=1e-6, help="AdamW weight decay")
+    from cgat_dgl.training.config import TrainConfig
+
+    # None: not given, so that the training config's own default applies (shown here)
+    default = {name: TrainConfig.model_fields[name].default for name in ("batch_size", "lr", "weight_decay")}
+    parser.add_argument("--batch-size", type=_positive_int, default=None,
+                        help=f"{batch_help} (default: {default['batch_size']})")
+    parser.add_argument("--lr", type=float, default=None,
+                        help=f"peak learning rate of the cycle (default: {default['lr']:g})")
+    parser.add_argument("--weight-decay", type=float, default=None,
+                        help=f"AdamW weight decay (default: {default['weight_decay']:g})")
     parser.add_argument("--seed", type=int, default=0, help="seed of weights and shuffling")
     parser.add_argument("--device", choices=("cpu", "cuda", "auto"), default="auto", help="auto: cuda if available")
     parser.add_argument("--amp", action="store_true", help="mixed precision (GPU only)")
@@ -156,8 +163,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(handler=run_train)
 
     predict = commands.add_parser("predict", formatter_class=HELP_FORMAT, help="predict the property of CIF files with a checkpoint")
-    predict.add_argument("--checkpoint", type=Path, required=True,
-                         help="a trained model: best.pt of a cgat train or cgat-bench run folder, or a shipped model's")
+    predict.add_argument("--checkpoint", required=True,
+                         help="a trained model: best.pt of a cgat train or cgat-bench run folder, a shipped model's "
+                              "model.pt, or a registered one, models:/NAME/VERSION (e.g. models:/cgat-cpu-gap_pbe/1)")
+    predict.add_argument("--tracking-uri", default=None,
+                         help="the store of a models:/ checkpoint (default: $MLFLOW_TRACKING_URI, else ./mlflow/mlflow.db)")
     predict.add_argument("paths", nargs="+", type=Path, metavar="FILES_OR_FOLDER", help="CIF files or folders of them")
     predict.add_argument("--out", type=Path, default=None,
                          help="write the CSV (id and the property, with its unit where known) here instead of stdout")
@@ -270,7 +280,7 @@ def _train(args: argparse.Namespace) -> int:
     """One training run; with DDP, one rank of it (data and split prepared by rank 0 first)."""
     from cgat_dgl.data.splits import load_or_create_split, nested_subsets
     from cgat_dgl.training import distributed
-    from cgat_dgl.training.config import TrainConfig
+    from cgat_dgl.training.config import train_config as training_config
     from cgat_dgl.training.tracking import Tracker, redact_uri
     from cgat_dgl.training.trainer import train
 
@@ -279,24 +289,17 @@ def _train(args: argparse.Namespace) -> int:
     model_config = _model_config(args.preset, args.backend, args.init_checkpoint)
     stage = "transfer" if transfer else "pretrain"
     epochs = args.epochs or PAPER_EPOCHS[stage]
-    train_config = TrainConfig(
+    train_config = training_config(
+        {name: getattr(args, name) for name in (
+            "batch_size", "lr", "weight_decay", "seed", "device", "amp", "num_workers", "backend", "threads",
+            "normalization", "checkpoint_every", "schedule", "warmup_epochs", "anneal_epochs", "patience",
+            "min_delta", "epoch_structures",
+        )},
         epochs=epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        weight_decay=args.weight_decay,
         cycle_period=args.cycle_period or paper_cycle_period(epochs, stage),
-        seed=args.seed,
-        device=args.device,
-        amp=args.amp,
-        num_workers=args.num_workers,
-        backend=args.backend,
         strategy=strategy,
         freeze=args.freeze,
         lr_factors=dict(args.lr_factor),
-        normalization=args.normalization,
-        checkpoint_every=args.checkpoint_every,
-        **{name: value for name in ("schedule", "warmup_epochs", "anneal_epochs", "patience", "min_delta", "epoch_structures")
-           if (value := getattr(args, name)) is not None},
     )
     main = distributed.is_main()  # every process without DDP
     with distributed.main_first():  # rank 0 builds the graph cache and the split file; the others read them
@@ -375,7 +378,13 @@ def run_predict(args: argparse.Namespace) -> int:
     from cgat_dgl.training.inference import load_checkpoint, predict
     from cgat_dgl.training.trainer import resolve_device
 
-    model, normalizer, state = load_checkpoint(args.checkpoint, resolve_device(args.device), backend=args.backend)
+    from cgat_dgl.registry import resolve_checkpoint
+    from cgat_dgl.training.tracking import resolve_tracking_uri
+
+    checkpoint = resolve_checkpoint(
+        args.checkpoint, resolve_tracking_uri(args.tracking_uri) if args.checkpoint.startswith("models:/") else None
+    )
+    model, normalizer, state = load_checkpoint(checkpoint, resolve_device(args.device), backend=args.backend)
     saved_params = state.get("metadata", {}).get("graph_params")
     params = GraphParams(**saved_params) if saved_params else GraphParams(max_nbr=model.config.max_nbr)
     files = cif_files(args.paths)
@@ -423,10 +432,7 @@ def run_compare(args: argparse.Namespace) -> int:
         pretrain_eval_size=args.pretrain_eval_size or None,
         pretrain_checkpoint=args.pretrain_checkpoint,
         epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
         transfer_lr=args.transfer_lr,
-        weight_decay=args.weight_decay,
         cycle_period=args.cycle_period,
         seed=args.seed,
         device=args.device,
@@ -436,6 +442,8 @@ def run_compare(args: argparse.Namespace) -> int:
         strategies=list(args.strategies),
         resume=not args.no_resume,
         data_path=str(args.data),
+        # not given: CompareOptions' defaults, which are TrainConfig's
+        **{name: value for name in ("batch_size", "lr", "weight_decay") if (value := getattr(args, name)) is not None},
     )
     outcome = compare_strategies(
         loaded, model_config, options, tracking_uri=args.tracking_uri, experiment=args.experiment, progress=True
@@ -450,7 +458,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("alembic", "mlflow", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    if getattr(args, "threads", None):
+    if getattr(args, "threads", None) and args.command != "train":  # a training run sets its own
         import torch
 
         torch.set_num_threads(args.threads)

@@ -10,7 +10,7 @@ code by the processor they find, and each path sums in its own order:
   ignores a requested branch other than its SSE2 "COMPATIBLE" one (its documentation's conditional
   numerical reproducibility): ``MKL_CBWR=COMPATIBLE`` is the only branch that is the same on Intel
   and AMD.
-- The CPU kernels (``cgat_dgl.model.fast.cpu_kernels``) are compiled for a fixed instruction-set level,
+- The CPU kernels (``cgat_dgl.kernels``) are compiled for a fixed instruction-set level,
   ``x86-64-v3`` (AVX2 and FMA), instead of the host's: with AVX-512 their vectors would have 16
   lanes instead of 8 and their lane reductions another order.
 - oneDNN is capped at AVX2 as well (``ONEDNN_MAX_CPU_ISA``) for the operations torch sends to it.

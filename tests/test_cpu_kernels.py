@@ -11,6 +11,7 @@ from cgat_dgl.graphs.collate import collate
 from cgat_dgl.model import CGAT, ModelConfig
 from cgat_dgl.model.edge_networks import EdgeNetworks
 from cgat_dgl.model.layers import MLP
+from cgat_dgl import kernels
 from cgat_dgl.model.fast import cpu_kernels
 from cgat_dgl.model.fast.edge_features import EdgeFeatures, EdgeSet
 from cgat_dgl.model.fast.networks import evaluate_networks
@@ -20,12 +21,12 @@ from model_test_graphs import real_graphs
 
 @pytest.fixture
 def kernels_off(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(cpu_kernels.ENABLE_ENV, "0")
+    monkeypatch.setenv(kernels.ENABLE_ENV, "0")
 
 
 def test_kernels_build_here() -> None:
     # The project's set-up installs what they need (ninja; a C++ compiler is on the machines).
-    assert cpu_kernels.available()
+    assert kernels.available()
 
 
 def block_edges(senders: int, block: int, receivers: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -75,7 +76,7 @@ def test_tiled_networks_equal_the_torch_operations(
     order = cpu_kernels.ReceiverIndex.of(dst, atoms) if in_receiver_order else None
     tiled, tiled_grads = networks_and_grads(networks, edges, grad, [h, values], order)
     assert calls, "the tiled kernel did not run"
-    monkeypatch.setenv(cpu_kernels.ENABLE_ENV, "0")
+    monkeypatch.setenv(kernels.ENABLE_ENV, "0")
     expected, expected_grads = networks_and_grads(networks, edges, grad, [h, values], order)
     assert len(calls) == 1
     if order is not None:  # the torch operations' receiver order is a gather of their edge order
@@ -104,7 +105,7 @@ def test_parts_without_a_gradient_count_as_zero(monkeypatch: pytest.MonkeyPatch)
         return [h.grad.clone()] + [p.grad.clone() for n in networks for p in n.parameters()]  # type: ignore[union-attr]
 
     tiled = grads()
-    monkeypatch.setenv(cpu_kernels.ENABLE_ENV, "0")
+    monkeypatch.setenv(kernels.ENABLE_ENV, "0")
     for got, want in zip(tiled, grads()):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5 * max(1.0, float(want.abs().max())))
 
@@ -221,7 +222,7 @@ def test_indexed_product_refuses_an_index_out_of_range() -> None:
 
 def test_kernels_apply_to_float32_cpu_tensors_only(kernels_off: None, monkeypatch: pytest.MonkeyPatch) -> None:
     assert not cpu_kernels.applies(torch.zeros(2))
-    monkeypatch.setenv(cpu_kernels.ENABLE_ENV, "1")
+    monkeypatch.setenv(kernels.ENABLE_ENV, "1")
     assert cpu_kernels.applies(torch.zeros(2))
     assert not cpu_kernels.applies(torch.zeros(2, dtype=torch.float64))
 
@@ -261,7 +262,7 @@ def test_model_with_kernels_equals_the_model_without(
     monkeypatch.setattr(cpu_kernels, "tiled_edge_networks", lambda *a, **k: calls.append(1) or original(*a, **k))
     with_kernels, grads = run()
     assert len(calls) == model.config.n_graph - 1  # every step after the first
-    monkeypatch.setenv(cpu_kernels.ENABLE_ENV, "0")
+    monkeypatch.setenv(kernels.ENABLE_ENV, "0")
     without, expected = run()
     torch.testing.assert_close(with_kernels, without, rtol=0, atol=1e-5)
     for name, want in expected.items():

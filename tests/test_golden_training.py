@@ -14,7 +14,7 @@ import torch
 
 from benchmarks.perf.reproducibility import GOLDEN_VALUES, golden_training
 from cgat_dgl import numerics
-from cgat_dgl.model.fast import cpu_kernels
+from cgat_dgl import kernels
 
 
 @pytest.fixture(scope="module")
@@ -43,12 +43,12 @@ def test_golden_numerics_are_portable() -> None:
 
 
 def test_golden_training_with_kernels(golden: dict, shared_data_path: Path, tmp_path: Path, one_thread) -> None:
-    assert cpu_kernels.available(), "the CPU kernels did not build here"
+    assert kernels.available(), "the CPU kernels did not build here"
     result = golden_training(shared_data_path, tmp_path)
     _check(result, golden["kernels"], "with the CPU kernels", golden["made_on"])
 
 
 def test_golden_training_as_torch_operations(golden: dict, shared_data_path: Path, tmp_path: Path, one_thread) -> None:
-    with cpu_kernels.turned_off():
+    with kernels.turned_off():
         result = golden_training(shared_data_path, tmp_path)
     _check(result, golden["torch_ops"], "as torch operations", golden["made_on"])

@@ -156,6 +156,33 @@ def test_keys_hold_the_results_version(tmp_path: Path, monkeypatch: pytest.Monke
     assert keys() == before
 
 
+def test_keys_hold_the_numerics(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cgat_dgl import numerics
+
+    manifest = load_manifest(write(tmp_path, MANIFEST))
+
+    def keys() -> list[str]:
+        pretrains, transfers = expand(manifest, "smoke", data_key="d")
+        return [spec.key for spec in [*pretrains, *transfers]]
+
+    before = keys()
+    assert {spec.numerics for spec in expand(manifest, "smoke", data_key="d")[1]} == {
+        numerics.key("cpu", kernels=True)  # the smoke model runs the kernels on CPU
+    }
+    # the host's own code paths (CGAT_NUMERICS=native, or a machine without AVX2) are other numbers
+    monkeypatch.setattr(numerics, "portable", lambda: False)
+    assert set(before).isdisjoint(keys())
+    monkeypatch.undo()
+    monkeypatch.setenv("CGAT_CPU_KERNELS", "0")  # torch operations sum in another order
+    assert set(before).isdisjoint(keys())
+
+
+def test_the_model_and_the_graphs_must_count_the_same_neighbours(tmp_path: Path) -> None:
+    manifest = load_manifest(write(tmp_path, MANIFEST.replace("  cache_dir: cache", "  cache_dir: cache\n  max_nbr: 12")))
+    with pytest.raises(ValueError, match=r"profile 'smoke': its model \(smoke\) takes 24 neighbours .* with 12"):
+        expand(manifest, "smoke")
+
+
 def test_protected_targets_change_the_pretraining_keys(tmp_path: Path) -> None:
     base = expand(load_manifest(write(tmp_path, MANIFEST)), "smoke", data_key="d")[0]
     assert {p.prop: p.protected for p in base} == {

@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 
-from cgat_dgl.model.fast import cpu_kernels
+from cgat_dgl import kernels
 from cgat_dgl.training.optimizer import AdamW
 
 
@@ -38,8 +38,8 @@ def test_steps_equal_torch_adamw_with_groups_and_skipped_parameters(monkeypatch:
     ours = AdamW(groups(ours_params), weight_decay=1e-2)
     reference = torch.optim.AdamW(groups(torch_params), weight_decay=1e-2)
     calls: list[int] = []
-    kernel = cpu_kernels.load().adamw_step
-    monkeypatch.setattr(cpu_kernels, "load", lambda: type("K", (), {"adamw_step": lambda *a: calls.append(1) or kernel(*a)}))
+    kernel = kernels.load().adamw_step
+    monkeypatch.setattr(kernels, "load", lambda: type("K", (), {"adamw_step": lambda *a: calls.append(1) or kernel(*a)}))
     run([ours, reference], [ours_params, torch_params], steps=40)
     assert len(calls) == 2 * 40, "the kernel did not update every group at every step"
     for a, b in zip(ours_params, torch_params):
@@ -72,8 +72,8 @@ def test_torch_step_runs_where_the_kernel_does_not_apply(case: str, monkeypatch:
     ours_params, torch_params = twin_parameters(torch.float64 if case == "float64" else torch.float32)
     options = {"amsgrad": True} if case == "amsgrad" else {}
     if case == "kernels off":
-        monkeypatch.setenv(cpu_kernels.ENABLE_ENV, "0")
-    monkeypatch.setattr(cpu_kernels, "load", lambda: pytest.fail("the kernel ran"))
+        monkeypatch.setenv(kernels.ENABLE_ENV, "0")
+    monkeypatch.setattr(kernels, "load", lambda: pytest.fail("the kernel ran"))
     ours = AdamW(groups(ours_params), weight_decay=1e-2, **options)
     reference = torch.optim.AdamW(groups(torch_params), weight_decay=1e-2, **options)
     run([ours, reference], [ours_params, torch_params], steps=3)

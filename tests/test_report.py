@@ -507,3 +507,26 @@ def test_software_label_of_recorded_and_older_runs() -> None:
     label = software_label(version_tags())
     assert label.startswith("cgat_dgl ") and "torch 2." in label and "dgl " in label
     assert software_label({"cgat.kind": "transfer"}) == "unrecorded"
+
+
+def test_parent_metrics_name_strategy_size_and_the_pretraining_size_where_it_varies() -> None:
+    from benchmarks.report.parents import parent_metrics
+
+    nan = float("nan")
+    rows = [
+        ("a", "test_mae", "none", 100, 0, 0.5, 0.4, 0.6),
+        ("a", "test_mae", "full", 100, 1000, 0.3, nan, nan),  # one seed: no interval
+        ("a", "test_mae", "full", 100, 2000, 0.2, 0.1, 0.3),
+        ("a", "test_mae_gap_above_0.1", "full", 100, 2000, 0.9, 0.8, 1.0),  # a subset: not a parent metric
+        ("a", "test_mae", "pretrain", 5000, 0, 0.05, nan, nan),  # the pre-trained model's own row
+        ("b", "test_mae", "head", 0.5, 1000, 0.7, 0.6, 0.8),
+    ]
+    table = pd.DataFrame(rows, columns=["experiment", "metric", "strategy", "train_size", "pretrain_size",
+                                        "mae_mean", "mae_low", "mae_high"])
+    assert parent_metrics(table) == {
+        "a": {"test_mae.none.n100": 0.5, "test_mae.none.n100.low": 0.4, "test_mae.none.n100.high": 0.6,
+              "test_mae.full.n100.pre1000": 0.3,
+              "test_mae.full.n100.pre2000": 0.2, "test_mae.full.n100.pre2000.low": 0.1,
+              "test_mae.full.n100.pre2000.high": 0.3},
+        "b": {"test_mae.head.n0.5": 0.7, "test_mae.head.n0.5.low": 0.6, "test_mae.head.n0.5.high": 0.8},
+    }

@@ -3,6 +3,9 @@ failures that do not stop the others, and a run killed mid-training that resumes
 
 from __future__ import annotations
 
+import gzip
+import json
+
 import os
 import re
 import signal
@@ -251,6 +254,49 @@ def test_cli_dry_run_run_and_report(tmp_path: Path, small_data: Path, capsys: py
     table = (folder / "table1.md").read_text()
     assert "gap_pbe → gap_hse" in table and "no transfer" in table and "full transfer" in table
 
+    # The experiment's parent run shows the results in the runs table, links the report run and lasts
+    # until its last child ended.
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment_id = client.get_experiment_by_name("cgat-bench").experiment_id
+    rows = pd.read_csv(folder / "table1.csv")
+    rows = rows[(rows["strategy"] != "pretrain") & (rows["metric"] == "test_mae")]
+    experiment = rows["experiment"].value_counts().idxmax()  # the one with several strategies and sizes
+    rows = rows[rows["experiment"] == experiment]
+    parent = next(run for run in client.search_runs([experiment_id], filter_string="tags.`cgat.parent` = '1'")
+                  if run.data.tags["cgat.experiment"] == experiment)
+    assert len(rows) >= 2
+    for row in rows.itertuples():
+        assert parent.data.metrics[f"test_mae.{row.strategy}.n{int(row.train_size)}"] == pytest.approx(row.mae_mean)
+    report_run = client.get_run(parent.data.tags["cgat.report_run_id"])
+    assert report_run.data.tags["cgat.kind"] == "report"
+    assert report_run.info.run_id in parent.data.tags["mlflow.note.content"]
+    children = client.search_runs([experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    assert parent.info.end_time == max(child.info.end_time for child in children)
+    assert [a.path for a in client.list_artifacts(parent.info.run_id)] == ["table1.csv"]
+
+    # Each pre-training is a version of its registered model, a transfer names the version it starts
+    # from, and `cgat predict` takes that version as models:/NAME/VERSION.
+    pretrains = client.search_runs([experiment_id], filter_string="tags.`cgat.kind` = 'pretrain'")
+    assert {model.name for model in client.search_registered_models()} == {
+        f"cgat-smoke-{run.data.tags['cgat.source']}" for run in pretrains
+    }
+    transfer = client.search_runs([experiment_id], filter_string="tags.`cgat.strategy` = 'full'")[0]
+    name, version = transfer.data.tags["cgat.pretrained_model"].split("/")
+    assert client.get_model_version(name, version).run_id == transfer.data.tags["cgat.pretrain_run_id"]
+    cifs = tmp_path / "cifs"
+    cifs.mkdir()
+    with gzip.open(small_data, "rt") as rows:
+        row = json.loads(next(rows))
+    (cifs / f"{row['id']}.cif").write_text(row["cif"])
+    from cgat_dgl.cli import main as cgat_main
+
+    capsys.readouterr()
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert cgat_main(["predict", "--checkpoint", f"models:/{name}/{version}", "--tracking-uri", tracking,
+                      str(cifs), "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0].startswith("id,") and printed[1].startswith(f"{row['id']},")
+
     assert main(["run", manifest, *common, "--dry-run"]) == 0
     assert "7 runs: 7 finished" in capsys.readouterr().out
 
@@ -266,8 +312,6 @@ def test_cli_dry_run_run_and_report(tmp_path: Path, small_data: Path, capsys: py
 
     # Runs a SIGKILL can leave RUNNING: a report killed while logging, a parent killed between its
     # creation and its end. The next report closes the one, the next lookup of the parent the other.
-    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
-    experiment_id = client.get_experiment_by_name("cgat-bench").experiment_id
     killed_report = client.create_run(experiment_id, run_name="report [smoke]", tags={"cgat.kind": "report"})
     parent = client.search_runs([experiment_id], filter_string="tags.`cgat.parent` = '1'")[0]
     client.update_run(parent.info.run_id, status="RUNNING")

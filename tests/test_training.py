@@ -241,3 +241,18 @@ def test_a_small_set_is_passed_over_until_an_epoch_holds_epoch_structures(sets, 
     assert result.trained_structures == 72
     plain = train(SMOKE, config.model_copy(update={"epoch_structures": 12}), *sets, out_dir=tmp_path / "one")
     assert [row["structures"] for row in plain.history] == [12, 12]
+
+
+def test_one_function_builds_every_train_config() -> None:
+    from pydantic import ValidationError
+
+    from cgat_dgl.training.config import TrainConfig, train_config
+
+    # None is "not given": the default is TrainConfig's own
+    assert train_config({"lr": None, "batch_size": 8}) == TrainConfig(batch_size=8)
+    # overrides win over the stage's settings, and the result is validated whatever changed
+    assert train_config({"lr": 1e-3, "epochs": 5}, lr=2e-3).lr == 2e-3
+    with pytest.raises(ValidationError, match="lr"):
+        train_config(TrainConfig().model_dump(), lr=-1.0)
+    with pytest.raises(ValidationError, match="extra"):
+        train_config({"learning_rate": 1e-3})

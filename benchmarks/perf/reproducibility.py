@@ -211,7 +211,7 @@ def golden(data: Path, out: Path) -> dict[str, Any]:
     import torch
 
     from cgat_dgl import numerics
-    from cgat_dgl.model.fast import cpu_kernels
+    from cgat_dgl import kernels
 
     if not numerics.portable():
         raise SystemExit(f"the numerics here are not the portable ones: {numerics.tags()}")
@@ -219,7 +219,7 @@ def golden(data: Path, out: Path) -> dict[str, Any]:
     values: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as folder:
         values["kernels"] = golden_training(data, Path(folder) / "kernels")
-        with cpu_kernels.turned_off():
+        with kernels.turned_off():
             values["torch_ops"] = golden_training(data, Path(folder) / "torch_ops")
     record = {"made_on": f"{numerics.cpu_model()} ({numerics.isa_level()})", "numerics": numerics.tags(), **values}
     print(json.dumps(record, indent=2))

@@ -34,7 +34,7 @@ from cgat_dgl.graphs.build import GraphParams, build_crystal_graph
 from cgat_dgl.graphs.collate import collate
 from cgat_dgl.graphs.crystal_graph import CrystalGraph
 from cgat_dgl.model import CGAT, ModelConfig
-from cgat_dgl.model.fast import cpu_kernels
+from cgat_dgl import kernels
 from cgat_dgl.training.allocator import keep_freed_memory
 from cgat_dgl.training.optimizer import AdamW
 
@@ -116,7 +116,7 @@ def bench_backend(
     for batch in batches[: args.warmup]:
         _train_step(model, optimizer, batch, mean, std, args.amp)
     # The model's operations as torch counts them: the CPU kernels run the same ones out of its sight.
-    with FlopCounterMode(display=False) as counter, cpu_kernels.turned_off():
+    with FlopCounterMode(display=False) as counter, kernels.turned_off():
         _train_step(model, optimizer, batches[0], mean, std, args.amp)
     flop_per_step = counter.get_total_flops()
     flop_per_structure = flop_per_step / batches[0].num_crystals
@@ -138,7 +138,7 @@ def bench_backend(
     structs_per_s = structures / elapsed
     return {
         "backend": backend,
-        "cpu_kernels": device.type == "cpu" and cpu_kernels.applies(torch.zeros(1)),
+        "cpu_kernels": device.type == "cpu" and kernels.applies(torch.zeros(1)),
         "parameters": model.count_parameters()["total"],
         "steps": steps,
         "batch_size": args.batch_size,

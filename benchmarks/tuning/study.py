@@ -32,6 +32,7 @@ from benchmarks.tuning.mlflow_callback import RUN_ID_ATTR, StudyTracking
 from benchmarks.tuning.space import SearchSpace, StudyConfigError, make_pruner, make_sampler
 from benchmarks.tuning.storage import HeartbeatSettings, display_url, fail_stale_trials, open_storage
 from cgat_dgl.strategies import PAPER_STRATEGIES
+from cgat_dgl.training.config import train_config
 from cgat_dgl.training.trainer import train
 
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -169,7 +170,7 @@ def make_objective(
             tags["cgat.retried_run"] = str(retried_run)
         factor_param = {} if lr_factor is None else {"lr_factor": lr_factor}
         tracker = tracking.open_trial(trial, {"lr": lr, "weight_decay": weight_decay, **factor_param, **inputs.params}, tags)
-        config = inputs.train_config.model_copy(update={"lr": lr, "weight_decay": weight_decay})
+        config = train_config(inputs.train_config.model_dump(), lr=lr, weight_decay=weight_decay)
         out_dir = Path(options.work_dir) / "tuning" / spec.name / f"trial-{trial.number}"
 
         def report(epoch: int, metrics: dict[str, float]) -> None:

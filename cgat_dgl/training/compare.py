@@ -15,7 +15,7 @@ from ..data.splits import nested_subsets
 from ..graphs.neighbors import GraphParams
 from ..model import ModelConfig
 from ..strategies import PaperStrategy
-from .config import Normalization, Strategy, TrainConfig
+from .config import Normalization, Strategy, TrainConfig, train_config
 from .task_data import prepare_transfer
 from .tracking import Tracker
 from .trainer import TrainResult, train
@@ -36,10 +36,10 @@ class CompareOptions(BaseModel):
     pretrain_eval_size: int | None = Field(1000, ge=1)  # cap on pre-training val/test; None: all
     pretrain_checkpoint: Path | None = None  # reuse instead of pre-training
     epochs: int = Field(20, ge=1)
-    batch_size: int = Field(64, ge=1)
-    lr: float = 1.25e-4
+    batch_size: int = Field(TrainConfig.model_fields["batch_size"].default, ge=1)
+    lr: float = Field(TrainConfig.model_fields["lr"].default, gt=0)
     transfer_lr: float | None = None  # None: lr
-    weight_decay: float = 1e-6
+    weight_decay: float = Field(TrainConfig.model_fields["weight_decay"].default, ge=0)
     cycle_period: int | None = Field(None, ge=1)  # None: each run's epochs (one rise and fall)
     seed: int = 0
     device: str = "auto"
@@ -70,18 +70,10 @@ class CompareOutcome:
 
 
 def _train_config(options: CompareOptions, epochs: int, lr: float, strategy: Strategy) -> TrainConfig:
-    return TrainConfig(
-        epochs=epochs,
-        batch_size=options.batch_size,
-        lr=lr,
-        weight_decay=options.weight_decay,
-        cycle_period=options.cycle_period or epochs,
-        seed=options.seed,
-        device=options.device,  # type: ignore[arg-type]
-        amp=options.amp,
-        num_workers=options.num_workers,
-        strategy=strategy,
-        normalization=options.normalization,
+    return train_config(
+        options.model_dump(include={"batch_size", "weight_decay", "seed", "device", "amp", "num_workers",
+                                    "normalization"}),
+        epochs=epochs, lr=lr, cycle_period=options.cycle_period or epochs, strategy=strategy,
     )
 
 

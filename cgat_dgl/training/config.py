@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
@@ -28,13 +29,13 @@ def paper_cycle_period(epochs: int, stage: Literal["pretrain", "transfer"]) -> i
 class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    epochs: int = Field(390, ge=1)
+    epochs: int = Field(PAPER_EPOCHS["pretrain"], ge=1)
     batch_size: int = Field(64, ge=1)
     lr: float = Field(1.25e-4, gt=0)
     weight_decay: float = Field(1e-6, ge=0)
     # Triangular cycle, stepped once per epoch: lr * base factor at the cycle start and end,
     # lr * max factor at mid-period (the reference: 0.1 and 1.0, period 130, 70 for transfer).
-    cycle_period: int = Field(130, ge=1)
+    cycle_period: int = Field(paper_cycle_period(PAPER_EPOCHS["pretrain"], "pretrain"), ge=1)
     cycle_base_factor: float = Field(0.1, gt=0)
     cycle_max_factor: float = Field(1.0, gt=0)
     # The learning-rate schedule (cgat_dgl.training.schedules): the paper's triangular cycle, or one that
@@ -97,7 +98,18 @@ class TrainConfig(BaseModel):
 
     @classmethod
     def transfer(cls, **overrides: object) -> "TrainConfig":
-        """The reference transfer settings (period 70), with overrides."""
-        values: dict[str, object] = {"cycle_period": 70, "strategy": "full"}
+        """The reference transfer settings (the paper's transfer cycle), with overrides."""
+        values: dict[str, object] = {
+            "cycle_period": paper_cycle_period(PAPER_EPOCHS["transfer"], "transfer"), "strategy": "full"
+        }
         values.update(overrides)
         return cls(**values)
+
+
+def train_config(settings: Mapping[str, Any] | None = None, **overrides: Any) -> TrainConfig:
+    """The one way from settings to a training run's config, for every front end (``cgat train``, the
+    benchmark runner, Optuna trials): a stage's settings (a manifest profile's, a checkpoint's), then
+    ``overrides`` (a command line's, a trial's); None stands for "not given", so every default is
+    TrainConfig's own. The result is validated, whatever changed."""
+    values = {**(settings or {}), **overrides}
+    return TrainConfig(**{name: value for name, value in values.items() if value is not None})

@@ -4,7 +4,7 @@ torch's AdamW on CPU runs some ten tensor operations per parameter, each dispatc
 the cpu model's 139 small parameters that is most of the optimiser's time and about a twentieth of a
 training step. ``AdamW`` is ``torch.optim.AdamW`` (same arguments, state, ``state_dict`` and hooks)
 whose step, where the CPU kernels apply, updates each parameter group in one call to
-``cpu_kernels.adamw_step``; elsewhere (GPU, float64, amsgrad, maximize, ...) torch's step runs.
+``kernels.adamw_step``; elsewhere (GPU, float64, amsgrad, maximize, ...) torch's step runs.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from cgat_dgl.model.fast import cpu_kernels
+from cgat_dgl import kernels
 
 
 class AdamW(torch.optim.AdamW):
@@ -28,7 +28,7 @@ class AdamW(torch.optim.AdamW):
                 return False
             for p in group["params"]:
                 if p.grad is not None and not (
-                    cpu_kernels.applies(p) and p.is_contiguous() and p.grad.layout == torch.strided
+                    kernels.applies(p) and p.is_contiguous() and p.grad.layout == torch.strided
                 ):
                     return False
         return True
@@ -58,7 +58,7 @@ class AdamW(torch.optim.AdamW):
                 steps.append(state["step"])
             if params:
                 beta1, beta2 = group["betas"]
-                cpu_kernels.load().adamw_step(
+                kernels.load().adamw_step(
                     params, grads, exp_avgs, exp_avg_sqs, steps,
                     float(group["lr"]), beta1, beta2, group["eps"], group["weight_decay"],
                 )  # fmt: skip

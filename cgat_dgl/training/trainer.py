@@ -36,7 +36,7 @@ from .. import numerics
 from .. import progress as progress_output
 from ..graphs.collate import make_loader
 from ..model import CGAT, ModelConfig
-from ..model.fast import cpu_kernels
+from .. import kernels
 from ..strategies import strategy
 from ..versions import machine_label, version_tags
 from . import distributed, frozen_body
@@ -530,7 +530,7 @@ def train(
     if tracker is not None:
         tracker.log_config(model=run.model_values, train=train_config.model_dump(mode="json"))
         # Tags, not params: a run resumed on another machine may differ in them (params cannot change).
-        kernels_on = model_config.implementation == "fast" and cpu_kernels.applies(torch.zeros(0, device=run.device))
+        kernels_on = model_config.implementation == "fast" and kernels.applies(torch.zeros(0, device=run.device))
         tracker.set_tags(
             {
                 **version_tags(),

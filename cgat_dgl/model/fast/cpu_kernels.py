@@ -1,5 +1,5 @@
-"""CPU kernels of the per-edge and per-atom work of a message-passing step, and of the optimiser
-step (``kernels/``), compiled on first use.
+"""The model's CPU kernels: the per-edge and per-atom work of a message-passing step as autograd
+functions over the C++ kernels of ``cgat_dgl/kernels/src``.
 
 On CPU that work is bound by memory traffic and by the dispatch of many small operations, not by
 arithmetic: as torch operations, the (E, H) hidden layer of the edge networks (H = every group's
@@ -23,133 +23,28 @@ per generated layer. The kernels do the same functions while keeping those inter
   ``hypernetwork.apply_hyper_mlp``.
 - ``indexed_product`` (``indexed_product.cpp``): x_i W[index_i] with one of a few matrices per
   row, the first step's generated layers (one matrix per element).
-- ``adamw_step`` (``adamw.cpp``): one AdamW update of a whole parameter group
-  (``cgat_dgl.training.optimizer.AdamW``).
 
 The tiles' small matrix products run as register-blocked loops (``tile_gemm.cpp``) rather than
 BLAS calls, which would copy their operands into packed panels on every call. The kernels release
 the GIL. ``tests/test_cpu_kernels.py`` compares each with the torch operations, and the model with
 and without them; ``tests/test_optimizer.py`` the optimiser with torch's.
 
-The extension is built with torch's C++ extension loader (a C++ compiler and ninja) into
-``torch_extensions`` under the user's cache (``TORCH_EXTENSIONS_DIR`` moves it) the first time it is
-needed, about 40 s on two cores, and reused by later processes; ``make install`` builds it. Where it cannot
-be built the model runs as torch operations, with a warning. ``CGAT_CPU_KERNELS=0`` turns the
-kernels off.
+The extension is built and loaded by ``cgat_dgl.kernels``, which the optimiser shares.
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import hashlib
-import io
-import logging
-import os
-import platform
-import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from cgat_dgl import numerics
+from cgat_dgl.kernels import applies, load
 
-log = logging.getLogger(__name__)
+__all__ = ["applies", "tiled_edge_networks", "attention_aggregate", "generated_product", "head_attention_fcnn",
+           "indexed_product", "ReceiverIndex"]
 
-SOURCES = [
-    Path(__file__).with_name("kernels") / name
-    for name in (
-        "bindings.cpp", "blas.cpp", "tile_gemm.cpp", "edge_networks.cpp", "attention.cpp", "hypernetwork.cpp",
-        "edge_update.cpp", "indexed_product.cpp", "adamw.cpp",
-    )
-]
-ENABLE_ENV = "CGAT_CPU_KERNELS"
 LEAKY_SLOPE = 0.01  # torch.nn.functional.leaky_relu's default, as the networks use
-
-
-class KernelUnavailable(RuntimeError):
-    """The CPU kernels could not be compiled or loaded here."""
-
-
-_turned_off = 0
-
-
-def build_name() -> str:
-    """The extension's name, one per build: the instruction-set flags (``numerics.kernel_cflags``), and
-    with -march=native the host's CPU flags, since a build folder may be shared by several machines."""
-    flags = " ".join(numerics.kernel_cflags())
-    if "-march=native" in flags:
-        flags += " " + " ".join(sorted(numerics._cpuinfo().get("flags", "").split()))
-    digest = hashlib.sha1(f"{platform.machine()} {flags}".encode()).hexdigest()[:10]
-    return f"cgat_cpu_kernels_{digest}"
-
-
-@functools.lru_cache(maxsize=None)
-def _built() -> bool:
-    """Whether this machine holds a build of the kernels (a guess: torch decides whether it is current)."""
-    from torch.utils import cpp_extension
-
-    try:
-        folder = Path(cpp_extension._get_build_directory(build_name(), verbose=False))
-    except Exception:  # a private helper of torch: any change in it only costs the notice
-        return True
-    return any(folder.glob("*.so"))
-
-
-def load() -> Any:
-    """The compiled extension module; raises KernelUnavailable with the compiler's reason."""
-    with contextlib.redirect_stderr(io.StringIO()):  # its import notes where it found no CUDA
-        from torch.utils import cpp_extension
-
-    if numerics.mode() == numerics.PORTABLE and not numerics.runs_kernel_isa():
-        raise KernelUnavailable(f"this CPU ({numerics.isa_level()}) does not run {numerics.KERNEL_ISA} code")
-    if not _built():
-        print("compiling the CPU kernels (once per machine and version, about a minute)", file=sys.stderr, flush=True)
-    try:
-        return cpp_extension.load(
-            name=build_name(),
-            sources=[str(path) for path in SOURCES],
-            extra_cflags=["-O3", *numerics.kernel_cflags(), "-fno-trapping-math", "-fopenmp"],
-            extra_ldflags=["-fopenmp"],
-            verbose=False,
-        )
-    except Exception as error:  # compiler missing, ninja missing, build failure
-        raise KernelUnavailable(f"could not build the CPU kernels in {SOURCES[0].parent}: {error}") from error
-
-
-@functools.lru_cache(maxsize=None)
-def available() -> bool:
-    """Whether the kernels build and load on this machine (the reason is logged once if not)."""
-    try:
-        load()
-    except KernelUnavailable as error:
-        log.warning("%s; the model runs as torch operations", error)
-        return False
-    return True
-
-
-def applies(values: torch.Tensor) -> bool:
-    """Whether the kernels run on tensors like ``values``: float32 on CPU, not turned off, built."""
-    if values.device.type != "cpu" or values.dtype != torch.float32:
-        return False
-    if _turned_off or os.environ.get(ENABLE_ENV, "1") == "0":
-        return False
-    return available()
-
-
-@contextlib.contextmanager
-def turned_off() -> Iterator[None]:
-    """Run the torch operations instead of the kernels inside the block (for comparisons, and for
-    counting the model's operations, which the kernels hide from torch's counters)."""
-    global _turned_off
-    _turned_off += 1
-    try:
-        yield
-    finally:
-        _turned_off -= 1
 
 
 class TiledEdgeNetworks(torch.autograd.Function):

@@ -1,4 +1,5 @@
-// The CPU kernels of the fast implementation (cgat_dgl/model/fast/cpu_kernels.py).
+// The CPU kernels of the fast implementation (cgat_dgl/model/fast/cpu_kernels.py) and of the optimiser's
+// step (cgat_dgl/training/optimizer.py), built by cgat_dgl/kernels.
 #pragma once
 
 // ATen alone: torch/extension.h (pybind11 and all of torch) is for bindings.cpp; in every file it
