@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 SHARED_DATA ?= ../shared/data/mp_multifidelity.jsonl.gz
 export DGLBACKEND := pytorch
 
-.PHONY: install test bench bench-extra bench-replicate bench-strategies quick pretrain clean-cache postgres-install server server-stop
+.PHONY: install test chromium-install bench bench-extra bench-replicate bench-strategies quick pretrain clean-cache postgres-install server server-stop
 
 $(STAMP): setup.cfg setup.py requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,7 +28,14 @@ postgres-install:
 	  echo "installing PostgreSQL (apt-get install postgresql)"; \
 	  $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q postgresql; }
 
-test: $(STAMP) postgres-install
+# The browser tests (tests/test_browser_*.py) drive Debian's headless Chromium against the MLflow UI:
+# installed the same way, once.
+chromium-install:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing Chromium (apt-get install chromium)"; \
+	  $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q chromium; }
+
+test: $(STAMP) postgres-install chromium-install
 	$(PY) -m pytest
 
 # A local PostgreSQL (data in mlflow/postgres/) and an MLflow tracking server over it; prints the

@@ -464,7 +464,7 @@ def _ui(args: argparse.Namespace) -> int:
         for key, value in EXPERIMENT_TAGS.items():  # stores made before the tag: open in the training view
             if experiment.tags.get(key) != value:
                 client.set_experiment_tag(experiment.experiment_id, key, value)
-        page += f"/#/experiments/{experiment.experiment_id}/runs"
+        page += f"/#/experiments/{experiment.experiment_id}/runs?compareRunsMode=CHART"  # every metric charted
     print(f"MLflow UI over {redact_uri(uri)}: {page}", flush=True)
     # MLflow 3's job runner (GenAI jobs, huey processes that outlive a stopped server) has nothing to do here
     env = dict(os.environ)
