@@ -156,9 +156,10 @@ def portable() -> bool:
     return mode() == PORTABLE and aten_capability() == PORTABLE_ATEN and mkl_branch() == PORTABLE_MKL
 
 
-def key(device: str, kernels: bool) -> str:
+def key(device: str, kernels: bool, some_kernels: str = "") -> str:
     """What decides the numbers of a run on ``device`` ("cpu" or "cuda"), for its run key: equal keys,
-    bitwise equal results. ``kernels``: whether the model runs the CPU kernels."""
+    bitwise equal results. ``kernels``: whether the model runs the CPU kernels; ``some_kernels``: the
+    groups that run where not all of them do (``cgat_dgl.kernels.enabled_groups``)."""
     if device.startswith("cuda"):
         import torch
 
@@ -167,7 +168,8 @@ def key(device: str, kernels: bool) -> str:
         base = PORTABLE
     else:  # the host's own code paths: the numbers hold for this CPU model only
         base = f"{mode()}:{cpu_model()}:{isa_level()}:aten-{aten_capability()}:mkl-{mkl_branch()}"
-    code = f"kernels:{' '.join(kernel_cflags())}:{compiler()}" if kernels else "torch-ops"
+    groups = f"[{some_kernels}]" if some_kernels else ""
+    code = f"kernels{groups}:{' '.join(kernel_cflags())}:{compiler()}" if kernels else "torch-ops"
     return f"cpu:{base}:{code}"
 
 

@@ -268,3 +268,20 @@ def test_model_with_kernels_equals_the_model_without(
     for name, want in expected.items():
         scale = max(1.0, float(want.abs().max()))
         torch.testing.assert_close(grads[name], want, rtol=1e-4, atol=1e-5 * scale, msg=name)
+
+
+def test_kernel_groups_are_switched_by_name_and_unknown_names_fail(monkeypatch: pytest.MonkeyPatch) -> None:
+    x = torch.zeros(2)
+    monkeypatch.setenv(kernels.ENABLE_ENV, "1")
+    assert kernels.enabled_groups() == kernels.GROUPS and kernels.applies(x, "attention")
+    monkeypatch.setenv(kernels.ENABLE_ENV, "0")
+    assert kernels.enabled_groups() == () and not kernels.applies(x) and not kernels.applies(x, "adamw")
+    monkeypatch.setenv(kernels.ENABLE_ENV, "adamw, edge_networks")
+    assert kernels.enabled_groups() == ("edge_networks", "adamw")
+    assert kernels.applies(x, "edge_networks") and not kernels.applies(x, "attention") and kernels.applies(x)
+    monkeypatch.setenv(kernels.ENABLE_ENV, "attention,tiles")
+    with pytest.raises(ValueError, match="unknown kernel group.*tiles"):
+        kernels.applies(x)
+    monkeypatch.setenv(kernels.ENABLE_ENV, "1")
+    with pytest.raises(ValueError, match="unknown kernel group 'attn'"):
+        kernels.applies(x, "attn")

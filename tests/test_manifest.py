@@ -175,6 +175,10 @@ def test_keys_hold_the_numerics(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     monkeypatch.undo()
     monkeypatch.setenv("CGAT_CPU_KERNELS", "0")  # torch operations sum in another order
     assert set(before).isdisjoint(keys())
+    monkeypatch.setenv("CGAT_CPU_KERNELS", "attention,adamw")  # and so do some kernels with torch operations
+    assert set(before).isdisjoint(keys())
+    monkeypatch.setenv("CGAT_CPU_KERNELS", "1")
+    assert keys() == before
 
 
 def test_the_model_and_the_graphs_must_count_the_same_neighbours(tmp_path: Path) -> None:

@@ -98,6 +98,8 @@ def bench_backend(
     device: torch.device,
 ) -> dict[str, Any]:
     overrides = {"edge_update": args.edge_update} if args.edge_update else {}
+    if args.implementation:
+        overrides["implementation"] = args.implementation
     config = ModelConfig.preset(args.preset, backend=backend, **overrides)
     torch.manual_seed(0)
     model = CGAT(config).to(device)
@@ -163,6 +165,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--backend", default="both", choices=["both", "dgl", "torch"])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--edge-update", default=None, choices=["paper", "reference", "none"])
+    parser.add_argument("--implementation", default=None, choices=["plain", "fast"], help="default: the preset's")
     parser.add_argument("--structures", type=int, default=512, help="structures drawn at random from the data")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--steps", type=int, default=20, help="timed training steps")

@@ -103,11 +103,34 @@ def available() -> bool:
     return True
 
 
-def applies(values: torch.Tensor) -> bool:
-    """Whether the kernels run on tensors like ``values``: float32 on CPU, not turned off, built."""
+# The kernels by the work they replace: CGAT_CPU_KERNELS=1 (the default) runs them all, 0 none, and a
+# comma-separated list of these names only those (for measuring what each buys).
+GROUPS = ("edge_networks", "attention", "edge_update", "hypernetwork", "adamw")
+
+
+def enabled_groups() -> tuple[str, ...]:
+    """The kernel groups CGAT_CPU_KERNELS turns on (an unknown name is an error, not a silent no)."""
+    value = os.environ.get(ENABLE_ENV, "1").strip()
+    if value in ("", "1"):
+        return GROUPS
+    if value == "0":
+        return ()
+    names = tuple(name.strip() for name in value.split(",") if name.strip())
+    unknown = sorted(set(names) - set(GROUPS))
+    if unknown:
+        raise ValueError(f"{ENABLE_ENV}={value!r}: unknown kernel group(s) {unknown}; use 0, 1 or names from {GROUPS}")
+    return tuple(name for name in GROUPS if name in names)
+
+
+def applies(values: torch.Tensor, group: str | None = None) -> bool:
+    """Whether the kernels (of ``group``; None: any) run on tensors like ``values``: float32 on CPU,
+    not turned off, built."""
     if values.device.type != "cpu" or values.dtype != torch.float32:
         return False
-    if _turned_off or os.environ.get(ENABLE_ENV, "1") == "0":
+    if group is not None and group not in GROUPS:
+        raise ValueError(f"unknown kernel group {group!r}; the groups are {GROUPS}")
+    enabled = enabled_groups()
+    if _turned_off or not enabled or (group is not None and group not in enabled):
         return False
     return available()
 

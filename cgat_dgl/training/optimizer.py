@@ -28,7 +28,7 @@ class AdamW(torch.optim.AdamW):
                 return False
             for p in group["params"]:
                 if p.grad is not None and not (
-                    kernels.applies(p) and p.is_contiguous() and p.grad.layout == torch.strided
+                    kernels.applies(p, "adamw") and p.is_contiguous() and p.grad.layout == torch.strided
                 ):
                     return False
         return True

@@ -27,7 +27,7 @@ def apply_hyper_mlp(
     generate one F x F matrix each, which the rows of x that share it are multiplied by."""
     n, f = x.shape
     k = mlp.hyper_hidden
-    kernel = cpu_kernels.applies(x)
+    kernel = cpu_kernels.applies(x, "hypernetwork")
     for layer, z in enumerate(mlp.hidden(hyper_input)):
         generator = mlp.weight_out[layer]
         bias = mlp.bias_out[layer](z)

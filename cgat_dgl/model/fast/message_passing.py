@@ -23,7 +23,7 @@ def fast_message_passing(
     rank-embedding table ``e``."""
     block = sender_block(ops.src, ops.num_nodes)
     h = h0.values
-    receivers = cpu_kernels.ReceiverIndex.of(ops.dst, ops.num_nodes) if cpu_kernels.applies(h) else None
+    receivers = cpu_kernels.ReceiverIndex.of(ops.dst, ops.num_nodes) if cpu_kernels.applies(h, "attention") else None
     for t, step in enumerate(steps):
         if t == 0:  # h = h0: networks of z_ij need one evaluation per edge kind
             kinds: EdgeKinds | None = EdgeKinds.find(h0, e, ops.src, ops.dst)
@@ -84,7 +84,7 @@ def paper_edge_update(
     """Eq. 2b-2d given the score and message networks' outputs (heads, M, F) each; with ``kinds``
     (first step) the result is a table with one row per edge kind. Per edge on CPU, the attention
     over heads and the FCNN run as one kernel."""
-    if kinds is None and cpu_kernels.applies(scores):
+    if kinds is None and cpu_kernels.applies(scores, "edge_update"):
         change = cpu_kernels.head_attention_fcnn(scores, messages, edge.fcnn)
     else:
         attention = torch.softmax(scores, dim=0)  # heads lead: the softmax over heads is over dim 0

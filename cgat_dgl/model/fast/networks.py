@@ -37,7 +37,7 @@ def evaluate_networks(
     receiver_term = torch.addmm(bias, edges.h, w_receiver.t())
     sender = edges.h @ w_sender.t()
     e = edges.e
-    if edges.sender_block is not None and cpu_kernels.applies(sender):
+    if edges.sender_block is not None and cpu_kernels.applies(sender, "edge_networks"):
         block, tiled = edges.sender_block, cpu_kernels.tiled_edge_networks
         args = (receiver_term, sender, edges.receiver, block, second_weight, second_bias, heads)
         order = {"receiver_order": receiver_order, "ordered_parts": 2}
