@@ -220,7 +220,7 @@ def _write_report(sources: ReportSources, report_root: Path, work_dir: Path, loa
 
     tracking_uri, profile, seeds, suites = sources.tracking_uri, sources.profile, sources.seeds, sources.suites
     runs, histories = collect_runs(tracking_uri, profile=profile, experiment_name=EXPERIMENT)
-    runs = _current_runs(runs, sources)
+    runs = current_runs(runs, sources)
     studies = _current_studies(collect_study_trials(tracking_uri, profile=profile, experiment_name=EXPERIMENT), sources)
     name = sources.name
     if seeds is not None:
@@ -279,7 +279,7 @@ def _write_report(sources: ReportSources, report_root: Path, work_dir: Path, loa
     return path
 
 
-def _current_runs(runs, sources: ReportSources):
+def current_runs(runs, sources: ReportSources):
     """The runs the manifest would make now (their keys are in its plan, on every split and
     pre-training seed the store holds); a run of the same profile with other settings (an earlier epoch cap, say) or other data is
     left out, and said so, rather than mixed into the tables."""

@@ -20,12 +20,13 @@ from typing import Any
 
 from cgat_dgl.data.records import DataError
 from cgat_dgl.data.units import column_name
-from cgat_dgl.strategies import PAPER_STRATEGIES
+from cgat_dgl.strategies import PAPER_STRATEGIES, strategies
 from cgat_dgl.training.config import PAPER_CYCLES, PAPER_EPOCHS, paper_cycle_period
 
 log = logging.getLogger("cgat_dgl.cli")
 
 STRATEGIES = PAPER_STRATEGIES
+ALL_STRATEGIES = strategies()
 # training.config.ScheduleName, spelt out so that the parser imports no torch (tested equal)
 SCHEDULES = ("triangular", "cosine", "plateau")
 
@@ -176,8 +177,16 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--backend", choices=("dgl", "torch"), default=None)
     predict.set_defaults(handler=run_predict)
 
-    compare = commands.add_parser("compare", formatter_class=HELP_FORMAT, help="pre-train on SOURCE, transfer to TARGET with none/head/full")
-    _add_data_options(compare)
+    compare = commands.add_parser(
+        "compare", formatter_class=HELP_FORMAT,
+        help="pre-train on SOURCE, transfer to TARGET with each strategy, beside the baselines",
+        description="A one-experiment manifest, written to OUT/experiments.yaml and run by `cgat-bench run` "
+                    "(run keys, resume, store and report beside it). Settings it does not offer (data-loader "
+                    "workers, a given pre-trained checkpoint, capped evaluation sets) are a manifest's: edit that "
+                    "file and run it with cgat-bench.")
+    compare.add_argument("--data", type=Path, required=True, help="data file or folder (as for cgat train)")
+    compare.add_argument("--cache-dir", type=Path, default=None, help="graph cache folder (default: ./cache)")
+    compare.add_argument("--split-seed", type=int, default=None, help="seed of the 80/10/10 split (default: 0)")
     compare.add_argument("--source", required=True, help="pre-training (low-fidelity) property, e.g. gap_pbe")
     compare.add_argument("--target", required=True, help="transfer (high-fidelity) property, e.g. gap_hse")
     from cgat_dgl.data.leakage import DEFAULT_PROTECTED
@@ -186,26 +195,36 @@ def build_parser() -> argparse.ArgumentParser:
                          help="further properties whose validation and test materials the pre-training must not "
                               f"see (the target and {', '.join(DEFAULT_PROTECTED)}, where the data has them, "
                               "always are)")
-    _add_model_options(compare, default_preset="cpu")
-    _add_optim_options(compare)
-    compare.add_argument("--pretrain-epochs", type=_positive_int, default=10, help="epochs of the pre-training run")
-    compare.add_argument("--pretrain-size", type=_positive_int, default=8000,
-                         help="pre-training materials (a fixed subset of the leakage-free training split); 0 = all")
-    compare.add_argument("--pretrain-eval-size", type=_positive_int, default=1000,
-                         help="cap on the pre-training validation and test sets; 0 = all")
-    compare.add_argument("--pretrain-checkpoint", type=Path, default=None, help="reuse this pre-trained checkpoint")
-    compare.add_argument("--epochs", type=_positive_int, default=20, help="epochs of each transfer run")
+    # None everywhere: not given, so that the compare options' own defaults (shown by --help there) apply
+    compare.add_argument("--preset", choices=("paper", "cpu", "smoke"), default=None, help="model size (default: cpu)")
+    compare.add_argument("--backend", choices=("dgl", "torch"), default=None, help="message-passing backend")
+    compare.add_argument("--device", choices=("cpu", "cuda", "auto"), default=None, help="default: auto")
+    compare.add_argument("--amp", action="store_true", default=None, help="mixed precision (GPU only)")
+    compare.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads of each run")
+    compare.add_argument("--seed", type=int, default=None, help="seed of weights and shuffling (default: 0)")
+    compare.add_argument("--pretrain-epochs", type=_positive_int, default=None, help="epochs of the pre-training (default: 10)")
+    compare.add_argument("--pretrain-size", type=int, default=None,
+                         help="pre-training materials, a fixed subset of the leakage-free training split "
+                              "(default: 8000; 0 = all)")
+    compare.add_argument("--epochs", type=_positive_int, default=None, help="epochs of each transfer run (default: 20)")
+    compare.add_argument("--lr", type=float, default=None, help="peak learning rate of the cycle (default: 0.001)")
     compare.add_argument("--transfer-lr", type=float, default=None, help="learning rate of the transfer runs (default: --lr)")
+    compare.add_argument("--batch-size", type=_positive_int, default=None, help="crystals per batch")
+    compare.add_argument("--weight-decay", type=float, default=None, help="AdamW weight decay")
     compare.add_argument("--cycle-period", type=_positive_int, default=None,
                          help="learning-rate cycle of every run (default: the run's epochs, one rise and fall)")
-    compare.add_argument("--strategies", nargs="+", choices=STRATEGIES, default=list(STRATEGIES), help="strategies to run")
-    compare.add_argument("--normalization", choices=("keep", "refit"), default="keep",
-                         help="transfers keep the pre-training target mean/std or refit them")
-    compare.add_argument("--out", type=Path, default=Path("runs/compare"), help="output folder")
-    compare.add_argument("--no-resume", action="store_true", help="start every run over")
-    _add_tracking_options(compare, "cgat-compare")
-    # Short CPU runs need a larger step than the paper's 1.25e-4 over 390 epochs.
-    compare.set_defaults(handler=run_compare, lr=1e-3)
+    compare.add_argument("--patience", type=_positive_int, default=None,
+                         help="stop a run after this many epochs without a better validation error (default: none)")
+    compare.add_argument("--strategies", nargs="+", default=None, metavar="NAME",
+                         help="strategies to run (default: none, head, full and the baselines that apply); "
+                              f"any of {', '.join(ALL_STRATEGIES)}")
+    compare.add_argument("--normalization", choices=("keep", "refit"), default=None,
+                         help="transfers keep the pre-training target mean/std (default) or refit them")
+    compare.add_argument("--out", type=Path, default=None, help="output folder (default: runs/compare)")
+    compare.add_argument("--tracking-uri", default=None,
+                         help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else OUT/mlflow/mlflow.db)")
+    compare.add_argument("--no-progress", action="store_true", help="no progress bars: one plain line per run")
+    compare.set_defaults(handler=run_compare)
     return parser
 
 
@@ -417,39 +436,20 @@ def run_predict(args: argparse.Namespace) -> int:
 
 # --- compare -----------------------------------------------------------------------------------
 def run_compare(args: argparse.Namespace) -> int:
-    from cgat_dgl.training.compare import CompareOptions, compare_strategies, format_table
+    from benchmarks.compare import CompareOptions, run_compare as compare
 
-    model_config = _model_config(args.preset, args.backend, None)
-    loaded = _load(args, [args.source, args.target, *(args.protect or [])], model_config.max_nbr, with_protected=True)
-    options = CompareOptions(
-        source=args.source,
-        target=args.target,
-        protect=list(args.protect or []),
-        out_dir=args.out,
-        split_seed=args.split_seed,
-        pretrain_epochs=args.pretrain_epochs,
-        pretrain_size=args.pretrain_size or None,
-        pretrain_eval_size=args.pretrain_eval_size or None,
-        pretrain_checkpoint=args.pretrain_checkpoint,
-        epochs=args.epochs,
-        transfer_lr=args.transfer_lr,
-        cycle_period=args.cycle_period,
-        seed=args.seed,
-        device=args.device,
-        amp=args.amp,
-        num_workers=args.num_workers,
-        normalization=args.normalization,
-        strategies=list(args.strategies),
-        resume=not args.no_resume,
-        data_path=str(args.data),
-        # not given: CompareOptions' defaults, which are TrainConfig's
-        **{name: value for name in ("batch_size", "lr", "weight_decay") if (value := getattr(args, name)) is not None},
-    )
-    outcome = compare_strategies(
-        loaded, model_config, options, tracking_uri=args.tracking_uri, experiment=args.experiment, progress=True
-    )
-    print(format_table(outcome))
-    return 0
+    given = {
+        "source": args.source, "target": args.target, "data_path": args.data, "cache_dir": args.cache_dir,
+        "out_dir": args.out, "protect": args.protect, "split_seed": args.split_seed, "preset": args.preset,
+        "backend": args.backend, "device": args.device, "amp": args.amp, "threads": args.threads,
+        "seed": args.seed, "pretrain_epochs": args.pretrain_epochs, "epochs": args.epochs, "lr": args.lr,
+        "transfer_lr": args.transfer_lr, "batch_size": args.batch_size, "weight_decay": args.weight_decay,
+        "cycle_period": args.cycle_period, "patience": args.patience, "strategies": args.strategies,
+        "normalization": args.normalization,
+    }
+    options = CompareOptions(**{name: value for name, value in given.items() if value is not None},
+                             **({"pretrain_size": args.pretrain_size or None} if args.pretrain_size is not None else {}))
+    return compare(options, tracking_uri=args.tracking_uri, progress=not args.no_progress)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

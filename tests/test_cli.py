@@ -109,40 +109,80 @@ def test_train_transfer_from_checkpoint_with_head_strategy(trained: Path, worksp
     assert "frozen" in capsys.readouterr().out
 
 
-def test_compare_prints_a_table_for_every_strategy(tmp_path: Path, capsys) -> None:
+def test_compare_is_a_manifest_run_by_the_runner(tmp_path: Path, capsys) -> None:
     rows = real_rows(40, "gap_hse", max_atoms=6) + tuple(
         r for r in real_rows(80, "gap_pbe", max_atoms=6) if r["gap_hse"] is None
     )[:40]
     write_jsonl(tmp_path / "multi.jsonl", rows)
-    capsys.readouterr()
-    code = main([
+    out = tmp_path / "compare"
+    command = [
         "compare", "--data", str(tmp_path / "multi.jsonl"), "--source", "gap_pbe", "--target", "gap_hse",
         "--preset", "smoke", "--pretrain-epochs", "2", "--epochs", "1", "--batch-size", "16", "--lr", "1e-3",
-        "--device", "cpu", "--no-cache", "--out", str(tmp_path / "compare"),
-        "--tracking-uri", tracking_store(),
-    ])  # fmt: skip
-    assert code == 0
-    table = capsys.readouterr().out.splitlines()
-    assert table[0].startswith("gap_pbe -> gap_hse (train 32, val 4, test 4, pretrain ")
+        "--device", "cpu", "--cache-dir", str(tmp_path / "cache"), "--out", str(out), "--no-progress",
+    ]  # fmt: skip
+    capsys.readouterr()
+    assert main(command) == 0
+    printed = capsys.readouterr().out
+    table = printed[printed.index("gap_pbe -> gap_hse (train 32, pretrain "):].splitlines()
     by_strategy = {line.split()[0]: line.split() for line in table[2:]}
-    assert set(by_strategy) == {"(pretrain)", "none", "head", "full"}
-    assert all(np.isfinite(float(by_strategy[s][1])) for s in ("none", "head", "full"))
+    # the paper's three beside every baseline of a same-quantity task
+    assert set(by_strategy) == {"(pretrain)", "none", "head", "full", "constant", "zero_shot",
+                                "composition_linear", "source_value", "source_linear"}
+    assert all(np.isfinite(float(by_strategy[s][1])) for s in by_strategy)
     assert by_strategy["head"][4].endswith("%") and by_strategy["full"][4].endswith("%")
+
+    # the runner's own manifest, store, keys and report, beside it
+    from benchmarks.manifest import load_manifest
+    from benchmarks.report import collect_runs
+
+    manifest = load_manifest(out / "experiments.yaml")
+    assert manifest.profiles["compare"].pretrain.epochs == 2 and manifest.profiles["compare"].transfer.lr == 1e-3
+    assert (out / "mlflow" / "reports" / "compare" / "claims.md").is_file()
+    runs, _ = collect_runs(f"sqlite:///{out / 'mlflow' / 'mlflow.db'}", profile="compare")
+    assert len(runs) == 9 and runs["run_key"].notna().all()
+    # run again: every run is found finished by its key, nothing trains
+    assert main(command) == 0
+    assert "9 runs in profile 'compare': 9 finished, 0 to run" in capsys.readouterr().out
+
     # leakage control: no val/test material of the target, or of the other high-fidelity properties
     # the file holds, among the pre-training materials
-    splits = tmp_path / "compare" / "splits"
-    from cgat_dgl.data.leakage import DEFAULT_PROTECTED, pretrain_split_path
-    from cgat_dgl.data.splits import read_split
+    from cgat_dgl.data.leakage import DEFAULT_PROTECTED
+    from benchmarks.datasets import TaskData
 
-    protected = [p for p in DEFAULT_PROTECTED if (splits / f"{p}-seed0.json").is_file()]
-    assert "gap_hse" in protected and any(r["e_form_r2scan"] is not None for r in rows) == ("e_form_r2scan" in protected)
+    data = TaskData.load(manifest, tmp_path / "multi.jsonl", progress=False)
+    protected = [p for p in DEFAULT_PROTECTED if p in data.loaded.targets.columns]
+    assert "gap_hse" in protected
     blocked: set[str] = set()
     for prop in protected:
-        split, _ = read_split(splits / f"{prop}-seed0.json")
+        split = data.split(prop)
         blocked |= set(split.val) | set(split.test)
-    pretrain, _ = read_split(pretrain_split_path(splits, "gap_pbe", protected, 0))
+    pretrain = data.pretrain_split("gap_pbe")
     assert not set(pretrain.ids) & blocked
     assert set(pretrain.ids) == {r["id"] for r in rows} - blocked  # only those were removed
+
+
+def test_compare_help_states_the_options_defaults() -> None:
+    """The parser imports no torch, so its help spells out CompareOptions' defaults: they must agree."""
+    from benchmarks.compare import CompareOptions
+
+    helps = {action.dest: action.help for action in _subparser("compare")._actions}
+    fields = CompareOptions.model_fields
+    for dest, name in (("pretrain_epochs", "pretrain_epochs"), ("pretrain_size", "pretrain_size"),
+                       ("epochs", "epochs"), ("lr", "lr"), ("preset", "preset"), ("device", "device"),
+                       ("seed", "seed"), ("split_seed", "split_seed")):
+        assert f"(default: {fields[name].default:g}" in helps[dest] if isinstance(fields[name].default, float) \
+            else f"default: {fields[name].default}" in helps[dest], dest
+    assert "default: ./cache" in helps["cache_dir"] and fields["cache_dir"].default == Path("cache")
+    assert "default: runs/compare" in helps["out"] and fields["out_dir"].default == Path("runs/compare")
+
+
+def _subparser(name: str):
+    import argparse
+
+    from cgat_dgl.cli import build_parser
+
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return commands.choices[name]
 
 
 def test_train_takes_the_anneal_and_the_epoch_length(workspace: Path) -> None:

@@ -1,5 +1,6 @@
-"""The one leakage rule of pre-training splits, shared by ``cgat compare`` and ``cgat-bench``: the same
-split from both on the same data, no protected val/test material in any part of it, stored files named
+"""The one leakage rule of pre-training splits (``cgat_dgl.data.leakage``), which ``cgat-bench`` (and so
+``cgat compare``, a manifest it runs) applies: the rule's split and the runner's on the same data, no
+protected val/test material in any part of it, stored files named
 by the protected set, and unknown protected names as errors."""
 
 from __future__ import annotations
@@ -21,13 +22,14 @@ from cgat_dgl.data.leakage import (
     LeakageError,
     load_with_protected,
     pretrain_split_path,
+    pretrain_split,
     property_ids,
+    property_split,
     protected_properties,
     split_path,
 )
 from cgat_dgl.data.records import DataError, LoadReport
 from cgat_dgl.data.splits import SplitError, read_split, save_split
-from cgat_dgl.training.task_data import prepare_transfer
 from tests.training_fixtures import real_rows, write_jsonl
 
 MANIFEST = """\
@@ -77,6 +79,16 @@ def synthetic_data(count: int = 400, seed: int = 0) -> LoadedData:
     return LoadedData(graphs=graphs, targets=targets, report=LoadReport(path="synthetic"))
 
 
+def leakage_free(
+    loaded: LoadedData, source: str, target: str, split_dir: Path, seed: int, protect: tuple[str, ...] | list[str] = ()
+) -> tuple:
+    """(pre-training split of ``source``, split of ``target``) by the rule's own functions."""
+    protected = protected_properties(loaded, source, [target], protect)
+    splits: dict = {}
+    target_split = property_split(loaded, target, split_dir, seed, splits)
+    return pretrain_split(loaded, source, protected, split_dir, seed, splits), target_split
+
+
 def task_data(loaded: LoadedData, split_dir: Path, tmp_path: Path, extra: str = "") -> TaskData:
     """The benchmark's TaskData of MANIFEST over already loaded data."""
     manifest_path = tmp_path / "experiments.yaml"
@@ -85,20 +97,20 @@ def task_data(loaded: LoadedData, split_dir: Path, tmp_path: Path, extra: str = 
     return TaskData(loaded, split_dir, 0, task_targets(manifest), tuple(manifest.data.protected_targets))
 
 
-def test_compare_and_bench_pretrain_on_the_identical_split(tmp_path: Path) -> None:
+def test_the_rule_and_the_runner_pretrain_on_the_identical_split(tmp_path: Path) -> None:
     loaded = synthetic_data()
     bench = task_data(loaded, tmp_path / "bench", tmp_path)
     for target in ("e_form_r2scan", "e_form_expt"):
-        compare_split, target_split = prepare_transfer(loaded, "e_form_pbe", target, tmp_path / f"cmp-{target}", 0)
-        assert compare_split == bench.pretrain_split("e_form_pbe")
+        rule_split, target_split = leakage_free(loaded, "e_form_pbe", target, tmp_path / f"cmp-{target}", 0)
+        assert rule_split == bench.pretrain_split("e_form_pbe")
         assert target_split == bench.split(target)
     # Both protect the two targets and gap_hse (a default), and only those.
     assert bench.protected("e_form_pbe") == ("e_form_expt", "e_form_r2scan", "gap_hse")
-    # A source whose task targets a property outside the defaults: compare names it with --protect.
+    # A source whose task targets a property outside the defaults: a manifest names it in protected_targets.
     # Every material has volume_pbe here, so its validation and test sets are gap_pbe's own: both
     # refuse the pre-training the rule leaves without validation and test materials.
     with pytest.raises(LeakageError, match="pre-training on gap_pbe: no validation or test material"):
-        prepare_transfer(loaded, "gap_pbe", "gap_hse", tmp_path / "cmp-gap", 0, ["volume_pbe"])
+        leakage_free(loaded, "gap_pbe", "gap_hse", tmp_path / "cmp-gap", 0, ["volume_pbe"])
     with pytest.raises(LeakageError, match="volume_pbe"):
         bench.pretrain_split("gap_pbe")
 
@@ -106,7 +118,7 @@ def test_compare_and_bench_pretrain_on_the_identical_split(tmp_path: Path) -> No
 def test_no_protected_val_or_test_material_in_any_part_of_the_pretraining_split(tmp_path: Path) -> None:
     loaded = synthetic_data()
     split_dir = tmp_path / "splits"
-    pretrain, target = prepare_transfer(loaded, "e_form_pbe", "e_form_r2scan", split_dir, 0, ["volume_pbe"])
+    pretrain, target = leakage_free(loaded, "e_form_pbe", "e_form_r2scan", split_dir, 0, ["volume_pbe"])
     protected = protected_properties(loaded, "e_form_pbe", ["e_form_r2scan"], ["volume_pbe"])
     assert protected == ("e_form_expt", "e_form_r2scan", "gap_hse", "volume_pbe")
     blocked: set[str] = set()
@@ -128,8 +140,8 @@ def test_no_protected_val_or_test_material_in_any_part_of_the_pretraining_split(
 def test_split_files_follow_the_protected_set_and_a_changed_one_is_an_error(tmp_path: Path) -> None:
     loaded = synthetic_data()
     split_dir = tmp_path / "splits"
-    narrow, _ = prepare_transfer(loaded, "e_form_pbe", "e_form_r2scan", split_dir, 0)
-    wide, _ = prepare_transfer(loaded, "e_form_pbe", "e_form_r2scan", split_dir, 0, ["volume_pbe"])
+    narrow, _ = leakage_free(loaded, "e_form_pbe", "e_form_r2scan", split_dir, 0)
+    wide, _ = leakage_free(loaded, "e_form_pbe", "e_form_r2scan", split_dir, 0, ["volume_pbe"])
     assert set(wide.ids) < set(narrow.ids)
     names = sorted(p.name for p in split_dir.glob("e_form_pbe-protected-*"))
     assert len(names) == 2  # one file per protected set, neither reused for the other
@@ -138,7 +150,7 @@ def test_split_files_follow_the_protected_set_and_a_changed_one_is_an_error(tmp_
     assert read_split(path)[0] == narrow
     save_split(path, type(narrow)(narrow.train[1:], narrow.val, narrow.test), 0, (0.8, 0.1, 0.1))
     with pytest.raises(SplitError, match="differs from the leakage-free split"):
-        prepare_transfer(loaded, "e_form_pbe", "e_form_r2scan", split_dir, 0)
+        leakage_free(loaded, "e_form_pbe", "e_form_r2scan", split_dir, 0)
 
 
 def test_defaults_the_data_lacks_protect_nothing_and_the_source_is_never_protected() -> None:
@@ -153,7 +165,7 @@ def test_defaults_the_data_lacks_protect_nothing_and_the_source_is_never_protect
 def test_an_unknown_protected_property_is_an_error_naming_it_and_the_available_ones(tmp_path: Path) -> None:
     loaded = synthetic_data()
     with pytest.raises(ValueError, match=r"unknown protected property 'gap_hsee'; available in synthetic: e_form_pbe"):
-        prepare_transfer(loaded, "e_form_pbe", "e_form_r2scan", tmp_path, 0, ["gap_hsee"])
+        leakage_free(loaded, "e_form_pbe", "e_form_r2scan", tmp_path, 0, ["gap_hsee"])
     with pytest.raises(ValueError, match=r"'gap_hsee'.*gap_hse"):
         task_data(loaded, tmp_path / "bench", tmp_path, extra=", protected_targets: [gap_hsee]").pretrain_split("gap_pbe")
 
@@ -161,7 +173,7 @@ def test_an_unknown_protected_property_is_an_error_naming_it_and_the_available_o
 def test_unknown_protected_names_fail_when_the_file_is_loaded(tmp_path: Path, capsys) -> None:
     data = write_jsonl(tmp_path / "tiny.jsonl", real_rows(6, "e_form_pbe"))
     code = main(["compare", "--data", str(data), "--source", "e_form_pbe", "--target", "gap_hse",
-                 "--protect", "gap_hsee", "--no-cache", "--out", str(tmp_path / "out")])  # fmt: skip
+                 "--protect", "gap_hsee", "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "out")])  # fmt: skip
     error = capsys.readouterr().err
     assert code == 2
     assert "'gap_hsee'" in error and "available: " in error and "gap_hse" in error.split("available: ")[1]
@@ -185,8 +197,8 @@ def test_loading_adds_the_defaults_the_file_offers(tmp_path: Path) -> None:
         load_with_protected(path, ["e_form_pbe", "gap_hse"], cache_dir=None, progress=False)
 
 
-def test_compare_and_bench_agree_on_a_loaded_file(tmp_path: Path) -> None:
-    """End to end from one file: cgat compare's loading and preparation, and cgat-bench's TaskData."""
+def test_the_rule_and_the_runner_agree_on_a_loaded_file(tmp_path: Path) -> None:
+    """End to end from one file: the rule on the data loaded with its protected columns, and cgat-bench's TaskData."""
     seen: set[str] = set()
     rows = []
     for prop, count in (("e_form_r2scan", 12), ("e_form_expt", 12), ("gap_hse", 8), ("e_form_pbe", 20)):
@@ -202,16 +214,16 @@ def test_compare_and_bench_agree_on_a_loaded_file(tmp_path: Path) -> None:
     bench = TaskData.load(manifest, data, progress=False)
 
     loaded = load_with_protected(data, ["e_form_pbe", "e_form_r2scan"], cache_dir=tmp_path / "cache", progress=False)
-    compare_split, _ = prepare_transfer(loaded, "e_form_pbe", "e_form_r2scan", tmp_path / "compare", 0)
-    assert compare_split == bench.pretrain_split("e_form_pbe")
-    assert len(compare_split.ids) < len(rows)  # something was protected
+    rule_split, _ = leakage_free(loaded, "e_form_pbe", "e_form_r2scan", tmp_path / "rule", 0)
+    assert rule_split == bench.pretrain_split("e_form_pbe")
+    assert len(rule_split.ids) < len(rows)  # something was protected
     # The run key's protected set is the same rule before the data is known.
     assert set(bench.protected("e_form_pbe")) <= set(pretrain_protected(manifest, "e_form_pbe"))
     pretrains, _ = expand(manifest, "smoke")
     assert {p.prop: p.protected for p in pretrains}["e_form_pbe"] == ("e_form_expt", "e_form_r2scan", "gap_hse")
     assert json.loads(Path(
         pretrain_split_path(bench.split_dir, "e_form_pbe", bench.protected("e_form_pbe"), 0)
-    ).read_text())["sizes"] == list(compare_split.sizes())
+    ).read_text())["sizes"] == list(rule_split.sizes())
 
 
 def test_a_seed_draws_its_own_nested_training_subsets_on_fixed_evaluation_sets(tmp_path: Path) -> None:
