@@ -35,7 +35,7 @@ from cgat_dgl.training.config import TrainConfig
 from cgat_dgl.model import CGAT
 from cgat_dgl.training.checkpoint import load_model_state, read_checkpoint, save_checkpoint
 from cgat_dgl.training.tracking import Tracker
-from cgat_dgl.training.trainer import BEST_NAME, LAST_NAME
+from cgat_dgl.training.run_state import BEST_NAME, LAST_NAME
 from cgat_dgl.versions import software_versions, version_tags
 
 log = logging.getLogger(__name__)

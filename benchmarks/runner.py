@@ -24,15 +24,15 @@ from benchmarks.plan import PretrainRun, TransferRun, expand
 from benchmarks.pretrained import SHIPPED_TAG, find_shipped, install_shipped
 from benchmarks.store import EXPERIMENTS_TAG, Store
 from benchmarks.strategies import RunInputs, pretrain_inputs, transfer_inputs, trained_structures
-from cgat_dgl import numerics
 from cgat_dgl import progress as progress_output
 from cgat_dgl.baselines import FITTED, fit_predictions, predictions_of
 from cgat_dgl.model.config import ModelConfig
 from cgat_dgl.strategies import StrategySpec, strategy
 from cgat_dgl.training.config import TrainConfig, train_config
 from cgat_dgl.training.metrics import regression_metrics
-from cgat_dgl.versions import machine_label, version_tags
-from cgat_dgl.training.trainer import PREDICTIONS_ARTIFACT_DIR, TEST_PREDICTIONS_NAME, train, write_predictions
+from cgat_dgl.training.inference import PREDICTIONS_ARTIFACT_DIR, TEST_PREDICTIONS_NAME, write_predictions
+from cgat_dgl.training.run_log import provenance_tags
+from cgat_dgl.training.trainer import train
 
 Spec = PretrainRun | TransferRun
 
@@ -280,9 +280,11 @@ class Runner:
         else:
             inputs = transfer_inputs(spec, data, work_dir)
         states = self.store.runs_by_key()
+        fitted = isinstance(spec, TransferRun) and strategy(spec.strategy).is_baseline
         if isinstance(inputs.init_run, PretrainRun):
             pretrain_run_id = states[inputs.init_run.key].run_id
-            tracker.set_pretrain_run(pretrain_run_id)
+            if fitted:  # a trained run's log links it, from the checkpoint it starts from
+                tracker.set_pretrain_run(pretrain_run_id)
             from cgat_dgl import registry
 
             if (version := registry.version_of_run(self.store.client, pretrain_run_id)) is not None:
@@ -299,9 +301,8 @@ class Runner:
                 **inputs.params,
             }
         )
-        if isinstance(spec, TransferRun) and strategy(spec.strategy).is_baseline:
+        if fitted:
             return self._fit_baseline(spec, strategy(spec.strategy), inputs, tracker)
-        tracker.log_config(model=model_config.model_dump(), train=train_config.model_dump())
         if self.options.worker:
             progress_output.set_line_prefix(f"[{spec.key}] ")
         result = train(
@@ -316,7 +317,7 @@ class Runner:
             resume=True,
             metadata={"property": spec.prop if isinstance(spec, PretrainRun) else spec.target, **inputs.metadata},
             progress=self.options.progress,
-            baseline=inputs.baseline,
+            to_target_units=inputs.to_target_units,
         )
         inherited = trained_structures(work_dir, inputs.init_run) if inputs.init_run is not None else 0
         tracker.log_metrics(
@@ -349,10 +350,8 @@ class Runner:
         path = write_predictions(out_dir / TEST_PREDICTIONS_NAME, test_set.ids, test_set.targets, test_predicted)
         inherited = trained_structures(self.options.work_dir, inputs.init_run) if inputs.init_run is not None else 0
         tracker.log_params({"baseline_fit": entry.fit})
-        # the provenance tags a trained run gets from the trainer: its results are compared only with
-        # runs of the same code and packages
-        tracker.set_tags({**version_tags(), **numerics.tags(), "cgat.torch_threads": str(torch.get_num_threads()),
-                          "cgat.machine": machine_label()})
+        # the provenance a trained run's log gets: results are compared only with runs of the same code
+        tracker.set_tags(provenance_tags())
         tracker.log_metrics({"best_val_mae": val["mae"], "best_epoch": 0, "epochs_run": 0, "train_seconds": seconds,
                              "trained_structures": 0.0, "total_trained_structures": float(inherited)})
         tracker.set_tags({"cgat.stop_reason": FITTED, "cgat.converged": "true"})

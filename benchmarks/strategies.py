@@ -23,9 +23,10 @@ from benchmarks.plan import PretrainRun, TransferRun
 from cgat_dgl.strategies import strategy
 from cgat_dgl.data.dataset import GraphDataset
 from cgat_dgl.training.checkpoint import read_checkpoint
-from cgat_dgl.training.delta import known_baseline, model_baseline, residual_dataset
+from cgat_dgl.training.delta import add_back, known_baseline, model_baseline, residual_dataset
 from cgat_dgl.training.multifidelity import TARGET, FidelityDataset, JointTrainingSet, check_no_evaluation_material
-from cgat_dgl.training.trainer import BEST_NAME, LAST_NAME
+from cgat_dgl.training.run_state import BEST_NAME, LAST_NAME
+from cgat_dgl.training.trainer import ToTargetUnits
 
 
 @dataclass
@@ -37,7 +38,7 @@ class RunInputs:
     target_train_size: int  # structures of the target (not source) fidelity it trains on
     init_checkpoint: Path | None = None
     init_run: PretrainRun | TransferRun | None = None  # the run whose weights it starts from
-    baseline: dict[str, float] | None = None
+    to_target_units: ToTargetUnits | None = None  # a correction model's: its baseline added back
     source_structures: int = 0  # the source pool: pre-training set, or the joint run's source pool
     params: dict[str, Any] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
@@ -106,7 +107,7 @@ def transfer_inputs(spec: TransferRun, data: TaskData, work_dir: Path) -> RunInp
 
 
 def _as_corrections(inputs: RunInputs, baseline: dict[str, float], name: str) -> None:
-    inputs.baseline = baseline
+    inputs.to_target_units = add_back(baseline)
     inputs.train_set = residual_dataset(inputs.train_set, baseline)
     inputs.val_set = residual_dataset(inputs.val_set, baseline)
     inputs.test_set = residual_dataset(inputs.test_set, baseline)

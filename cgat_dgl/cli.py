@@ -395,7 +395,7 @@ def run_predict(args: argparse.Namespace) -> int:
     from cgat_dgl.graphs.build import build_record_graph
     from cgat_dgl.graphs.neighbors import GraphParams
     from cgat_dgl.training.inference import load_checkpoint, predict
-    from cgat_dgl.training.trainer import resolve_device
+    from cgat_dgl.training.run_state import resolve_device
 
     from cgat_dgl.registry import resolve_checkpoint
     from cgat_dgl.training.tracking import resolve_tracking_uri

@@ -23,7 +23,7 @@ from cgat_dgl.training.checkpoint import (
 )
 from cgat_dgl.training.inference import load_checkpoint, predict
 from cgat_dgl.training.normalization import Normalizer
-from cgat_dgl.training.trainer import BEST_NAME, LAST_NAME
+from cgat_dgl.training.run_state import BEST_NAME, LAST_NAME
 from tests.training_fixtures import pretrained_checkpoint, single_thread, three_sets  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.usefixtures("single_thread")

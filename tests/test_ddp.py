@@ -37,6 +37,7 @@ from mlflow.tracking import MlflowClient
 from cgat_dgl.graphs.collate import make_loader
 from cgat_dgl.model import ModelConfig
 from cgat_dgl.training import distributed
+from cgat_dgl.training import run_state as run_state_module
 from cgat_dgl.training import trainer as trainer_module
 from cgat_dgl.training.checkpoint import read_checkpoint
 from cgat_dgl.training.config import TrainConfig
@@ -85,7 +86,7 @@ def _stop_after(stop_epoch: int) -> Callable[[int, dict[str, float]], None]:
 
 
 def _counting_saves(calls: list[str]) -> None:
-    """Record every checkpoint this process writes (the trainer's ``save_checkpoint``)."""
+    """Record every checkpoint this process writes (``save_checkpoint`` of the loop and of the run state)."""
     original = trainer_module.save_checkpoint
 
     def save(state: dict[str, Any], path: Path) -> Path:
@@ -93,6 +94,7 @@ def _counting_saves(calls: list[str]) -> None:
         return original(state, path)
 
     trainer_module.save_checkpoint = save  # type: ignore[assignment]
+    run_state_module.save_checkpoint = save  # type: ignore[assignment]
 
 
 def _rank_main(rank: int, phase: str, root: Path, uri: str, data: dict[str, Any]) -> None:

@@ -15,7 +15,8 @@ from cgat_dgl.training.config import TrainConfig
 from cgat_dgl.training.inference import load_checkpoint, predict
 from cgat_dgl.training.metrics import regression_metrics
 from cgat_dgl.training.tracking import Tracker
-from cgat_dgl.training.trainer import EPOCH_METRICS, TrainResult, train
+from cgat_dgl.training.run_log import EPOCH_METRICS
+from cgat_dgl.training.trainer import TrainResult, train
 from tests.training_fixtures import real_dataset, single_thread, three_sets  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.usefixtures("single_thread")

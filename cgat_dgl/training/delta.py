@@ -28,6 +28,17 @@ def residual_dataset(dataset: GraphDataset, baseline: Mapping[str, float]) -> Gr
     return GraphDataset(dataset.ids, dataset.graphs, (dataset.targets.astype(np.float64) - offsets).astype(np.float32))
 
 
+def add_back(baseline: Mapping[str, float]):
+    """The trainer's ``to_target_units`` of a correction model: predictions and targets plus each
+    material's baseline, so that metrics and prediction files are of the target itself."""
+
+    def to_target_units(ids: Sequence[str], predicted: np.ndarray, actual: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        offsets = np.asarray([baseline[graph_id] for graph_id in ids], dtype=np.float64)
+        return predicted + offsets, actual + offsets
+
+    return to_target_units
+
+
 def model_baseline(
     checkpoint: Path | str, datasets: Sequence[GraphDataset], batch_size: int = 256, backend: str | None = None
 ) -> dict[str, float]:

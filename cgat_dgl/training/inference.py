@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,10 @@ from ..graphs.collate import make_loader
 from ..model import CGAT, ModelConfig
 from .checkpoint import load_model_state, read_checkpoint
 from .normalization import Normalizer
+
+# Per-material test predictions of the best checkpoint: the report bootstraps over test materials.
+TEST_PREDICTIONS_NAME = "test_predictions.csv"
+PREDICTIONS_ARTIFACT_DIR = "predictions"
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -93,3 +98,13 @@ def load_checkpoint(
     model.to(device).eval()
     normalizer.to(device)
     return model, normalizer, state
+
+
+def write_predictions(path: Path, ids: Sequence[str], actual: np.ndarray, predicted: np.ndarray) -> Path:
+    """id, target, prediction per material, in target units."""
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["id", "target", "prediction"])
+        for row in zip(ids, np.asarray(actual, float).tolist(), np.asarray(predicted, float).tolist()):
+            writer.writerow([row[0], f"{row[1]:.9g}", f"{row[2]:.9g}"])
+    return path

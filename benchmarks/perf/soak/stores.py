@@ -29,7 +29,7 @@ def read_store(tracking_uri: str, histories: bool = False) -> list[RunRecord]:
     from mlflow.tracking import MlflowClient
 
     from benchmarks.store import EXPERIMENT, KEY_TAG
-    from cgat_dgl.training.trainer import EPOCH_METRICS
+    from cgat_dgl.training.run_log import EPOCH_METRICS
 
     if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri[len("sqlite:///"):]).exists():
         return []  # not made here: the first cgat-bench run creates the database (and may be killed doing so)
