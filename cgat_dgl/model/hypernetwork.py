@@ -49,6 +49,13 @@ class HyperMLP(nn.Module):
             z = torch.tanh(layer(z))
         return z.unbind(0)
 
+    def generated_product_terms(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """x W(z) with W(z) = reshape(A z + c) as (x (x) z) A' + x C: A laid out (F * hyper_hidden, F)
+        and c as (F, F), the terms of a product that forms no per-node matrix."""
+        f, k = self.features, self.hyper_hidden
+        generator = self.weight_out[layer]
+        return generator.weight.view(f, f, k).transpose(1, 2).reshape(f * k, f), generator.bias.view(f, f)
+
     def forward(self, x: torch.Tensor, hyper_input: torch.Tensor) -> torch.Tensor:
         """G(x) for every row of x, G's weights generated from the same row of ``hyper_input``."""
         n, f = x.shape

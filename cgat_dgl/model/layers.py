@@ -15,6 +15,14 @@ class MLP(nn.Sequential):
     def __init__(self, in_dim: int, hidden: int, out_dim: int) -> None:
         super().__init__(nn.Linear(in_dim, hidden), nn.LeakyReLU(), nn.Linear(hidden, out_dim))
 
+    @property
+    def first(self) -> nn.Linear:
+        return self[0]  # type: ignore[return-value]
+
+    @property
+    def second(self) -> nn.Linear:
+        return self[2]  # type: ignore[return-value]
+
 
 class GroupedLinear(nn.Module):
     """``groups`` independent Linear(in, out) layers, applied to (groups, K, in) in one ``baddbmm``.

@@ -40,6 +40,7 @@ from typing import Any
 import torch
 
 from cgat_dgl.kernels import applies, load
+from cgat_dgl.model.layers import MLP
 
 __all__ = ["applies", "tiled_edge_networks", "attention_aggregate", "generated_product", "head_attention_fcnn",
            "indexed_product", "ReceiverIndex"]
@@ -189,10 +190,10 @@ class HeadAttentionFCNN(torch.autograd.Function):
         return tuple(load().head_attention_fcnn_backward(grad, *ctx.saved_tensors, LEAKY_SLOPE))
 
 
-def head_attention_fcnn(scores: torch.Tensor, messages: torch.Tensor, fcnn: torch.nn.Sequential) -> torch.Tensor:
+def head_attention_fcnn(scores: torch.Tensor, messages: torch.Tensor, fcnn: MLP) -> torch.Tensor:
     """Eq. 2b-2d without the residual: ``fcnn((torch.softmax(scores, 0) * messages).sum(0))`` for
     group-major (heads, E, F) scores and messages and the edge update's ``MLP``."""
-    first, _, second = fcnn
+    first, second = fcnn.first, fcnn.second
     return HeadAttentionFCNN.apply(scores, messages, first.weight, first.bias, second.weight, second.bias)  # type: ignore[no-any-return]
 
 

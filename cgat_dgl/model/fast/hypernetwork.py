@@ -29,22 +29,21 @@ def apply_hyper_mlp(
     k = mlp.hyper_hidden
     kernel = cpu_kernels.applies(x, "hypernetwork")
     for layer, z in enumerate(mlp.hidden(hyper_input)):
-        generator = mlp.weight_out[layer]
         bias = mlp.bias_out[layer](z)
         if index is not None:
-            weights = generator(z).view(-1, f, f)  # W(z) per row of hyper_input, (in, out)
+            weights = mlp.weight_out[layer](z).view(-1, f, f)  # W(z) per row of hyper_input, (in, out)
             if kernel:
                 product = cpu_kernels.indexed_product(x, weights, index)
             else:
                 product = torch.bmm(x.unsqueeze(1), weights.index_select(0, index)).squeeze(1)
             x = bias.index_select(0, index) + product
         else:
-            a = generator.weight.view(f, f, k).transpose(1, 2).reshape(f * k, f)
+            a, c = mlp.generated_product_terms(layer)
             if kernel:
-                x = torch.addmm(bias, x, generator.bias.view(f, f)) + cpu_kernels.generated_product(x, z, a)
+                x = torch.addmm(bias, x, c) + cpu_kernels.generated_product(x, z, a)
             else:
                 outer = (x.unsqueeze(2) * z.unsqueeze(1)).view(n, f * k)
-                x = torch.addmm(torch.addmm(bias, x, generator.bias.view(f, f)), outer, a)
+                x = torch.addmm(torch.addmm(bias, x, c), outer, a)
         if layer < UPDATE_DEPTH - 1:
             x = torch.tanh(F.layer_norm(x, (f,)))
     return x
