@@ -67,17 +67,15 @@ at::Tensor prepared(const at::Tensor& t, const char* name) {
   return t.detach().contiguous();
 }
 
-Inputs inputs_of(const at::Tensor& receiver_term, const at::Tensor& sender_term, const at::Tensor& receiver,
-                 int64_t block, const at::Tensor& second_weight, const at::Tensor& second_bias,
-                 const c10::optional<at::Tensor>& features, const c10::optional<at::Tensor>& weight,
-                 const c10::optional<at::Tensor>& table, const c10::optional<at::Tensor>& rows) {
+Inputs inputs_of(const EdgeNetworkArgs& a) {
   Inputs in;
-  in.receiver_term = prepared(receiver_term, "receiver_term");
-  in.sender_term = prepared(sender_term, "sender_term");
-  in.second_weight = prepared(second_weight, "second_weight");
-  in.second_bias = prepared(second_bias, "second_bias");
-  in.receiver = receiver.to(at::kLong).contiguous();
+  in.receiver_term = prepared(a.receiver_term, "receiver_term");
+  in.sender_term = prepared(a.sender_term, "sender_term");
+  in.second_weight = prepared(a.second_weight, "second_weight");
+  in.second_bias = prepared(a.second_bias, "second_bias");
+  in.receiver = a.receiver.to(at::kLong).contiguous();
   Shapes& s = in.shapes;
+  const int64_t block = a.block;
   TORCH_CHECK(block > 0, "sender block must be positive");
   s.block = block;
   s.receivers = in.receiver_term.size(0);
@@ -90,15 +88,15 @@ Inputs inputs_of(const at::Tensor& receiver_term, const at::Tensor& sender_term,
   TORCH_CHECK(s.edges == s.senders * block, "edges must come in blocks of ", block, " per sender");
   TORCH_CHECK(s.groups * s.group_hidden == s.hidden && in.sender_term.size(1) == s.hidden,
               "inconsistent edge-network shapes");
-  if (table.has_value()) {
-    TORCH_CHECK(rows.has_value() && !features.has_value(), "a table edge term takes rows and no features");
-    in.table = prepared(*table, "edge_table");
-    in.rows = rows->to(at::kLong).contiguous();
+  if (a.table.has_value()) {
+    TORCH_CHECK(a.rows.has_value() && !a.features.has_value(), "a table edge term takes rows and no features");
+    in.table = prepared(*a.table, "edge_table");
+    in.rows = a.rows->to(at::kLong).contiguous();
     TORCH_CHECK(in.table.size(1) == s.hidden && in.rows.size(0) == s.edges, "inconsistent edge table");
   } else {
-    TORCH_CHECK(features.has_value() && weight.has_value(), "the edge term needs features and a weight");
-    in.features = prepared(*features, "edge_features");
-    in.weight = prepared(*weight, "edge_weight");
+    TORCH_CHECK(a.features.has_value() && a.weight.has_value(), "the edge term needs features and a weight");
+    in.features = prepared(*a.features, "edge_features");
+    in.weight = prepared(*a.weight, "edge_weight");
     in.weight_t = in.weight.t().contiguous();  // once per call rather than per tile
     TORCH_CHECK(in.features.size(0) == s.edges && in.features.size(1) == s.features &&
                     in.weight.size(0) == s.hidden && in.weight.size(1) == s.features,
@@ -133,18 +131,12 @@ struct Placement {
 
 // The groups' outputs in parts of `part_groups` groups, (part_groups, E, F) each: separate tensors,
 // so that the backward takes their gradients as they come (no concatenation, none for unused parts).
-std::vector<at::Tensor> edge_networks_forward(const at::Tensor& receiver_term, const at::Tensor& sender_term,
-                                              const at::Tensor& receiver, int64_t block,
-                                              const at::Tensor& second_weight, const at::Tensor& second_bias,
-                                              int64_t part_groups, const c10::optional<at::Tensor>& features,
-                                              const c10::optional<at::Tensor>& weight,
-                                              const c10::optional<at::Tensor>& table,
-                                              const c10::optional<at::Tensor>& rows, double slope,
-                                              const c10::optional<at::Tensor>& positions, int64_t ordered_groups) {
-  const Inputs in =
-      inputs_of(receiver_term, sender_term, receiver, block, second_weight, second_bias, features, weight, table, rows);
+std::vector<at::Tensor> edge_networks_forward(const EdgeNetworkArgs& args) {
+  const Inputs in = inputs_of(args);
+  const int64_t part_groups = args.part_groups;
+  const float slope = static_cast<float>(args.slope);
   const Shapes& s = in.shapes;
-  const Placement placed(positions, ordered_groups, s);
+  const Placement placed(args.positions, args.ordered_groups, s);
   TORCH_CHECK(part_groups > 0 && s.groups % part_groups == 0, "parts must hold whole groups");
   std::vector<at::Tensor> parts;
   std::vector<float*> group_out;
@@ -181,20 +173,11 @@ std::vector<at::Tensor> edge_networks_forward(const at::Tensor& receiver_term, c
 // Gradients of (receiver_term, sender_term, second_weight, second_bias, features, weight, table) from
 // those of the parts (an empty tensor for a part without one); the edge term's pair that was not
 // given is undefined.
-std::vector<at::Tensor> edge_networks_backward(const std::vector<at::Tensor>& grad_parts,
-                                               const at::Tensor& receiver_term,
-                                               const at::Tensor& sender_term, const at::Tensor& receiver,
-                                               int64_t block, const at::Tensor& second_weight,
-                                               const at::Tensor& second_bias,
-                                               const c10::optional<at::Tensor>& features,
-                                               const c10::optional<at::Tensor>& weight,
-                                               const c10::optional<at::Tensor>& table,
-                                               const c10::optional<at::Tensor>& rows, double slope,
-                                               const c10::optional<at::Tensor>& positions, int64_t ordered_groups) {
-  const Inputs in =
-      inputs_of(receiver_term, sender_term, receiver, block, second_weight, second_bias, features, weight, table, rows);
+std::vector<at::Tensor> edge_networks_backward(const std::vector<at::Tensor>& grad_parts, const EdgeNetworkArgs& args) {
+  const Inputs in = inputs_of(args);
+  const float slope = static_cast<float>(args.slope);
   const Shapes& s = in.shapes;
-  const Placement placed(positions, ordered_groups, s);
+  const Placement placed(args.positions, args.ordered_groups, s);
   const EdgeTerm edge_term = in.edge_term();
   const bool by_table = in.table.defined();
   TORCH_CHECK(!grad_parts.empty() && s.groups % static_cast<int64_t>(grad_parts.size()) == 0,
@@ -290,6 +273,6 @@ std::vector<at::Tensor> edge_networks_backward(const std::vector<at::Tensor>& gr
       }
     }
   });
-  return {grad_receiver.sum(0), grad_sender, grad_second.sum(0), grad_bias.sum(0).view_as(second_bias),
+  return {grad_receiver.sum(0), grad_sender, grad_second.sum(0), grad_bias.sum(0).view_as(in.second_bias),
           grad_features, by_table ? at::Tensor() : grad_weight.sum(0), by_table ? grad_table.sum(0) : at::Tensor()};
 }

@@ -37,25 +37,27 @@ inline void add_row_sums(const float* rows, int64_t count, int64_t n, float* sum
   }
 }
 
-std::vector<at::Tensor> edge_networks_forward(const at::Tensor& receiver_term, const at::Tensor& sender_term,
-                                              const at::Tensor& receiver, int64_t block,
-                                              const at::Tensor& second_weight, const at::Tensor& second_bias,
-                                              int64_t part_groups, const c10::optional<at::Tensor>& features,
-                                              const c10::optional<at::Tensor>& weight,
-                                              const c10::optional<at::Tensor>& table,
-                                              const c10::optional<at::Tensor>& rows, double slope,
-                                              const c10::optional<at::Tensor>& positions, int64_t ordered_groups);
+// The inputs of the tiled edge networks (edge_networks.cpp) by name, one struct for the forward
+// and the backward; cpu_kernels.TiledEdgeNetworks fills it from Python.
+struct EdgeNetworkArgs {
+  at::Tensor receiver_term, sender_term;       // (receivers, H), (senders, H): the first layer's node terms
+  at::Tensor receiver;                         // (E,) each edge's receiver, edges in blocks per sender
+  int64_t block = 0;                           // edges per sender
+  at::Tensor second_weight, second_bias;       // (groups, H / groups, F), (groups, F)
+  int64_t part_groups = 1;                     // groups per output part
+  c10::optional<at::Tensor> features, weight;  // the edge term: features (E, F) times weight (H, F)^T,
+  c10::optional<at::Tensor> table, rows;       // or a projected table (R, H) read at rows (E,)
+  c10::optional<at::Tensor> positions;         // (E,) edge e's row in the first ordered_groups groups
+  int64_t ordered_groups = 0;
+  double slope = 0.01;                         // LeakyReLU's negative slope
+};
 
-std::vector<at::Tensor> edge_networks_backward(const std::vector<at::Tensor>& grad_parts,
-                                               const at::Tensor& receiver_term,
-                                               const at::Tensor& sender_term, const at::Tensor& receiver,
-                                               int64_t block, const at::Tensor& second_weight,
-                                               const at::Tensor& second_bias,
-                                               const c10::optional<at::Tensor>& features,
-                                               const c10::optional<at::Tensor>& weight,
-                                               const c10::optional<at::Tensor>& table,
-                                               const c10::optional<at::Tensor>& rows, double slope,
-                                               const c10::optional<at::Tensor>& positions, int64_t ordered_groups);
+// The groups' outputs, in parts of part_groups groups.
+std::vector<at::Tensor> edge_networks_forward(const EdgeNetworkArgs& args);
+
+// The gradients of the differentiable inputs, in the struct's order: receiver_term, sender_term,
+// second_weight, second_bias, features, weight, table (undefined where absent).
+std::vector<at::Tensor> edge_networks_backward(const std::vector<at::Tensor>& grad_parts, const EdgeNetworkArgs& args);
 
 std::vector<at::Tensor> attention_aggregate_forward(const at::Tensor& scores, const at::Tensor& messages,
                                                     const c10::optional<at::Tensor>& order, const at::Tensor& offsets,

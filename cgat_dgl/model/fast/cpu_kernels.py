@@ -48,6 +48,35 @@ __all__ = ["applies", "tiled_edge_networks", "attention_aggregate", "generated_p
 LEAKY_SLOPE = 0.01  # torch.nn.functional.leaky_relu's default, as the networks use
 
 
+# The edge networks' inputs that take gradients, in the order of the backward's gradients (kernels.h).
+DIFFERENTIABLE = ("receiver_term", "sender_term", "second_weight", "second_bias", "features", "weight", "table")
+
+
+@dataclass(frozen=True)
+class EdgeLayout:
+    """The edge networks' inputs that take no gradient: which receiver each edge has (edges come in
+    blocks of ``block`` per sender), how the outputs are parted, the edge term's table rows, and
+    where the first ``ordered_groups`` groups put each edge (``positions``)."""
+
+    receiver: torch.Tensor
+    block: int
+    part_groups: int
+    rows: torch.Tensor | None = None
+    positions: torch.Tensor | None = None
+    ordered_groups: int = 0
+
+    def args(self, tensors: tuple[torch.Tensor | None, ...]) -> Any:
+        """The kernels' ``EdgeNetworkArgs`` of this layout and the ``DIFFERENTIABLE`` tensors."""
+        args = load().EdgeNetworkArgs()
+        for name, value in zip(DIFFERENTIABLE, tensors, strict=True):
+            if value is not None:
+                setattr(args, name, value)
+        args.receiver, args.block, args.part_groups = self.receiver, self.block, self.part_groups
+        args.rows, args.positions, args.ordered_groups = self.rows, self.positions, self.ordered_groups
+        args.slope = LEAKY_SLOPE
+        return args
+
+
 class TiledEdgeNetworks(torch.autograd.Function):
     """out_g (E, F) = W2_g LeakyReLU(edge term + R[receiver] + S[sender]) + b2_g, edges K per sender,
     returned in parts of ``part_groups`` groups, (part_groups, E, F) each.
@@ -58,34 +87,17 @@ class TiledEdgeNetworks(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(  # type: ignore[override]
-        ctx: Any, receiver_term: torch.Tensor, sender_term: torch.Tensor, receiver: torch.Tensor, block: int,
-        second_weight: torch.Tensor, second_bias: torch.Tensor, part_groups: int, features: torch.Tensor | None,
-        weight: torch.Tensor | None, table: torch.Tensor | None, rows: torch.Tensor | None,
-        positions: torch.Tensor | None, ordered_groups: int,
-    ) -> tuple[torch.Tensor, ...]:  # fmt: skip
-        ctx.save_for_backward(
-            receiver_term, sender_term, receiver, second_weight, second_bias, features, weight, table, rows, positions
-        )
-        ctx.block, ctx.ordered_groups = block, ordered_groups
-        parts = load().edge_networks_forward(
-            receiver_term, sender_term, receiver, block, second_weight, second_bias, part_groups,
-            features, weight, table, rows, LEAKY_SLOPE, positions, ordered_groups,
-        )  # fmt: skip
-        return tuple(parts)
+    def forward(ctx: Any, layout: EdgeLayout, *tensors: torch.Tensor | None) -> tuple[torch.Tensor, ...]:  # type: ignore[override]
+        ctx.layout = layout  # index tensors only: nothing here takes or carries a gradient
+        ctx.save_for_backward(*tensors)
+        return tuple(load().edge_networks_forward(layout.args(tensors)))
 
     @staticmethod
     def backward(ctx: Any, *grad_parts: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
-        receiver_term, sender_term, receiver, second_weight, second_bias, features, weight, table, rows, positions = (
-            ctx.saved_tensors
-        )
-        empty = receiver_term.new_empty(0)
-        grads = load().edge_networks_backward(
-            [empty if g is None else g for g in grad_parts], receiver_term, sender_term, receiver, ctx.block,
-            second_weight, second_bias, features, weight, table, rows, LEAKY_SLOPE, positions, ctx.ordered_groups,
-        )  # fmt: skip
-        d_receiver, d_sender, d_second, d_bias, d_features, d_weight, d_table = grads
-        return d_receiver, d_sender, None, None, d_second, d_bias, None, d_features, d_weight, d_table, None, None, None
+        tensors = ctx.saved_tensors
+        empty = tensors[0].new_empty(0)
+        grads = load().edge_networks_backward([empty if g is None else g for g in grad_parts], ctx.layout.args(tensors))
+        return (None, *grads)  # undefined gradients (an absent edge-term input) arrive as None
 
 
 def tiled_edge_networks(
@@ -97,11 +109,10 @@ def tiled_edge_networks(
 ) -> tuple[torch.Tensor, ...]:  # fmt: skip
     """The edge networks' outputs in parts of ``part_groups`` groups, as ``networks.evaluate_networks``;
     with ``receiver_order``, the first ``ordered_parts`` parts hold the edges in that order."""
-    positions = None if receiver_order is None else receiver_order.positions
-    parts = TiledEdgeNetworks.apply(
-        receiver_term, sender_term, receiver, block, second_weight, second_bias, part_groups,
-        features, weight, table, rows, positions, ordered_parts * part_groups,
-    )  # fmt: skip
+    layout = EdgeLayout(receiver, block, part_groups, rows=rows,
+                        positions=None if receiver_order is None else receiver_order.positions,
+                        ordered_groups=ordered_parts * part_groups)  # fmt: skip
+    parts = TiledEdgeNetworks.apply(layout, receiver_term, sender_term, second_weight, second_bias, features, weight, table)
     return parts  # type: ignore[no-any-return]
 
 
