@@ -83,6 +83,7 @@ def run_variant(variant: str, batches: list[Batch], args: argparse.Namespace, de
     config = ModelConfig.preset(args.preset, backend="torch", implementation="fast")
     torch.manual_seed(0)
     model = CGAT(config).to(device)
+    # TrainConfig's defaults, spelt out: this script needs torch alone (no pydantic, DGL or pymatgen)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1.25e-4, weight_decay=1e-6)
     amp = variant.startswith("bf16")
     forward = torch.compile(model, dynamic=True) if variant.endswith("compile") else model
