@@ -254,7 +254,7 @@ class Runner:
         card = self.manifest.resolve(self.manifest.pretrained_models) / shipped / "README.md" if shipped else None
         description = card.read_text(encoding="utf-8") if card is not None and card.is_file() else f"{spec.label}: {summary}"
         tags = {"cgat.run_key": spec.key, "cgat.numerics_key": spec.numerics, "cgat.split_seed": str(spec.split_seed),
-                "cgat.seed": str(spec.seed), "test_mae": f"{run.data.metrics.get('test_mae', float('nan')):.6g}",
+                "cgat.seed": str(spec.seed), "cgat.pretrain_size": str(spec.size), "test_mae": f"{run.data.metrics.get('test_mae', float('nan')):.6g}",
                 **({SHIPPED_TAG: shipped} if shipped else {})}
         try:
             version = registry.register_pretrained(self.store.client, run_id, spec.model["preset"], spec.prop,

@@ -282,7 +282,12 @@ def test_cli_dry_run_run_and_report(tmp_path: Path, small_data: Path, capsys: py
     }
     transfer = client.search_runs([experiment_id], filter_string="tags.`cgat.strategy` = 'full'")[0]
     name, version = transfer.data.tags["cgat.pretrained_model"].split("/")
-    assert client.get_model_version(name, version).run_id == transfer.data.tags["cgat.pretrain_run_id"]
+    registered = client.get_model_version(name, version)
+    assert registered.run_id == transfer.data.tags["cgat.pretrain_run_id"]
+    # a version says which pre-training it is: pool sizes of one property are versions of one model
+    pretrain = client.get_run(registered.run_id)
+    assert registered.tags["cgat.run_key"] == pretrain.data.tags["cgat.run_key"]
+    assert float(registered.tags["cgat.pretrain_size"]) == 1.0
     cifs = tmp_path / "cifs"
     cifs.mkdir()
     with gzip.open(small_data, "rt") as rows:
