@@ -206,8 +206,7 @@ def profile_numerics(profile: Profile) -> str:
     device = profile.device if profile.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     model = ModelConfig.preset(profile.model, **profile.model_overrides)
     kernels = device == "cpu" and model.implementation == "fast" and cpu_kernels.applies(torch.zeros(0))
-    groups = cpu_kernels.enabled_groups()
-    return numerics.key(device, kernels, "" if groups == cpu_kernels.GROUPS else ",".join(groups))
+    return numerics.key(device, cpu_kernels.enabled_groups() if kernels else ())
 
 
 def model_settings(profile: Profile, name: Strategy | None = None) -> dict[str, Any]:

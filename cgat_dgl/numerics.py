@@ -14,6 +14,10 @@ code by the processor they find, and each path sums in its own order:
   ``x86-64-v3`` (AVX2 and FMA), instead of the host's: with AVX-512 their vectors would have 16
   lanes instead of 8 and their lane reductions another order.
 - oneDNN is capped at AVX2 as well (``ONEDNN_MAX_CPU_ISA``) for the operations torch sends to it.
+- numpy (the graphs' distances and their Gaussian expansion) dispatches its loops to AVX-512 where it
+  exists, and OpenBLAS (numpy's and scipy's) picks its kernels by processor: numpy's AVX-512 targets
+  are disabled (``NPY_DISABLE_CPU_FEATURES``) and OpenBLAS is fixed to its Haswell (AVX2) kernels
+  (``OPENBLAS_CORETYPE``). Both are read when numpy is first imported.
 
 These "portable" settings are the default and are set when the package is imported, before torch
 first computes. ``CGAT_NUMERICS=native`` leaves every library on the host's fastest code instead
@@ -36,10 +40,17 @@ NATIVE = "native"
 MODES = (PORTABLE, NATIVE)
 
 # Each library's own switch, read when it first computes.
-PORTABLE_SETTINGS = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "COMPATIBLE", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+PORTABLE_SETTINGS = {
+    "ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "COMPATIBLE", "ONEDNN_MAX_CPU_ISA": "AVX2",
+    # numpy 1.26's AVX-512 dispatch targets (a target the host lacks is accepted and ignored)
+    "NPY_DISABLE_CPU_FEATURES": "AVX512F AVX512CD AVX512_KNL AVX512_KNM AVX512_SKX AVX512_CLX AVX512_CNL AVX512_ICL",
+    "OPENBLAS_CORETYPE": "Haswell",  # only where the host runs AVX2 code (else OpenBLAS would fault)
+}
 # What the portable settings give once the libraries have read them.
 PORTABLE_ATEN = "AVX2"
 PORTABLE_MKL = "COMPATIBLE"
+PORTABLE_NUMPY = "no AVX-512"
+PORTABLE_OPENBLAS = "Haswell"
 # The CPU kernels' instruction-set level (GCC's -march), and the CPU flags it needs.
 KERNEL_ISA = "x86-64-v3"
 
@@ -67,6 +78,8 @@ def pin() -> None:
     Effective only before torch first computes: the package calls it when it is imported."""
     if mode() == PORTABLE:
         for name, value in PORTABLE_SETTINGS.items():
+            if name == "OPENBLAS_CORETYPE" and not runs_kernel_isa():
+                continue
             os.environ.setdefault(name, value)
 
 
@@ -133,6 +146,23 @@ def mkl_branch() -> str:
     return _MKL_BRANCHES.get(value, str(value))
 
 
+def numpy_simd() -> str:
+    """Whether numpy's loops may take AVX-512 code ("AVX-512" or "no AVX-512")."""
+    from numpy.core._multiarray_umath import __cpu_features__ as features
+
+    return "AVX-512" if features.get("AVX512F") else "no AVX-512"
+
+
+def openblas_core() -> str:
+    """The kernels of the OpenBLAS libraries loaded in this process (numpy's, scipy's), comma-separated."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return "unknown"
+    cores = sorted({str(info.get("architecture")) for info in threadpool_info() if info.get("internal_api") == "openblas"})
+    return ",".join(cores) or "none"
+
+
 @functools.lru_cache(maxsize=None)
 def compiler() -> str:
     """The C++ compiler the CPU kernels are built with (its version changes their code)."""
@@ -153,13 +183,14 @@ def kernel_cflags() -> list[str]:
 
 def portable() -> bool:
     """Whether this process computes with the portable settings."""
-    return mode() == PORTABLE and aten_capability() == PORTABLE_ATEN and mkl_branch() == PORTABLE_MKL
+    return (mode() == PORTABLE and aten_capability() == PORTABLE_ATEN and mkl_branch() == PORTABLE_MKL
+            and numpy_simd() == PORTABLE_NUMPY and openblas_core() in (PORTABLE_OPENBLAS, "none"))
 
 
-def key(device: str, kernels: bool, some_kernels: str = "") -> str:
+def key(device: str, kernel_groups: tuple[str, ...] = ()) -> str:
     """What decides the numbers of a run on ``device`` ("cpu" or "cuda"), for its run key: equal keys,
-    bitwise equal results. ``kernels``: whether the model runs the CPU kernels; ``some_kernels``: the
-    groups that run where not all of them do (``cgat_dgl.kernels.enabled_groups``)."""
+    bitwise equal results. ``kernel_groups``: the CPU kernel groups the model runs (none: torch
+    operations), named so that a kernel added or removed is another key."""
     if device.startswith("cuda"):
         import torch
 
@@ -167,9 +198,9 @@ def key(device: str, kernels: bool, some_kernels: str = "") -> str:
     if portable():
         base = PORTABLE
     else:  # the host's own code paths: the numbers hold for this CPU model only
-        base = f"{mode()}:{cpu_model()}:{isa_level()}:aten-{aten_capability()}:mkl-{mkl_branch()}"
-    groups = f"[{some_kernels}]" if some_kernels else ""
-    code = f"kernels{groups}:{' '.join(kernel_cflags())}:{compiler()}" if kernels else "torch-ops"
+        base = (f"{mode()}:{cpu_model()}:{isa_level()}:aten-{aten_capability()}:mkl-{mkl_branch()}"
+                f":numpy-{numpy_simd()}:openblas-{openblas_core()}")
+    code = f"kernels[{','.join(kernel_groups)}]:{' '.join(kernel_cflags())}:{compiler()}" if kernel_groups else "torch-ops"
     return f"cpu:{base}:{code}"
 
 
@@ -181,4 +212,6 @@ def tags() -> dict[str, str]:
         "cgat.isa_level": isa_level(),
         "cgat.aten_capability": aten_capability(),
         "cgat.mkl_branch": mkl_branch(),
+        "cgat.numpy_simd": numpy_simd(),
+        "cgat.openblas_core": openblas_core(),
     }

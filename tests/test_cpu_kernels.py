@@ -275,9 +275,9 @@ def test_kernel_groups_are_switched_by_name_and_unknown_names_fail(monkeypatch: 
     monkeypatch.setenv(kernels.ENABLE_ENV, "1")
     assert kernels.enabled_groups() == kernels.GROUPS and kernels.applies(x, "attention")
     monkeypatch.setenv(kernels.ENABLE_ENV, "0")
-    assert kernels.enabled_groups() == () and not kernels.applies(x) and not kernels.applies(x, "adamw")
-    monkeypatch.setenv(kernels.ENABLE_ENV, "adamw, edge_networks")
-    assert kernels.enabled_groups() == ("edge_networks", "adamw")
+    assert kernels.enabled_groups() == () and not kernels.applies(x) and not kernels.applies(x, "hypernetwork")
+    monkeypatch.setenv(kernels.ENABLE_ENV, "hypernetwork, edge_networks")
+    assert kernels.enabled_groups() == ("edge_networks", "hypernetwork")
     assert kernels.applies(x, "edge_networks") and not kernels.applies(x, "attention") and kernels.applies(x)
     monkeypatch.setenv(kernels.ENABLE_ENV, "attention,tiles")
     with pytest.raises(ValueError, match="unknown kernel group.*tiles"):

@@ -157,7 +157,7 @@ def test_keys_hold_the_results_version(tmp_path: Path, monkeypatch: pytest.Monke
 
 
 def test_keys_hold_the_numerics(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from cgat_dgl import numerics
+    from cgat_dgl import kernels, numerics
 
     manifest = load_manifest(write(tmp_path, MANIFEST))
 
@@ -167,7 +167,7 @@ def test_keys_hold_the_numerics(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
 
     before = keys()
     assert {spec.numerics for spec in expand(manifest, "smoke", data_key="d")[1]} == {
-        numerics.key("cpu", kernels=True)  # the smoke model runs the kernels on CPU
+        numerics.key("cpu", kernels.GROUPS)  # the smoke model runs every kernel group on CPU
     }
     # the host's own code paths (CGAT_NUMERICS=native, or a machine without AVX2) are other numbers
     monkeypatch.setattr(numerics, "portable", lambda: False)
@@ -175,7 +175,7 @@ def test_keys_hold_the_numerics(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     monkeypatch.undo()
     monkeypatch.setenv("CGAT_CPU_KERNELS", "0")  # torch operations sum in another order
     assert set(before).isdisjoint(keys())
-    monkeypatch.setenv("CGAT_CPU_KERNELS", "attention,adamw")  # and so do some kernels with torch operations
+    monkeypatch.setenv("CGAT_CPU_KERNELS", "attention,hypernetwork")  # and so do some kernels with torch operations
     assert set(before).isdisjoint(keys())
     monkeypatch.setenv("CGAT_CPU_KERNELS", "1")
     assert keys() == before

@@ -29,7 +29,6 @@ from benchmarks.perf.train import DEFAULT_DATA, REPO_ROOT, load_graphs
 from cgat_dgl.graphs.collate import collate
 from cgat_dgl.model import CGAT, ModelConfig
 from cgat_dgl.training.allocator import keep_freed_memory
-from cgat_dgl.training.optimizer import AdamW
 
 PART_PREFIX = "part::"
 
@@ -106,7 +105,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     torch.manual_seed(0)
     model = CGAT(config).to(device)
-    optimizer = AdamW(model.parameters(), lr=1e-3)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
 
     def step(batch: Any) -> None:
         optimizer.zero_grad(set_to_none=True)

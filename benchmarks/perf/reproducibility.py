@@ -8,7 +8,7 @@
 preset, two epochs on 256 real crystals, one thread) and a first-step probe (the forward's
 predictions, the gradients, the weights after one AdamW step), each as a SHA-256, under the portable
 settings of ``cgat_dgl.numerics`` and with one code path switched to another: the host's MKL branch,
-ATen's scalar code, the CPU kernels with AVX-512's 16 lanes or tuned for the host, torch operations
+ATen's scalar code, numpy's AVX-512 loops, OpenBLAS's host kernels, the CPU kernels with AVX-512's 16 lanes or tuned for the host, torch operations
 instead of the kernels, everything native. A variant whose hashes differ from the portable run's
 shows a source of divergence across machines, and the first quantity that differs says where.
 ``cost`` times training steps (``benchmarks.perf.train``) under the portable settings, with each
@@ -47,6 +47,8 @@ VARIANTS: dict[str, dict[str, str]] = {
     "mkl host branch (MKL_CBWR=AUTO)": {"MKL_CBWR": "AUTO"},
     "aten scalar code (ATEN_CPU_CAPABILITY=default)": {"ATEN_CPU_CAPABILITY": "default"},
     "aten AVX-512 code (ATEN_CPU_CAPABILITY=avx512)": {"ATEN_CPU_CAPABILITY": "avx512"},
+    "numpy's AVX-512 loops (NPY_DISABLE_CPU_FEATURES unset)": {"NPY_DISABLE_CPU_FEATURES": ""},
+    "OpenBLAS for the host (OPENBLAS_CORETYPE unset)": {"OPENBLAS_CORETYPE": ""},
     "kernels with 16 lanes (AVX-512 build)": {"CGAT_KERNEL_CFLAGS": "-DCGAT_VECTOR_LANES=16"},
     "kernels tuned for the host (-mtune=native)": {"CGAT_KERNEL_CFLAGS": "-mtune=native"},
     "torch operations (no kernels)": {"CGAT_CPU_KERNELS": "0"},
@@ -60,6 +62,7 @@ COST_VARIANTS: dict[str, dict[str, str]] = {
     "mkl host branch": {"MKL_CBWR": "AUTO"},
     "aten host code": {"ATEN_CPU_CAPABILITY": "avx512"},
     "kernels for the host": {"CGAT_KERNEL_CFLAGS": "-march=native"},
+    "numpy, OpenBLAS for the host": {"NPY_DISABLE_CPU_FEATURES": "", "OPENBLAS_CORETYPE": ""},
     "native": {"CGAT_NUMERICS": "native"},
 }
 
@@ -128,12 +131,11 @@ def first_step(data: Path) -> dict[str, str]:
 
     from cgat_dgl.graphs.collate import collate
     from cgat_dgl.model import CGAT, ModelConfig
-    from cgat_dgl.training.optimizer import AdamW
 
     train_set, _, _ = golden_sets(data)
     torch.manual_seed(0)
     model = CGAT(ModelConfig.preset("cpu"))
-    optimizer = AdamW(model.parameters(), lr=1e-3, weight_decay=1e-6)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-6)
     batch = collate([train_set[i] for i in range(32)], backend=model.config.backend)
     prediction = model(batch)[:, 0]
     loss = torch.nn.functional.l1_loss(prediction, batch.targets)
@@ -152,11 +154,13 @@ def child(data: Path) -> None:
 
     import torch
 
+    from cgat_dgl import kernels
+
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as folder:
         golden = golden_training(data, Path(folder))
     record = {**first_step(data), "training": golden["weights_sha256"][:16], "test_mae": golden["test_mae"],
-              "numerics": numerics.key("cpu", kernels=os.environ.get("CGAT_CPU_KERNELS") != "0"), **numerics.tags()}
+              "numerics": numerics.key("cpu", kernels.enabled_groups()), **numerics.tags()}
     print(json.dumps(record))
 
 

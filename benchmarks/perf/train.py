@@ -37,7 +37,6 @@ from cgat_dgl.model import CGAT, ModelConfig
 from cgat_dgl import kernels
 from cgat_dgl.training.allocator import keep_freed_memory
 from cgat_dgl.training.config import TrainConfig
-from cgat_dgl.training.optimizer import AdamW
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "mp_multifidelity.jsonl.gz"
@@ -105,7 +104,7 @@ def bench_backend(
     torch.manual_seed(0)
     model = CGAT(config).to(device)
     defaults = TrainConfig()  # the training defaults: the step timed is the one that trains
-    optimizer = AdamW(model.parameters(), lr=defaults.lr, weight_decay=defaults.weight_decay)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=defaults.lr, weight_decay=defaults.weight_decay)
 
     chunks = [items[i : i + args.batch_size] for i in range(0, len(items), args.batch_size)]
     chunks = [c for c in chunks if len(c) == args.batch_size] or chunks[:1]

@@ -33,7 +33,7 @@ SOURCES = [
     Path(__file__).with_name("src") / name
     for name in (
         "bindings.cpp", "blas.cpp", "tile_gemm.cpp", "edge_networks.cpp", "attention.cpp", "hypernetwork.cpp",
-        "edge_update.cpp", "indexed_product.cpp", "adamw.cpp",
+        "edge_update.cpp", "indexed_product.cpp",
     )
 ]
 ENABLE_ENV = "CGAT_CPU_KERNELS"
@@ -105,7 +105,7 @@ def available() -> bool:
 
 # The kernels by the work they replace: CGAT_CPU_KERNELS=1 (the default) runs them all, 0 none, and a
 # comma-separated list of these names only those (for measuring what each buys).
-GROUPS = ("edge_networks", "attention", "edge_update", "hypernetwork", "adamw")
+GROUPS = ("edge_networks", "attention", "edge_update", "hypernetwork")
 
 
 def enabled_groups() -> tuple[str, ...]:

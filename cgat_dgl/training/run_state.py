@@ -26,7 +26,6 @@ from . import distributed
 from .checkpoint import DamagedCheckpointError, capture_rng_state, load_model_state, read_checkpoint, restore_rng_state, save_checkpoint
 from .config import TrainConfig
 from .normalization import Normalizer
-from .optimizer import AdamW
 from .schedules import make_schedule
 from .transfer import FreezePlan, apply_freeze, config_differences, load_pretrained, param_groups
 
@@ -170,7 +169,7 @@ class RunState:
         self.normalizer.to(self.device)
         if distributed.is_active():
             self.metadata["world_size"] = distributed.world_size()
-        self.optimizer = AdamW(
+        self.optimizer = torch.optim.AdamW(
             param_groups(self.plan, train_config), lr=train_config.lr, weight_decay=train_config.weight_decay
         )
         self.scheduler = make_schedule(self.optimizer, train_config)

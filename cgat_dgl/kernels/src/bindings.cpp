@@ -31,5 +31,4 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("head_attention_fcnn_backward", &head_attention_fcnn_backward, "eq. 2b-2d without the residual (backward)", release);
   m.def("indexed_product_forward", &indexed_product_forward, "x_i W[index_i] (forward)", release);
   m.def("indexed_product_backward", &indexed_product_backward, "x_i W[index_i] (backward)", release);
-  m.def("adamw_step", &adamw_step, "one AdamW step over a group of parameters", release);
 }

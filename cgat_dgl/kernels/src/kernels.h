@@ -85,8 +85,3 @@ at::Tensor indexed_product_forward(const at::Tensor& x, const at::Tensor& weight
 
 std::vector<at::Tensor> indexed_product_backward(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& weights,
                                                  const at::Tensor& index);
-
-void adamw_step(const std::vector<at::Tensor>& params, const std::vector<at::Tensor>& grads,
-                const std::vector<at::Tensor>& exp_avgs, const std::vector<at::Tensor>& exp_avg_sqs,
-                const std::vector<at::Tensor>& steps, double lr, double beta1, double beta2, double eps,
-                double weight_decay);
