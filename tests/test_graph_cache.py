@@ -153,6 +153,20 @@ def test_format_version_bump_rebuilds(records: MakeRecords, tmp_path: Path, monk
     assert len(list(tmp_path.iterdir())) == 2  # one folder per format version
 
 
+def test_graphs_built_on_the_host_s_own_numpy_code_are_cached_apart(
+    records: MakeRecords, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cgat_dgl import numerics
+
+    recs = records(4)
+    assert numerics.portable()
+    graphs_for_records(recs, cache_dir=tmp_path)
+    monkeypatch.setattr(numerics, "portable", lambda: False)  # e.g. CGAT_NUMERICS=native
+    assert graphs_for_records(recs, cache_dir=tmp_path).built == 4
+    folders = sorted(folder.name for folder in tmp_path.iterdir())
+    assert len(folders) == 2 and "-host-" in folders[1] and folders[1].startswith(folders[0])
+
+
 def test_failing_structures_are_remembered_with_their_reason(
     records: MakeRecords, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -1,7 +1,9 @@
 """On-disk cache of crystal graphs, keyed by structure fingerprint.
 
-Layout: ``<root>/v<FORMAT_VERSION>-<GraphParams.key()>/pack-*.npz``. The folder fixes the graph
-parameters and the format; inside, every pack holds many graphs as concatenated arrays with offsets,
+Layout: ``<root>/v<FORMAT_VERSION>-<GraphParams.key()>[-<numerics>]/pack-*.npz``. The folder fixes
+the graph parameters, the format and, where numpy and OpenBLAS run the host's own code rather than
+the portable settings (``cgat_dgl.numerics``), which code that was (their rounding changes the
+distances); inside, every pack holds many graphs as concatenated arrays with offsets,
 plus the structures that failed to build with their reason. A build writes new packs and never
 rewrites old ones; a pack appears only by an atomic rename, so a killed build leaves no partial pack.
 Loading reads every pack once and hands out graphs as views into the packed arrays.
@@ -37,8 +39,9 @@ from cgat_dgl.graphs.neighbors import GraphParams
 
 log = logging.getLogger(__name__)
 
-# Bump when the content or layout of a cached graph changes: every cache is then rebuilt.
-FORMAT_VERSION = 1
+# Bump when the content or layout of a cached graph changes: every cache is then rebuilt. (2: built
+# under the portable numpy and OpenBLAS settings.)
+FORMAT_VERSION = 2
 # Packs are merged into one when there are more than this many (each build run adds some).
 MAX_PACKS = 8
 # The array holding a pack's digest, "sha256:<hex>"; packs written before it have none.
@@ -197,13 +200,23 @@ def pack_arrays(graphs: Mapping[str, CrystalGraph], failures: Mapping[str, Cache
     return arrays
 
 
+def _numerics_suffix() -> str:
+    """Nothing under the portable settings; else the host's numpy and OpenBLAS code, as a digest."""
+    from cgat_dgl import numerics
+
+    if numerics.portable():
+        return ""
+    host = f"{numerics.cpu_model()}:{numerics.numpy_simd()}:{numerics.openblas_core()}"
+    return "-host-" + hashlib.sha256(host.encode()).hexdigest()[:12]
+
+
 class GraphCache:
     """Graphs and build failures of one (graph parameters, format version), stored under ``root``."""
 
     def __init__(self, root: Path | str, params: GraphParams, format_version: int | None = None) -> None:
         self.params = params
         self.format_version = FORMAT_VERSION if format_version is None else format_version
-        self.directory = Path(root) / f"v{self.format_version}-{params.key()}"
+        self.directory = Path(root) / f"v{self.format_version}-{params.key()}{_numerics_suffix()}"
         self._packs: list[Pack] = []
         self._graph_index: dict[str, tuple[int, int]] = {}
         self._failures: dict[str, CachedFailure] = {}
