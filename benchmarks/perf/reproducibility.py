@@ -256,7 +256,9 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "golden":
         golden(args.data, args.out or GOLDEN_VALUES)
     elif args.command == "hunt":
-        hunt(args.data, args.out or RESULTS / "reproducibility.json")
+        from cgat_dgl import numerics
+
+        hunt(args.data, args.out or RESULTS / f"reproducibility_{numerics.isa_level()}.json")  # one file per machine kind
     else:
         cost(args.data, args.out or RESULTS / "reproducibility_cost.json", args.rounds, args.steps)
 
