@@ -260,7 +260,9 @@ def main(argv: list[str] | None = None) -> None:
 
         hunt(args.data, args.out or RESULTS / f"reproducibility_{numerics.isa_level()}.json")  # one file per machine kind
     else:
-        cost(args.data, args.out or RESULTS / "reproducibility_cost.json", args.rounds, args.steps)
+        from cgat_dgl import numerics
+
+        cost(args.data, args.out or RESULTS / f"reproducibility_cost_{numerics.isa_level()}.json", args.rounds, args.steps)
 
 
 if __name__ == "__main__":
