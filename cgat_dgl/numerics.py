@@ -1,7 +1,7 @@
 """How a CPU computes the numbers: the settings under which training gives bitwise the same weights on
 every x86-64 CPU with AVX2 or better, and the fingerprint of what a run actually computed with.
 
-Single-threaded training is deterministic on one machine; across CPU models three libraries pick their
+Single-threaded training is deterministic on one machine; across CPU models the libraries below pick their
 code by the processor they find, and each path sums in its own order:
 
 - ATen (torch's elementwise and reduction kernels) dispatches to AVX-512 code where it exists, else
