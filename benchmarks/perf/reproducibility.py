@@ -5,10 +5,11 @@
     python -m benchmarks.perf.reproducibility golden  # the golden run's values, for tests/golden_training.json
 
 ``hunt`` runs, in one child process per variant, the golden training (``golden_training``: the cpu
-preset, two epochs on 256 real crystals, one thread) and a first-step probe (the forward's
-predictions, the gradients, the weights after one AdamW step), each as a SHA-256, under the portable
-settings of ``cgat_dgl.numerics`` and with one code path switched to another: the host's MKL branch,
-ATen's scalar code, numpy's AVX-512 loops, OpenBLAS's host kernels, the CPU kernels with AVX-512's 16 lanes or tuned for the host, torch operations
+preset, two epochs on 256 real crystals, one thread) and a first-step probe (the crystal graphs'
+arrays, the forward's predictions, the gradients, the weights after one AdamW step), each as a
+SHA-256, under the portable settings of ``cgat_dgl.numerics`` and with one code path switched to
+another: the host's MKL branch, ATen's scalar or AVX-512 code, numpy's AVX-512 loops, OpenBLAS's
+host kernels, the CPU kernels with AVX-512's 16 lanes or tuned for the host, torch operations
 instead of the kernels, everything native. A variant whose hashes differ from the portable run's
 shows a source of divergence across machines, and the first quantity that differs says where.
 ``cost`` times training steps (``benchmarks.perf.train``) under the portable settings, with each
@@ -127,12 +128,19 @@ def golden_training(data: Path, out_dir: Path) -> dict[str, Any]:
 
 def first_step(data: Path) -> dict[str, str]:
     """SHA-256 of the first training step's quantities, in the order they are computed."""
+    import numpy as np
     import torch
 
     from cgat_dgl.graphs.collate import collate
     from cgat_dgl.model import CGAT, ModelConfig
 
     train_set, _, _ = golden_sets(data)
+    graphs = hashlib.sha256()  # the crystal graphs' arrays (distances, neighbour order, ...)
+    for graph in train_set.graphs:
+        for name, value in sorted(vars(graph).items()):
+            if hasattr(value, "shape"):
+                graphs.update(name.encode())
+                graphs.update(np.ascontiguousarray(np.asarray(value)).tobytes())
     torch.manual_seed(0)
     model = CGAT(ModelConfig.preset("cpu"))
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-6)
@@ -146,7 +154,8 @@ def first_step(data: Path) -> dict[str, str]:
     def sha(value: Any) -> str:
         return weights_sha256(value if isinstance(value, dict) else {"": value})[:16]
 
-    return {"forward": sha(prediction), "gradients": sha(grads), "optimizer step": sha(model.state_dict())}
+    return {"graphs": graphs.hexdigest()[:16], "forward": sha(prediction), "gradients": sha(grads),
+            "optimizer step": sha(model.state_dict())}
 
 
 def child(data: Path) -> None:
@@ -180,17 +189,17 @@ def run_variant(env: dict[str, str], data: Path) -> dict[str, Any]:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-STAGES = ("forward", "gradients", "optimizer step", "training")
+STAGES = ("graphs", "forward", "gradients", "optimizer step", "training")
 
 
 def hunt(data: Path, out: Path) -> dict[str, Any]:
     results = {name: {"env": env, **run_variant(env, data)} for name, env in VARIANTS.items()}
     reference = results["portable"]
-    print(f"{'variant':<48}{'first difference':<18}{'final weights':<18}{'test MAE':>14}")
+    print(f"{'variant':<56}{'first difference':<18}{'final weights':<18}{'test MAE':>14}")
     for name, record in results.items():
         differs = [stage for stage in STAGES if record[stage] != reference[stage]]
         record["first_difference"] = differs[0] if differs else "none"
-        print(f"{name:<48}{record['first_difference']:<18}{record['training']:<18}{record['test_mae']:>14.9f}")
+        print(f"{name:<56}{record['first_difference']:<18}{record['training']:<18}{record['test_mae']:>14.9f}")
     summary = {"cpu_model": reference["cgat.cpu_model"], "isa_level": reference["cgat.isa_level"], "variants": results}
     print(f"on {summary['cpu_model']} ({summary['isa_level']})")
     out.parent.mkdir(parents=True, exist_ok=True)
