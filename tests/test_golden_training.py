@@ -52,3 +52,18 @@ def test_golden_training_as_torch_operations(golden: dict, shared_data_path: Pat
     with kernels.turned_off():
         result = golden_training(shared_data_path, tmp_path)
     _check(result, golden["torch_ops"], "as torch operations", golden["made_on"])
+
+
+def test_openblas_is_fixed_to_avx2_kernels_only_where_the_host_runs_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    for name in numerics.PORTABLE_SETTINGS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv(numerics.MODE_ENV, raising=False)
+    monkeypatch.setattr(numerics, "runs_kernel_isa", lambda: False)  # a CPU without AVX2
+    numerics.pin()
+    assert "OPENBLAS_CORETYPE" not in os.environ  # Haswell kernels would fault there
+    assert os.environ["NPY_DISABLE_CPU_FEATURES"] == numerics.PORTABLE_SETTINGS["NPY_DISABLE_CPU_FEATURES"]
+    monkeypatch.setattr(numerics, "runs_kernel_isa", lambda: True)
+    numerics.pin()
+    assert os.environ["OPENBLAS_CORETYPE"] == numerics.PORTABLE_OPENBLAS
