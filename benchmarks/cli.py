@@ -401,7 +401,7 @@ def _pretrained(args: argparse.Namespace) -> int:
     from benchmarks import pretrained
     from benchmarks.runner import Runner, RunnerOptions
 
-    paths = command_paths(args.experiments, args.tracking_uri, None, None)
+    paths = command_paths(args.experiments, args.tracking_uri, args.work_dir, None)
     try:
         manifest = load_manifest(args.experiments)
         args.profile = manifest.profile_name(args.profile)
@@ -440,6 +440,8 @@ def add_pretrained_command(commands: argparse._SubParsersAction) -> None:
     command.add_argument("--data", type=Path, default=None, help=f"data file (default: ${SHARED_DATA_ENV} or the manifest's)")
     command.add_argument("--cache-dir", type=Path, default=None)
     command.add_argument("--tracking-uri", default=None)
+    command.add_argument("--work-dir", type=Path, default=None,
+                         help="the checkpoints of the runs (as cgat-bench run --work-dir; default: runs/ beside the manifest)")
     command.add_argument("--out", type=Path, default=None,
                          help="folder of the shipped models (default: the manifest's pretrained_models)")
     command.add_argument("--export", action="store_true",

@@ -379,17 +379,19 @@ def index_page(cards: list[ModelCard]) -> str:
     rows = "\n".join(
         f"| [{c.name}]({c.name}/{PAGE_FILE}) | `{c.property}` | {c.n_train} | {c.test_mae:.4g} | "
         f"{'–' if c.target_mae is None else f'{c.target_mae:g}'} | {c.best_epoch} / {c.epochs_run} | {c.stop_reason} | "
-        f"{c.train_seconds / 60:.0f} min |"
+        f"{c.train_seconds / 60:.0f} min | {c.versions.get('cgat_dgl', '?')} | {'yes' if c.identity.get('numerics') else 'no'} |"
         for c in cards
     )
     return f"""# Pre-trained models
 
 Written by `cgat-bench pretrained experiments.yaml --profile PROFILE --export`; `cgat-bench run` uses a
 model whose card matches its pre-training (configuration, data fingerprint, protected materials,
-checkpoint hash) instead of training it, and `--retrain-pretrained` trains it anew.
+checkpoint hash) instead of training it, and `--retrain-pretrained` trains it anew. A card holds the
+numeric settings its model was trained with (`identity.numerics`, `cgat_dgl/numerics.py`); a card
+without them (made before cgat_dgl 0.5.0) serves no run, and `make pretrain` re-creates its model.
 
-| model | property | training structures | test MAE | target | best / run epochs | stopped | training time |
-|---|---|---|---|---|---|---|---|
+| model | property | training structures | test MAE | target | best / run epochs | stopped | training time | cgat_dgl | numerics key |
+|---|---|---|---|---|---|---|---|---|---|
 {rows}
 """
 

@@ -141,3 +141,20 @@ def test_retrain_flag_trains_despite_a_matching_model(exported, small_data: Path
     run = runner.store.run(runner.store.runs_by_key()[spec.key].run_id)
     assert pretrained.SHIPPED_TAG not in run.data.tags
     assert (runner.options.work_dir / "checkpoints" / spec.key / "last.pt").is_file()
+
+
+def test_the_export_command_reads_the_checkpoints_of_the_work_dir_the_runs_used(
+    exported, small_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from benchmarks.cli import main
+
+    _, card, runner = exported
+    origin = runner.options.work_dir.parent  # runs/ beside its manifest is not where they trained
+    out = tmp_path / "models"
+    assert main(["pretrained", str(origin / "experiments.yaml"), "--data", str(small_data),
+                 "--tracking-uri", runner.options.tracking_uri, "--work-dir", str(runner.options.work_dir),
+                 "--out", str(out), "--export"]) == 0
+    assert "exported" in capsys.readouterr().out
+    on_disk = json.loads((out / card.name / "card.json").read_text())
+    assert on_disk["run_key"] == card.run_key and on_disk["identity"]["numerics"]
+    assert "| yes |" in (out / "README.md").read_text()  # the index says the card holds its numerics
