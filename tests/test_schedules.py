@@ -90,9 +90,20 @@ def test_early_stopping_counts_epochs_since_the_last_relative_improvement() -> N
 
 def test_replay_gives_the_state_of_an_uninterrupted_run() -> None:
     history = [{"val_mae": v} for v in (1.0, 0.8, 0.8, 0.79, 0.81)]
-    replayed = replay_stopping(history, patience=3, min_delta=0.05)
+    replayed = replay_stopping(history, TrainConfig(patience=3, min_delta=0.05))
     assert replayed.plateaued and replayed.reference == 0.8
-    assert not replay_stopping(history, patience=4, min_delta=0.05).plateaued
+    assert not replay_stopping(history, TrainConfig(patience=4, min_delta=0.05)).plateaued
+
+
+def test_a_cosine_run_does_not_stop_on_a_plateau_before_its_anneal_has_ended() -> None:
+    stalled = [{"val_mae": v} for v in (1.0, 0.8, 0.81, 0.82, 0.83, 0.84)]  # a plateau after epoch 5
+    annealing = TrainConfig(epochs=12, schedule="cosine", warmup_epochs=1, anneal_epochs=8, patience=3)
+    assert not replay_stopping(stalled, annealing).plateaued
+    stopper = replay_stopping(stalled, annealing)
+    assert [stopper.update(0.85), stopper.update(0.86)] == [False, True]  # the 8th epoch ends the anneal
+    # the same plateau stops a run that anneals to its cap, and one on another schedule, at once
+    assert replay_stopping(stalled, annealing.model_copy(update={"anneal_epochs": None})).plateaued
+    assert replay_stopping(stalled, annealing.model_copy(update={"schedule": "plateau", "lr_patience": 2})).plateaued
 
 
 def test_the_command_line_offers_every_schedule() -> None:

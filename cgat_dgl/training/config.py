@@ -44,7 +44,7 @@ class TrainConfig(BaseModel):
     warmup_epochs: int = Field(0, ge=0)
     min_lr_factor: float = Field(0.01, gt=0, le=1)  # cosine's end and plateau's floor, times lr
     # cosine: the epochs of warm-up plus anneal, after which the rate holds at its floor until a
-    # plateau or the cap ends the run; None: anneal to the cap.
+    # plateau or the cap ends the run (a plateau cannot end it sooner); None: anneal to the cap.
     anneal_epochs: int | None = Field(None, ge=1)
     lr_patience: int = Field(3, ge=1)  # plateau: epochs without improvement before the rate decays
     lr_decay: float = Field(0.5, gt=0, lt=1)

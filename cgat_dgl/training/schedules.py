@@ -12,7 +12,9 @@ state is a plain dict, so a resumed run continues the same schedule.
 
 ``EarlyStopping`` ends a run whose validation MAE has not improved by ``min_delta`` (relative to the
 best so far) for ``patience`` epochs: such a run stopped on a plateau and counts as converged; a run
-that reaches its epoch cap first did not.
+that reaches its epoch cap first did not. A cosine run with ``anneal_epochs`` does not stop before its
+anneal has ended: at a high rate the validation MAE is noisy enough to stall for ``patience`` epochs
+long before the model it would anneal to has been reached.
 """
 
 from __future__ import annotations
@@ -152,14 +154,17 @@ def make_schedule(optimizer: torch.optim.Optimizer, config: TrainConfig) -> Sche
 class EarlyStopping:
     """Counts the epochs since the validation MAE last improved by ``min_delta`` (relative)."""
 
-    def __init__(self, patience: int | None, min_delta: float) -> None:
+    def __init__(self, patience: int | None, min_delta: float, earliest: int = 0) -> None:
         self.patience = patience
         self.min_delta = min_delta
+        self.earliest = earliest  # the epochs a run completes before a plateau may stop it
         self.reference = math.inf  # the last validation MAE that counted as an improvement
         self.bad_epochs = 0
+        self.epochs = 0
 
     def update(self, val_mae: float) -> bool:
         """Record an epoch; True when the run has plateaued and should stop."""
+        self.epochs += 1
         if improves(val_mae, self.reference, self.min_delta):
             self.reference, self.bad_epochs = val_mae, 0
         else:
@@ -168,13 +173,20 @@ class EarlyStopping:
 
     @property
     def plateaued(self) -> bool:
-        return self.patience is not None and self.bad_epochs >= self.patience
+        return self.patience is not None and self.bad_epochs >= self.patience and self.epochs >= self.earliest
 
 
-def replay_stopping(history: list[dict[str, float]], patience: int | None, min_delta: float) -> EarlyStopping:
+def earliest_stop(config: TrainConfig) -> int:
+    """The epochs a run completes before a plateau may stop it: a cosine run's warm-up and anneal."""
+    if config.schedule == "cosine" and config.anneal_epochs is not None:
+        return config.anneal_epochs
+    return 0
+
+
+def replay_stopping(history: list[dict[str, float]], config: TrainConfig) -> EarlyStopping:
     """The stopping state after the epochs of ``history``: a resumed run recomputes it, so a changed
     patience or margin applies to the epochs already run."""
-    stopper = EarlyStopping(patience, min_delta)
+    stopper = EarlyStopping(config.patience, config.min_delta, earliest_stop(config))
     for row in history:
         stopper.update(float(row["val_mae"]))
     return stopper

@@ -245,7 +245,7 @@ def train(
     progress = progress and main
     val_loader = run.loaders.loader(distributed.shard(val_set), train=False)
     epoch_set = passes_per_epoch(train_set, train_config.epoch_structures)
-    stopper = replay_stopping(run.history, train_config.patience, train_config.min_delta)
+    stopper = replay_stopping(run.history, train_config)
     remaining = range(run.epoch, run.epoch if stopper.plateaued else train_config.epochs)
     epochs = progress_output.bar(remaining, desc="epochs", enabled=progress, initial=run.epoch, total=train_config.epochs)
     for epoch in epochs:
