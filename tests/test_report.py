@@ -268,7 +268,7 @@ EXPECTED_FILES = (
     "report.md", "table1.csv", "table1.md", "fits.csv", "extrapolations.csv", "budget.csv", "budget_fit.csv",
     "intra_inter.csv", "target_stats.csv", "element_counts.csv", "runs.csv", "pretrain_models.csv",
     "learning_curves.png", "pretrain_curves.png", "loglog_train_size.png", "loglog_pretrain_size.png", "budget.png", "intra_inter.png",
-    "target_distributions.png", "element_counts.png",
+    "target_distributions.png", "element_counts.png", "published.csv",
 )
 
 
