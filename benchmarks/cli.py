@@ -510,6 +510,28 @@ def add_dashboard_command(commands: argparse._SubParsersAction) -> None:
     dashboard.set_defaults(handler=_dashboard)
 
 
+def _diff_runs(args: argparse.Namespace) -> int:
+    """Exit 0 when two reports' runs computed the same numbers, 1 when not, 2 on unreadable input."""
+    from benchmarks.runs_diff import diff_runs, read_runs, summary
+
+    try:
+        a, b = read_runs(args.a), read_runs(args.b)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    diff = diff_runs(a, b)
+    print(summary(diff, args.a, args.b, shown=args.show))
+    return 0 if diff.same else 1
+
+
+def add_diff_runs_command(commands: argparse._SubParsersAction) -> None:
+    command = commands.add_parser("diff-runs", help="whether two reports' runs computed the same numbers, value by value")
+    command.add_argument("a", type=Path, help="a report folder or its runs.csv")
+    command.add_argument("b", type=Path, help="another report folder or runs.csv")
+    command.add_argument("--show", type=int, default=20, help="differences listed (default 20)")
+    command.set_defaults(handler=_diff_runs)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cgat-bench", description="CGAT transfer-learning benchmark")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -519,6 +541,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_ui_command(commands)
     add_dashboard_command(commands)
     add_pretrained_command(commands)
+    add_diff_runs_command(commands)
     add_server_parser(commands)
     return parser
 

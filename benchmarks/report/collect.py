@@ -49,6 +49,9 @@ RUN_COLUMNS = (
     *STOP_METRICS,
     *STOP_TAGS,
 )
+# What says where and when a run was made rather than what it computed: run ids, commit, machine, times.
+PROVENANCE_COLUMNS = ("run_id", "pretrain_run_id", "joint_run_id", "software", "machine", "duration_s",
+                      "start_time", "end_time", "train_seconds")
 HISTORY_COLUMNS = ("epoch", *HISTORY_METRICS)
 _PAGE = 1000
 
