@@ -21,11 +21,12 @@ from benchmarks.report.convergence import ConvergenceGate
 from benchmarks.report.scaling import fit_table, size_points
 from benchmarks.report.statistics import CONTRADICTED, NOT_CONVERGED, REPRODUCED
 from benchmarks.report.tables import table1, table1_markdown
-from benchmarks.runner import Runner, RunnerOptions
+from benchmarks.runner import Runner
 from cgat_dgl.baselines import element_fractions, fit_predictions, least_absolute_deviations
 from cgat_dgl.data.dataset import GraphDataset, graph_composition
 from cgat_dgl.training.delta import model_baseline
 from model_test_graphs import real_graphs
+from smoke_manifests import smoke_options, write_smoke_manifest
 from test_runner import small_data  # noqa: F401  (a fixture)
 
 
@@ -102,32 +103,21 @@ def test_each_fit_predicts_what_it_says(graphs: list) -> None:
 
 # --- run by the manifest runner ---------------------------------------------------------------------
 
-MANIFEST = """\
-data: {{cache_dir: {cache}}}
-profiles:
-  smoke:
-    model: smoke
-    pretrain: {{epochs: 2, batch_size: 32, lr: 1.0e-3, cycle_period: 2}}
-    transfer: {{epochs: 2, batch_size: 16, lr: 1.0e-3, cycle_period: 2}}
-    max_eval_size: 16
-experiments:
+EXPERIMENTS = """\
   - name: gap
     source: gap_pbe
     target: gap_hse
     strategies: [constant, zero_shot, composition_linear, source_value, source_linear]
     train_sizes: [20]
     seeds: [0]
-    subsets_above: {{gap_above_0.1: 0.1}}
+    subsets_above: {gap_above_0.1: 0.1}
 """
 
 
 @pytest.mark.slow
 def test_the_runner_fits_each_baseline_on_the_training_subset(tmp_path: Path, small_data: Path) -> None:  # noqa: F811
-    path = tmp_path / "experiments.yaml"
-    path.write_text(MANIFEST.format(cache=tmp_path / "cache"))
-    options = RunnerOptions(profile="smoke", data_path=small_data, work_dir=tmp_path / "work",
-                            tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", progress=False, poll_s=0.5)  # fmt: skip
-    runner = Runner(load_manifest(path), options)
+    options = smoke_options(tmp_path, small_data)
+    runner = Runner(load_manifest(write_smoke_manifest(tmp_path, EXPERIMENTS)), options)
     outcome = runner.run()
     assert not outcome.failed and len(outcome.done) == 1 + 5  # zero_shot needs the pre-training
     from benchmarks.report import collect_runs

@@ -12,28 +12,21 @@ import torch
 
 from benchmarks import pretrained
 from benchmarks.manifest import load_manifest
-from benchmarks.runner import Runner, RunnerOptions
+from benchmarks.runner import Runner
 from benchmarks.sample_data import write_gap_sample
 from benchmarks.store import Store
 from cgat_dgl.training.checkpoint import read_checkpoint
+from smoke_manifests import smoke_options, write_smoke_manifest
 
-MANIFEST = """\
-data: {{cache_dir: {cache}}}
-pretrain_targets: {{gap_pbe: 0.4}}
-pretrained_models: {models}
-profiles:
-  smoke:
-    model: smoke
-    pretrain: {{epochs: 3, batch_size: 32, lr: 1.0e-3, schedule: plateau, lr_patience: 1, patience: 2, min_delta: 0.5}}
-    transfer: {{epochs: 2, batch_size: 16, lr: 1.0e-3, cycle_period: 2}}
-    max_eval_size: 16
-experiments:
+EXPERIMENT = """\
   - name: gap
     source: gap_pbe
     target: gap_hse
     strategies: [full]
     train_sizes: [20]
 """
+# stops on a plateau (a converged model, as shipped ones are) after 3 epochs at most
+PRETRAIN = "epochs: 3, batch_size: 32, lr: 1.0e-3, schedule: plateau, lr_patience: 1, patience: 2, min_delta: 0.5"
 
 
 @pytest.fixture(scope="module")
@@ -42,14 +35,9 @@ def small_data(shared_data_path: Path, tmp_path_factory: pytest.TempPathFactory)
 
 
 def make_runner(folder: Path, data: Path, models: Path, use_shipped: bool = True, pretrain_only: bool = False) -> Runner:
-    folder.mkdir(parents=True, exist_ok=True)
-    manifest = folder / "experiments.yaml"
-    manifest.write_text(MANIFEST.format(cache=folder / "cache", models=models))
-    options = RunnerOptions(
-        profile="smoke", data_path=data, work_dir=folder / "work", tracking_uri=f"sqlite:///{folder / 'mlflow.db'}",
-        progress=False, poll_s=0.5, use_shipped=use_shipped, pretrain_only=pretrain_only,
-    )
-    return Runner(load_manifest(manifest), options)
+    top = f"pretrain_targets: {{gap_pbe: 0.4}}\npretrained_models: {models}\n"
+    manifest = write_smoke_manifest(folder, EXPERIMENT, pretrain=PRETRAIN, top=top)
+    return Runner(load_manifest(manifest), smoke_options(folder, data, use_shipped=use_shipped, pretrain_only=pretrain_only))
 
 
 @pytest.fixture(scope="module")

@@ -21,21 +21,14 @@ from mlflow.tracking import MlflowClient
 from benchmarks import runner as runner_module
 from benchmarks.manifest import load_manifest
 from benchmarks.report.collect import PREDICTIONS_ARTIFACT, collect_test_errors
-from benchmarks.runner import Runner, RunnerOptions
+from benchmarks.runner import Runner
 from benchmarks.sample_data import write_gap_sample
 from benchmarks.store import KEY_TAG, Store
+from smoke_manifests import smoke_options, write_smoke_manifest
 
 REPO = Path(__file__).resolve().parents[1]
 
-MANIFEST = """\
-data: {{cache_dir: {cache}}}
-profiles:
-  smoke:
-    model: smoke
-    pretrain: {{epochs: {pre_epochs}, batch_size: 32, lr: 1.0e-3, cycle_period: 2}}
-    transfer: {{epochs: {epochs}, batch_size: 16, lr: 1.0e-3, cycle_period: 2}}
-    max_eval_size: 16
-experiments:
+EXPERIMENTS = """\
   - name: gap
     source: gap_pbe
     target: gap_hse
@@ -56,26 +49,23 @@ def small_data(shared_data_path: Path, tmp_path_factory: pytest.TempPathFactory)
     return write_gap_sample(shared_data_path, tmp_path_factory.mktemp("runner_data") / "small.jsonl.gz")
 
 
+def write_manifest(
+    folder: Path, epochs: int = 2, pre_epochs: int = 2, strategies: str = "[none, head, full]", sizes: str = "[20, 1.0]"
+) -> Path:
+    """The runner tests' manifest: gap_pbe -> gap_hse and an inter-property e_form_pbe -> gap_hse."""
+    return write_smoke_manifest(
+        folder, EXPERIMENTS.format(strategies=strategies, sizes=sizes),
+        pretrain=f"epochs: {pre_epochs}, batch_size: 32, lr: 1.0e-3, cycle_period: 2",
+        transfer=f"epochs: {epochs}, batch_size: 16, lr: 1.0e-3, cycle_period: 2",
+    )
+
+
 def make_runner(
     tmp_path: Path, data: Path, epochs: int = 2, pre_epochs: int = 2, strategies: str = "[none, head, full]",
     sizes: str = "[20, 1.0]", only: list[str] | None = None,
 ) -> Runner:
-    manifest_path = tmp_path / "experiments.yaml"
-    manifest_path.write_text(
-        MANIFEST.format(
-            cache=tmp_path / "cache", epochs=epochs, pre_epochs=pre_epochs, strategies=strategies, sizes=sizes
-        )
-    )
-    options = RunnerOptions(
-        profile="smoke",
-        data_path=data,
-        work_dir=tmp_path / "work",
-        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
-        progress=False,
-        poll_s=0.5,
-        only=only,
-    )
-    return Runner(load_manifest(manifest_path), options)
+    manifest = write_manifest(tmp_path, epochs, pre_epochs, strategies, sizes)
+    return Runner(load_manifest(manifest), smoke_options(tmp_path, data, only=only))
 
 
 def child_runs(tracking_uri: str) -> list:
@@ -155,16 +145,8 @@ Runner(load_manifest(tmp / "experiments.yaml"), options).run()
 
 
 TWINS = """\
-data: {{cache_dir: {cache}}}
-profiles:
-  smoke:
-    model: smoke
-    pretrain: {{epochs: 1, batch_size: 32, lr: 1.0e-3, cycle_period: 2}}
-    transfer: {{epochs: 1, batch_size: 16, lr: 1.0e-3, cycle_period: 2}}
-    max_eval_size: 16
-experiments:
-  - {{name: gap, source: gap_pbe, target: gap_hse, strategies: [none], train_sizes: [20]}}
-  - {{name: gap_sizes, source: gap_pbe, target: gap_hse, strategies: [none], train_sizes: [10, 20]}}
+  - {name: gap, source: gap_pbe, target: gap_hse, strategies: [none], train_sizes: [20]}
+  - {name: gap_sizes, source: gap_pbe, target: gap_hse, strategies: [none], train_sizes: [10, 20]}
 """
 
 
@@ -172,14 +154,11 @@ experiments:
 def test_a_run_two_experiments_share_trains_once_and_reports_in_both(tmp_path: Path, small_data: Path) -> None:
     from benchmarks.report import collect_runs
 
-    manifest_path = tmp_path / "experiments.yaml"
-    manifest_path.write_text(TWINS.format(cache=tmp_path / "cache"))
-    manifest = load_manifest(manifest_path)
+    one_epoch = "epochs: 1, batch_size: {}, lr: 1.0e-3, cycle_period: 2"
+    manifest = load_manifest(write_smoke_manifest(tmp_path, TWINS, pretrain=one_epoch.format(32), transfer=one_epoch.format(16)))
 
     def run(only: list[str] | None) -> runner_module.Outcome:
-        options = RunnerOptions(profile="smoke", data_path=small_data, work_dir=tmp_path / "work",
-                                tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", progress=False, poll_s=0.5, only=only)
-        return Runner(manifest, options).run()
+        return Runner(manifest, smoke_options(tmp_path, small_data, only=only)).run()
 
     assert len(run(["gap"]).done) == 1
     # the second experiment asks for gap's run again and for one of its own

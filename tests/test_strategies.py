@@ -13,7 +13,7 @@ from mlflow.tracking import MlflowClient
 
 from benchmarks.manifest import Manifest, load_manifest
 from benchmarks.plan import expand
-from benchmarks.runner import Runner, RunnerOptions
+from benchmarks.runner import Runner
 from benchmarks.strategies import transfer_inputs
 from cgat_dgl.data.dataset import GraphDataset
 from cgat_dgl.graphs.collate import collate
@@ -29,20 +29,13 @@ from cgat_dgl.training.multifidelity import (
 )
 from cgat_dgl.training.transfer import config_differences
 from model_test_graphs import real_graphs
+from smoke_manifests import smoke_options, write_smoke_manifest
 from test_runner import child_runs, small_data  # noqa: F401  (a fixture)
 
 ALL = "[none, head, full, delta, delta_known, multifidelity, multifidelity_ft]"
-MANIFEST = """\
-data: {{cache_dir: {cache}}}
-profiles:
-  smoke:
-    model: smoke
-    pretrain: {{epochs: 2, batch_size: 32, lr: 1.0e-3, cycle_period: 2}}
-    transfer: {{epochs: 2, batch_size: 16, lr: 1.0e-3, cycle_period: 2}}
-    max_eval_size: 16
-experiments:
+EXPERIMENT = """\
   - name: gap
-    source: gap_pbe
+    source: {source}
     target: gap_hse
     strategies: {strategies}
     train_sizes: {sizes}
@@ -51,11 +44,12 @@ experiments:
 """
 
 
+def manifest_path(tmp_path: Path, strategies: str = ALL, sizes: str = "[20, 1.0]", source: str = "gap_pbe") -> Path:
+    return write_smoke_manifest(tmp_path, EXPERIMENT.format(source=source, strategies=strategies, sizes=sizes))
+
+
 def manifest_for(tmp_path: Path, strategies: str = ALL, sizes: str = "[20, 1.0]") -> Manifest:
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    path = tmp_path / "experiments.yaml"
-    path.write_text(MANIFEST.format(cache=tmp_path / "cache", strategies=strategies, sizes=sizes))
-    return load_manifest(path)
+    return load_manifest(manifest_path(tmp_path, strategies, sizes))
 
 
 @pytest.fixture(scope="module")
@@ -96,13 +90,10 @@ def test_new_strategies_leave_the_keys_of_the_others_unchanged(tmp_path: Path) -
 
 
 def test_manifest_rejects_a_correction_across_quantities(tmp_path: Path) -> None:
-    path = tmp_path / "bad.yaml"
-    path.write_text(MANIFEST.format(cache=tmp_path, strategies="[delta]", sizes="[1.0]").replace("gap_pbe", "volume_pbe"))
     with pytest.raises(ValueError, match="changes the quantity"):
-        load_manifest(path)
-    path.write_text(MANIFEST.format(cache=tmp_path, strategies="[full, multifidelity_ft]", sizes="[1.0]"))
+        load_manifest(manifest_path(tmp_path, strategies="[delta]", sizes="[1.0]", source="volume_pbe"))
     with pytest.raises(ValueError, match="list multifidelity too"):
-        load_manifest(path)
+        load_manifest(manifest_path(tmp_path, strategies="[full, multifidelity_ft]", sizes="[1.0]"))
 
 
 # --- the pieces ----------------------------------------------------------------------------------
@@ -167,10 +158,7 @@ def test_fidelity_embedding_enters_the_context(graphs: list) -> None:
 @pytest.mark.slow
 def test_every_strategy_trains_what_it_says(tmp_path: Path, small_data: Path) -> None:  # noqa: F811
     manifest = manifest_for(tmp_path, sizes="[1.0]")
-    options = RunnerOptions(
-        profile="smoke", data_path=small_data, work_dir=tmp_path / "work",
-        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", progress=False, poll_s=0.5,
-    )  # fmt: skip
+    options = smoke_options(tmp_path, small_data)
     runner = Runner(manifest, options)
     outcome = runner.run()
     assert not outcome.failed and len(outcome.done) == 1 + 7 * 2

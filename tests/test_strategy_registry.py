@@ -19,6 +19,7 @@ from cgat_dgl.strategies import (
     strategy,
 )
 from test_runner import small_data  # noqa: F401  (a fixture)
+from smoke_manifests import smoke_options
 from test_strategies import manifest_for
 
 
@@ -122,14 +123,13 @@ def test_a_strategy_added_by_one_entry_is_planned_run_tabulated_and_compared(
     from benchmarks.report import collect_runs
     from benchmarks.report.comparisons import comparison_table
     from benchmarks.report.tables import table1, table1_markdown
-    from benchmarks.runner import Runner, RunnerOptions
+    from benchmarks.runner import Runner
 
     monkeypatch.setitem(REGISTRY, "toy", TOY)
     manifest = manifest_for(tmp_path, strategies="[none, toy]", sizes="[1.0]")  # seeds 0 and 1
     _, transfers = expand(manifest, "smoke")
     assert sorted((r.strategy, r.seed) for r in transfers) == [("none", 0), ("none", 1), ("toy", 0), ("toy", 1)]
-    options = RunnerOptions(profile="smoke", data_path=small_data, work_dir=tmp_path / "work",
-                            tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", progress=False, poll_s=0.5)  # fmt: skip
+    options = smoke_options(tmp_path, small_data)
     outcome = Runner(manifest, options).run()
     assert not outcome.failed and len(outcome.done) == 4
     runs, _ = collect_runs(options.tracking_uri)

@@ -33,7 +33,7 @@ from benchmarks.server import LocalPostgres, export_password_env, postgres_bin
 from benchmarks.store import KEY_TAG, Store
 from benchmarks.work_claims import DatabaseClaims, FileClaims, claims_database, claims_for
 from cgat_dgl.training.tracking import redact_uri, resolve_tracking_uri, with_driver
-from test_runner import MANIFEST, small_data  # noqa: F401  (small_data is a fixture used below)
+from test_runner import small_data, write_manifest  # noqa: F401  (small_data is a fixture used below)
 
 REPO = Path(__file__).resolve().parents[1]
 USER = "bench"
@@ -258,10 +258,7 @@ def test_two_workers_on_postgres_train_each_run_once_and_hide_the_password(
     assert PASSWORD in url
     # Artifacts of a database store without a server go where its experiment says: here, not ./mlruns.
     MlflowClient(url).create_experiment("cgat-bench", artifact_location=(tmp_path / "artifacts").as_uri())
-    manifest_path = tmp_path / "experiments.yaml"
-    manifest_path.write_text(
-        MANIFEST.format(cache=tmp_path / "cache", epochs=2, pre_epochs=2, strategies="[none, full]", sizes="[20]")
-    )
+    manifest_path = write_manifest(tmp_path, strategies="[none, full]", sizes="[20]")
     options = RunnerOptions(profile="smoke", data_path=small_data, work_dir=tmp_path / "work", tracking_uri=url,
                             progress=True, poll_s=0.5, workers=2)
     runner = Runner(load_manifest(manifest_path), options)
