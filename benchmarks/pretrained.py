@@ -236,9 +236,11 @@ def install_shipped(model: ShippedModel, spec: PretrainRun, tracker: Tracker, wo
     tracker.log_config(model=card.model_settings, train=card.train_settings)
     for row in card.history:
         tracker.log_epoch(int(row["epoch"]), {name: row[name] for name in ("train_mae", "val_mae", "lr")})
+    trained = float(sum(r.get("structures", 0) for r in card.history))
     tracker.log_metrics({
         "best_val_mae": card.val_mae, "best_epoch": card.best_epoch - 1, "epochs_run": card.epochs_run,
-        "train_seconds": card.train_seconds, "trained_structures": float(sum(r.get("structures", 0) for r in card.history)),
+        # a pre-training starts from no other run: its total is its own, as when the runner trains it
+        "train_seconds": card.train_seconds, "trained_structures": trained, "total_trained_structures": trained,
     })
     tracker.log_test({"mae": card.test_mae, "rmse": card.test_rmse, "r2": card.test_r2})
     tracker.log_artifact(out / BEST_NAME, "checkpoints")

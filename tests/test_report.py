@@ -78,7 +78,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, str]
     full_scores = {"test_mae": 0.4, "test_rmse": 0.5, "test_r2": 0.7, "best_val_mae": 0.38, SUBSET: 0.6,
                    "best_epoch": 1.0, "epochs_run": 3.0}  # fmt: skip
     ids = {
-        "pretrain": _child(client, exp, parent, _tags("pretrain", "pretrain"), (800, 0), SCORES, HISTORY),
+        "pretrain": _child(client, exp, parent, _tags("pretrain", "pretrain"), (800, 0), {**SCORES, "trained_structures": 2400.0}, HISTORY),
         "full": _child(client, exp, parent, linked, (120, 800), full_scores, HISTORY),
         "none": _child(client, exp, parent, _tags("transfer", "none"), (120, 0), SCORES),
         "failed": _child(client, exp, parent, _tags("transfer", "head"), (120, 800), SCORES, status="FAILED"),
@@ -104,6 +104,9 @@ def test_collect_runs_reads_finished_children_only(store: tuple[str, dict[str, s
     old = runs.set_index("run_id").loc[ids["none"]]
     assert math.isnan(old["best_epoch"]) and math.isnan(old["epochs_run"])
     assert old["stop_reason"] is None and old["converged"] is None
+    # a pre-training's total structures are its own (a shipped model's run may not have logged the total)
+    assert runs.set_index("run_id").loc[ids["pretrain"], "total_trained_structures"] == 2400.0
+    assert math.isnan(full["total_trained_structures"])
     history = histories[ids["full"]]
     assert list(history.columns) == ["epoch", "train_mae", "val_mae", "lr"]
     assert history["epoch"].tolist() == [0, 1, 2]

@@ -130,6 +130,9 @@ def _row(run: Run) -> dict[str, Any]:
     metrics = run.data.metrics
     for name in (*CORE_METRICS, *COST_METRICS, *STOP_METRICS):
         row[name] = metrics.get(name, math.nan)
+    if row["kind"] == "pretrain" and math.isnan(row["total_trained_structures"]):
+        # a pre-training starts from no other run (a shipped model's run logged no total before 0.5.0)
+        row["total_trained_structures"] = row["trained_structures"]
     row["stop_reason"] = tags.get(TAG_PREFIX + "stop_reason")
     converged = tags.get(TAG_PREFIX + "converged")
     row["converged"] = None if converged is None else converged.lower() == "true"
