@@ -1,12 +1,13 @@
 """The MLflow UI in a real browser: headless Chromium (Debian's ``chromium``, installed by ``make test``)
 against ``cgat-bench ui`` on a smoke store made by ``cgat-bench run``. The page it prints lists the
-experiments' parent runs and charts their results, and the report run's figures load. ``CGAT_SCREENSHOTS=DIR`` also saves the pages as PNG files there (docs/ holds them)."""
+experiments' parent runs and charts their results, and the report run's figures load.
+``CGAT_SCREENSHOTS=DIR`` also saves the pages as PNG files there (docs/ holds them)."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -18,10 +19,10 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from benchmarks.sample_data import write_gap_sample
+from tests.chromium import Chromium
 from tests.test_ui import free_port, group_alive, serves
 
 REPO = Path(__file__).resolve().parents[1]
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 MANIFEST = """\
 data:
   cache_dir: cache
@@ -39,17 +40,8 @@ experiments:
     strategies: [none, full]
     train_sizes: [20, 40]
 """
-
-
-def browse(url: str, screenshot: Path | None = None, height: int = 1000) -> str:
-    """The page's DOM after its scripts ran (and its picture, when asked), from headless Chromium."""
-    assert CHROMIUM is not None, "chromium is not installed (make test installs it)"
-    common = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-              "--hide-scrollbars", f"--window-size=1600,{height}", "--virtual-time-budget=30000"]
-    if screenshot is not None:
-        subprocess.run([*common, f"--screenshot={screenshot}", url], capture_output=True, timeout=180, check=True)
-    done = subprocess.run([*common, "--dump-dom", url], capture_output=True, text=True, timeout=180, check=True)
-    return done.stdout
+CHARTED = re.compile(r"test_mae\.[a-z_]+\.n\d+[a-z0-9.]*")  # the result metrics the parents chart
+FIGURE = "report/learning_curves.png"
 
 
 def text_of(dom: str) -> str:
@@ -89,9 +81,9 @@ def ui(shared_data_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
                 os.killpg(process.pid, signal.SIGKILL)
 
 
-def _screenshot(name: str) -> Path | None:
+def _screenshots() -> Path | None:
     folder = os.environ.get("CGAT_SCREENSHOTS")
-    return Path(folder) / name if folder else None
+    return Path(folder) if folder else None
 
 
 def _experiment_and_runs(uri: str) -> tuple[str, dict[str, object]]:
@@ -104,11 +96,6 @@ def _experiment_and_runs(uri: str) -> tuple[str, dict[str, object]]:
     }
 
 
-def _charted(dom: str) -> set[str]:
-    """The result metrics the page charts."""
-    return set(re.findall(r"test_mae\.[a-z_]+\.n\d+[a-z0-9.]*", dom))
-
-
 def test_browser_landing_page_lists_the_parent_runs_with_their_results(ui: tuple[str, str]) -> None:
     base, uri = ui
     experiment_id, runs = _experiment_and_runs(uri)
@@ -116,24 +103,33 @@ def test_browser_landing_page_lists_the_parent_runs_with_their_results(ui: tuple
     assert "test_mae.full.n40" in gap.data.metrics
     # the page cgat-bench ui prints: the runs with a chart of every metric
     url = f"{base}/#/experiments/{experiment_id}/runs?compareRunsMode=CHART"
-    dom = browse(url, _screenshot("ui-runs.png"), height=2400)
-    for _ in range(2):  # on a loaded machine the charts can arrive after the runs list: look again
-        if _charted(dom):
-            break
-        dom = browse(url, height=2400)
+    names = [parent.info.run_name for parent in runs["parents"]]  # type: ignore[union-attr]
+    with Chromium(height=2400) as browser:
+        browser.open(url)
+        # the runs list arrives first and the charts after it, later on a loaded machine
+        browser.wait_for(f"document.body !== null && {json.dumps(names)}.every(n => document.body.innerText.includes(n))"
+                         f" && /{CHARTED.pattern}/.test(document.body.innerHTML)")  # fmt: skip
+        if (folder := _screenshots()) is not None:
+            browser.screenshot(folder / "ui-runs.png")
+        dom = browser.dom()
     page = text_of(dom)
     assert "Training runs" in page  # the model-training view, not the GenAI overview
-    for parent in runs["parents"]:  # type: ignore[union-attr]
-        assert parent.info.run_name in page
-    charts = _charted(dom)
-    assert charts and charts <= set(gap.data.metrics), charts  # the parents' results, charted
+    for name in names:
+        assert name in page
+    charts = set(CHARTED.findall(dom))
+    assert charts and charts <= set(gap.data.metrics), page[:2000]  # the parents' results, charted
 
 
 def test_browser_report_run_shows_its_figures(ui: tuple[str, str]) -> None:
     base, uri = ui
     experiment_id, runs = _experiment_and_runs(uri)
     report = runs["report"]
-    page = f"{base}/#/experiments/{experiment_id}/runs/{report.info.run_id}/artifacts/report/learning_curves.png"
-    dom = browse(page, _screenshot("ui-report-figure.png"))
-    # the UI fetches the artifact and shows it from a blob: the image arrived
-    assert re.search(r'<img alt="report/learning_curves.png" src="blob:', dom), re.findall(r"<img[^>]{0,120}", dom)
+    page = f"{base}/#/experiments/{experiment_id}/runs/{report.info.run_id}/artifacts/{FIGURE}"
+    with Chromium() as browser:
+        browser.open(page)
+        # the UI fetches the artifact and shows it from a blob: the image arrived
+        shown = browser.wait_for(f"document.querySelector('img[alt=\"{FIGURE}\"][src^=\"blob:\"]') !== null")
+        if (folder := _screenshots()) is not None:
+            browser.screenshot(folder / "ui-report-figure.png")
+        dom = browser.dom()
+    assert shown, re.findall(r"<img[^>]{0,120}", dom)
