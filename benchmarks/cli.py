@@ -54,6 +54,21 @@ def with_pretrain_seed(manifest: Manifest, profile: str, pretrain_seed: int | No
     return manifest.model_copy(update={"profiles": profiles})
 
 
+def add_replication_options(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--split-seed", type=int, default=None,
+                         help="another 80/10/10 split (default: the manifest's data.split_seed): new pre-trainings and runs")
+    command.add_argument("--pretrain-seed", type=int, default=None,
+                         help="pre-train with another seed (default: the profile's pretrain_seed): new pre-trained "
+                              "models and the runs that start from them")
+
+
+def replicated_manifest(args: argparse.Namespace) -> Manifest:
+    """The manifest of the command's profile under its --split-seed and --pretrain-seed; sets args.profile."""
+    manifest = with_split_seed(load_manifest(args.experiments), args.split_seed)
+    args.profile = manifest.profile_name(args.profile)
+    return with_pretrain_seed(manifest, args.profile, args.pretrain_seed)
+
+
 def _split_names(text: str | None) -> list[str] | None:
     return [name.strip() for name in text.split(",") if name.strip()] if text else None
 
@@ -64,9 +79,7 @@ def _run(args: argparse.Namespace) -> int:
 
     paths = command_paths(args.experiments, args.tracking_uri, args.work_dir, args.report_dir)
     try:
-        manifest = with_split_seed(load_manifest(args.experiments), args.split_seed)
-        args.profile = manifest.profile_name(args.profile)
-        manifest = with_pretrain_seed(manifest, args.profile, args.pretrain_seed)
+        manifest = replicated_manifest(args)
         data_path = data_path_for(args.data, manifest.resolve(manifest.data.path))
         # a misspelt property or a too small task stops here, before anything is listed or trained
         check_manifest_data(manifest, data_path)
@@ -132,11 +145,7 @@ def add_run_command(commands: argparse._SubParsersAction) -> None:
     run.add_argument("--suite", default=None, help="comma list of suites (experiments' suite field; default: all)")
     run.add_argument("--workers", type=int, default=None,
                      help="processes sharing the store (default: the profile's workers)")
-    run.add_argument("--split-seed", type=int, default=None,
-                     help="another 80/10/10 split (default: the manifest's data.split_seed): new pre-trainings and runs")
-    run.add_argument("--pretrain-seed", type=int, default=None,
-                     help="pre-train with another seed (default: the profile's pretrain_seed): new pre-trained models "
-                          "and the runs that start from them")
+    add_replication_options(run)
     run.add_argument("--retrain-pretrained", action="store_true",
                      help="train every pre-training even where a shipped model (pretrained_models/) matches it")
     run.add_argument("--pretrain-only", action="store_true",
@@ -403,8 +412,7 @@ def _pretrained(args: argparse.Namespace) -> int:
 
     paths = command_paths(args.experiments, args.tracking_uri, args.work_dir, None)
     try:
-        manifest = load_manifest(args.experiments)
-        args.profile = manifest.profile_name(args.profile)
+        manifest = replicated_manifest(args)
         data_path = data_path_for(args.data, manifest.resolve(manifest.data.path))
         runner = Runner(manifest, RunnerOptions(profile=args.profile, data_path=data_path, work_dir=paths.work_dir,
                                                 tracking_uri=paths.tracking_uri, cache_dir=args.cache_dir,
@@ -446,6 +454,7 @@ def add_pretrained_command(commands: argparse._SubParsersAction) -> None:
                          help="folder of the shipped models (default: the manifest's pretrained_models)")
     command.add_argument("--export", action="store_true",
                          help="write each finished pre-training as a shipped model (checkpoint, card.json, README.md)")
+    add_replication_options(command)
     command.set_defaults(handler=_pretrained)
 
 

@@ -112,12 +112,17 @@ def ids_hash(ids: list[str]) -> str:
 
 
 def model_name(spec: PretrainRun) -> str:
-    """``cpu-e_form_pbe`` for the whole pool, ``cpu-e_form_pbe-pool10`` for 10 % of it."""
+    """``cpu-e_form_pbe`` for the whole pool, ``cpu-e_form_pbe-pool10`` for 10 % of it, and
+    ``cpu-e_form_pbe-seed1`` / ``-split1`` for the replications (another initialisation, another split)."""
     name = f"{spec.profile}-{spec.prop}"
     if isinstance(spec.size, float) and spec.size < 1.0:
-        return f"{name}-pool{round(spec.size * 100)}"
-    if isinstance(spec.size, int):
-        return f"{name}-n{spec.size}"
+        name = f"{name}-pool{round(spec.size * 100)}"
+    elif isinstance(spec.size, int):
+        name = f"{name}-n{spec.size}"
+    if spec.seed != 0:
+        name = f"{name}-seed{spec.seed}"
+    if spec.split_seed != 0:
+        name = f"{name}-split{spec.split_seed}"
     return name
 
 

@@ -150,3 +150,34 @@ def test_the_export_command_reads_the_checkpoints_of_the_work_dir_the_runs_used(
     on_disk = json.loads((out / card.name / "card.json").read_text())
     assert on_disk["run_key"] == card.run_key and on_disk["identity"]["numerics"]
     assert "| yes |" in (out / "README.md").read_text()  # the index says the card holds its numerics
+
+
+def test_replication_models_get_their_own_folders() -> None:
+    from benchmarks.plan import PretrainRun
+
+    def name(**identity) -> str:
+        return pretrained.model_name(PretrainRun(profile="cpu", prop="gap_pbe", model={}, stage={}, **identity))
+
+    names = [name(size=1.0, seed=0), name(size=1.0, seed=1), name(size=1.0, seed=0, split_seed=1),
+             name(size=0.1, seed=0), name(size=0.1, seed=2, split_seed=1)]
+    assert names == ["cpu-gap_pbe", "cpu-gap_pbe-seed1", "cpu-gap_pbe-split1", "cpu-gap_pbe-pool10",
+                     "cpu-gap_pbe-pool10-seed2-split1"]
+
+
+def test_the_listing_plans_a_replication_with_its_own_key(
+    exported, small_data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`cgat-bench pretrained --pretrain-seed 1` lists (and would export) the replication's pre-training,
+    which the shipped seed-0 model does not serve."""
+    from benchmarks.cli import main
+
+    models, card, runner = exported
+    command = ["pretrained", str(runner.options.work_dir.parent / "experiments.yaml"), "--data", str(small_data),
+               "--tracking-uri", runner.options.tracking_uri, "--work-dir", str(runner.options.work_dir),
+               "--out", str(models)]
+    assert main(command) == 0
+    (line,) = capsys.readouterr().out.splitlines()
+    assert card.run_key in line and f"shipped: {card.name}" in line
+    assert main([*command, "--pretrain-seed", "1"]) == 0
+    (line,) = capsys.readouterr().out.splitlines()
+    assert line.startswith("NEW") and "seed=1" in line and card.run_key not in line and "shipped: none" in line
