@@ -350,6 +350,63 @@ def test_comparisons_over_two_pretrained_models_pair_no_transfer_with_each() -> 
     assert math.isnan(row["share_splits"]) and row["share_models"] > 0.5  # one split: not a level here
 
 
+def _replicated_runs() -> list[dict[str, object]]:
+    """No transfer and full transfer over 2 splits, 2 pre-trained models on split 0 and 1 on split 1, 3
+    seeds each: the models differ by 0.2 on split 0, the seeds by 0.001."""
+    rows = []
+    for split, models in ((0, (0, 1)), (1, (0,))):
+        for seed in range(3):
+            replicate = split * 1000 + seed  # as the report numbers the seeds of several splits
+            rows.append(_run("intra", "none", replicate, 1.0 + 0.001 * seed, split_seed=split, pretrain_seed=-1,
+                             run_id=f"none-{split}-{seed}"))
+            for model in models:
+                rows.append(_run("intra", "full", replicate, 0.6 + 0.2 * model + 0.001 * seed, split_seed=split,
+                                 pretrain_seed=model, run_id=f"full-{split}-{model}-{seed}"))
+    return rows
+
+
+def test_percentages_and_means_over_replicates_weigh_each_level_once() -> None:
+    runs = pd.DataFrame(_replicated_runs())
+    row = comparison_table(runs).query("a == 'full' and b == 'none'").iloc[0]
+    assert row["n"] == 9 and row["method"].startswith("bootstrap over splits")
+    # split 0: the mean of its two models (0.6, 0.8); split 1: its one model (0.6); then over the splits
+    assert row["mae_a"] == pytest.approx((0.7 + 0.6) / 2 + 0.001)
+    assert row["mae_a"] - row["mae_b"] == pytest.approx(row["diff"])
+    ratios_split0 = [100 * (0.6 / 1.0 - 1), 100 * (0.8 / 1.0 - 1)]
+    assert row["pct"] == pytest.approx((np.mean(ratios_split0) + 100 * (0.6 / 1.0 - 1)) / 2, abs=0.2)
+    # the models' spread is in the percent interval: a t-interval over seed-averaged ratios would be
+    # about 100 times narrower (the seeds differ by 0.001)
+    assert row["pct_high"] - row["pct_low"] > 5.0
+    assert row["share_models"] + row["share_splits"] > 0.99 and row["pct_low"] < row["pct"] < row["pct_high"]
+
+
+def test_table1_cells_over_splits_and_models_take_the_nested_interval() -> None:
+    from benchmarks.report.tables import table1
+
+    runs = pd.DataFrame(_replicated_runs())
+    table = table1(runs).set_index("strategy")
+    full, none = table.loc["full"], table.loc["none"]
+    assert full["n_seeds"] == 9 and full["mae_mean"] == pytest.approx((0.7 + 0.6) / 2 + 0.001)
+    assert full["mae_low"] < full["mae_mean"] < full["mae_high"]
+    assert full["share_models"] + full["share_splits"] > 0.99 and math.isnan(full["share_materials"])  # no predictions
+    assert math.isnan(none["share_models"]) and none["mae_mean"] == pytest.approx(1.001)
+    one_model = table1(runs[(runs["split_seed"] == 0) & (runs["pretrain_seed"] <= 0)]).set_index("strategy")
+    assert math.isnan(one_model.loc["full", "share_seeds"])  # one split, one model: the t-interval over seeds
+    assert one_model.loc["full", "mae_mean"] == pytest.approx(0.601)
+
+
+def test_claims_name_each_levels_share_of_the_variance() -> None:
+    rows = _replicated_runs()
+    runs = pd.DataFrame(rows)
+    ids = [f"mp-{i}" for i in range(40)]
+    rng = np.random.default_rng(3)
+    errors = {str(r["run_id"]): pd.Series(r["test_mae"] + rng.normal(0, 0.02, 40), index=ids).abs() for r in rows}
+    comparisons = comparison_table(runs, errors)
+    claims = claims_table(runs, comparisons, fit_table(size_points(runs), runs), errors=errors)
+    detail = claims[claims["claim_id"] == "full_beats_none"].iloc[0]["detail"]
+    assert "variance: splits" in detail and "models" in detail and "materials" in detail
+
+
 def test_comparisons_use_seeds_and_materials_where_every_run_logged_its_predictions() -> None:
     rows = []
     for seed, (none, full) in enumerate([(1.0, 0.8), (1.2, 0.9), (1.1, 0.85)]):

@@ -24,6 +24,7 @@ import pandas as pd
 from benchmarks.manifest import property_kind
 from benchmarks.report.comparisons import by_seed, fmt_interval, interval_of, paired_run_ids
 from benchmarks.report.convergence import ConvergenceGate
+from benchmarks.report.replicates import shares_detail
 from benchmarks.report.scaling import LINEAR_SIZES, is_linear, line_runs, seed_slopes
 from benchmarks.report.statistics import (
     CONTRADICTED,
@@ -176,6 +177,8 @@ def _difference_checks(
         own_source = b in REGISTRY and (REGISTRY[b].from_pretrained or REGISTRY[b].multifidelity)
         if own_source and pd.notna(n_pretrain_b) and int(n_pretrain_b) != int(r["pretrain_size"]):
             detail += f" ({b}: {int(n_pretrain_b)})"
+        if shares_detail(r):
+            detail += f"; {shares_detail(r)}"
         if note:
             detail += f"; {note}"
         check = f"{r['experiment']}: {r['source']} → {r['target']}"

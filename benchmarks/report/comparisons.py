@@ -23,10 +23,19 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
+from benchmarks.report.replicates import (
+    errors_by_replicate,
+    level_mean,
+    matched,
+    nested_percent,
+    nested_run_difference,
+    on_common_materials,
+    spans_levels,
+    values_by_replicate,
+)
 from benchmarks.report.statistics import (
     UNKNOWN_SHARES,
     Interval,
-    Replicate,
     Shares,
     bootstrap_mae_difference,
     hierarchical_difference,
@@ -108,54 +117,16 @@ def _errors_by_seed(runs: pd.DataFrame, errors: Mapping[str, pd.Series]) -> dict
     return out
 
 
-def _model(value: object) -> int | None:
-    """The pre-trained model of a run (its pre-training seed), None for a run that starts from none."""
-    return None if value is None or pd.isna(value) or int(value) < 0 else int(value)  # type: ignore[arg-type]
-
-
-def _replicate_levels(a_runs: pd.DataFrame, b_runs: pd.DataFrame) -> bool:
-    """Whether the runs span several splits or several pre-trained models (levels above the seeds)."""
-    both = pd.concat([a_runs, b_runs])
-    models = {_model(v) for v in both["pretrain_seed"]} - {None} if "pretrain_seed" in both else set()
-    return ("split_seed" in both and both["split_seed"].nunique() > 1) or len(models) > 1
-
-
-def _errors_by_replicate(runs: pd.DataFrame, errors: Mapping[str, pd.Series]) -> dict[Replicate, pd.Series] | None:
-    """(split, model, seed) -> absolute test error per material; None when a run logged no predictions."""
-    out: dict[Replicate, pd.Series] = {}
-    no_model = pd.Series(-1, index=runs.index)
-    models = runs["pretrain_seed"].map(lambda value: -1 if _model(value) is None else _model(value)) if "pretrain_seed" in runs else no_model
-    for (split, model, seed), group in runs.groupby([runs["split_seed"].astype(int), models.astype(int), runs["seed"].astype(int)]):
-        found = _mean_errors(group, errors)
-        if found is None:
-            return None
-        out[(int(split), None if model < 0 else int(model), int(seed))] = found
-    return out
-
-
 def _nested(a_runs: pd.DataFrame, b_runs: pd.DataFrame, errors: Mapping[str, pd.Series]) -> tuple[Interval, Shares] | None:
-    """The difference over splits, pre-trained models, seeds and test materials (``nested_difference``).
-    a's replicate (split, model, seed) pairs with b's of the same split and seed and the same model, or
-    with b's of no model (a run from scratch serves every model of its split and seed)."""
-    errors_a, errors_b = _errors_by_replicate(a_runs, errors), _errors_by_replicate(b_runs, errors)
+    """The difference over splits, pre-trained models, seeds and test materials (``nested_difference``),
+    each replicate of a paired with b's (``replicates.matched``)."""
+    errors_a, errors_b = errors_by_replicate(a_runs, errors), errors_by_replicate(b_runs, errors)
     if errors_a is None or errors_b is None:
         return None
-    matched: dict[Replicate, tuple[pd.Series, pd.Series]] = {}
-    for (split, model_a, seed), found_a in errors_a.items():
-        for (split_b, model_b, seed_b), found_b in errors_b.items():
-            if (split_b, seed_b) == (split, seed) and (model_a is None or model_b is None or model_a == model_b):
-                matched[(split, model_a if model_a is not None else model_b, seed)] = (found_a, found_b)
-    if not matched:
+    pairs = matched(errors_a, errors_b)
+    if not pairs:
         return None
-    differences: dict[Replicate, np.ndarray] = {}
-    for split in {key[0] for key in matched}:
-        keys = [key for key in matched if key[0] == split]
-        # one split, one test set: the replicates are compared on the materials all of them scored
-        materials = sorted(set.intersection(*(set(e.index) for key in keys for e in matched[key])))
-        for key in keys:
-            found_a, found_b = matched[key]
-            differences[key] = found_a.loc[materials].to_numpy() - found_b.loc[materials].to_numpy()
-    return nested_difference(differences)
+    return nested_difference({key: a - b for key, (a, b) in on_common_materials(pairs).items()})
 
 
 def _difference(
@@ -171,12 +142,13 @@ def _difference(
     common seed: a bootstrap over its test materials."""
     none = UNKNOWN_SHARES
     common = sorted(set(a) & set(b))
-    if metric != "test_mae" or errors is None or not common:
+    if not common:
         return paired_difference(a, b), none
-    if _replicate_levels(a_runs, b_runs):
-        nested = _nested(a_runs, b_runs, errors)
-        if nested is not None:
-            return nested
+    if spans_levels(a_runs, b_runs):
+        nested = _nested(a_runs, b_runs, errors) if metric == "test_mae" and errors is not None else None
+        return nested if nested is not None else nested_run_difference(a_runs, b_runs, metric)
+    if metric != "test_mae" or errors is None:
+        return paired_difference(a, b), none
     errors_a, errors_b = _errors_by_seed(a_runs[a_runs["seed"].isin(common)], errors), _errors_by_seed(b_runs[b_runs["seed"].isin(common)], errors)
     if errors_a is None or errors_b is None:
         return (paired_difference(a, b) if len(common) > 1 else unknown(a[common[0]] - b[common[0]], 1)), none
@@ -188,6 +160,20 @@ def _difference(
     return hierarchical_difference(
         {s: errors_a[s].loc[materials].to_numpy() for s in common}, {s: errors_b[s].loc[materials].to_numpy() for s in common}
     )
+
+
+def _means(a_runs: pd.DataFrame, b_runs: pd.DataFrame, by_a: dict[int, float], by_b: dict[int, float],
+           metric: str) -> tuple[float, float]:
+    """a's and b's MAE over the replicates the difference is taken on, so that they subtract to it: level
+    by level where the runs span several splits or pre-trained models, else over the common seeds."""
+    if spans_levels(a_runs, b_runs):
+        pairs = matched(values_by_replicate(a_runs, metric), values_by_replicate(b_runs, metric))
+        return (level_mean({key: a for key, (a, _) in pairs.items()}),
+                level_mean({key: b for key, (_, b) in pairs.items()}))
+    common = sorted(set(by_a) & set(by_b))
+    if not common:
+        return math.nan, math.nan
+    return sum(by_a[s] for s in common) / len(common), sum(by_b[s] for s in common) / len(common)
 
 
 def comparison_table(runs: pd.DataFrame, errors: Mapping[str, pd.Series] | None = None) -> pd.DataFrame:
@@ -220,11 +206,11 @@ def comparison_table(runs: pd.DataFrame, errors: Mapping[str, pd.Series] | None 
                     by_a, by_b = by_seed(cells[a], metric), by_seed(cells[b], metric)
                     diff, shares = _difference(cells[a], cells[b], by_a, by_b, metric, errors)
                     common = sorted(set(by_a) & set(by_b))
-                    # means over the seeds the difference is taken on, so that they subtract to it
-                    mae_a = sum(by_a[s] for s in common) / len(common) if common else math.nan
-                    mae_b = sum(by_b[s] for s in common) / len(common) if common else math.nan
-                    # percent of b from each seed's own ratio; one seed: the bootstrap difference over b
-                    pct = ratio_percent(by_a, by_b) if len(common) >= 2 else relative(diff, mae_b)
+                    mae_a, mae_b = _means(cells[a], cells[b], by_a, by_b, metric)
+                    if spans_levels(cells[a], cells[b]):
+                        pct = nested_percent(cells[a], cells[b], metric)
+                    else:  # percent of b from each seed's own ratio; one seed: the bootstrap difference over b
+                        pct = ratio_percent(by_a, by_b) if len(common) >= 2 else relative(diff, mae_b)
                     pretrain = cells[a] if a not in target_only else cells[b]
                     rows.append(
                         {

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from benchmarks.report.baselines import median_failures
 from benchmarks.report.collect import SUBSET_PREFIX
+from benchmarks.report.replicates import SHARE_LEVELS, nested_mae, spans_levels
 from benchmarks.report.statistics import t_interval
 from cgat_dgl.strategies import REGISTRY, names, strategies
 
@@ -66,6 +67,12 @@ TABLE1_COLUMNS = (
     "improvement_pct",
     "improvement_std_pct",
     "n_failed",  # runs of the cell whose test MAE is not below their training median's
+    # where a cell spans several splits or pre-trained models: each level's share of its interval's
+    # bootstrap variance (NaN: a level the cell does not vary, or a cell over one split and model)
+    "share_splits",
+    "share_models",
+    "share_seeds",
+    "share_materials",
 )
 FAILED_NOTE = (
     "✗k: k runs of the cell whose test MAE is not below that of the training median fitted on the same "
@@ -159,16 +166,26 @@ def _stats(values: pd.Series) -> tuple[float, float, int]:
     return float(values.mean()), std, int(len(values))
 
 
-def _interval(values: pd.Series) -> dict[str, float]:
-    """The 95 % t-interval of the mean over seeds (NaN with one seed)."""
-    found = t_interval(values.to_numpy(dtype=float))
-    return {"mae_low": found.low, "mae_high": found.high}
+def _cell_statistics(cell: pd.DataFrame, metric: str, errors: Mapping[str, pd.Series] | None) -> dict[str, float | int]:
+    """A cell's mean MAE, spread and 95 % interval: over seeds (Student's t) where its runs share one
+    split and one pre-trained model, else level by level over splits, models, seeds and, where every run
+    logged its predictions, test materials (``replicates.nested_mae``), with each level's share."""
+    mean, std, n = _stats(cell[metric])
+    if n and spans_levels(cell):
+        found, shares = nested_mae(cell.dropna(subset=[metric]), metric, errors)
+        return {"mae_mean": found.mean, "mae_std": std, "mae_low": found.low, "mae_high": found.high, "n_seeds": n,
+                **{f"share_{level}": getattr(shares, level) for level in SHARE_LEVELS}}
+    found = t_interval(cell[metric].to_numpy(dtype=float))
+    return {"mae_mean": mean, "mae_std": std, "mae_low": found.low, "mae_high": found.high, "n_seeds": n,
+            **{f"share_{level}": math.nan for level in SHARE_LEVELS}}
 
 
-def table1(runs: pd.DataFrame) -> pd.DataFrame:
+def table1(runs: pd.DataFrame, errors: Mapping[str, pd.Series] | None = None) -> pd.DataFrame:
     """Test MAE per experiment, metric and strategy at the experiment's largest sizes (long format).
 
-    Rows with strategy "pretrain" hold the pre-training run's own MAE on the source property.
+    Rows with strategy "pretrain" hold the pre-training run's own MAE on the source property. ``errors``
+    (run id -> absolute test error per material) adds the test materials as a level of the intervals of
+    cells over several splits or pre-trained models.
     """
     rows: list[dict[str, object]] = []
     failed = median_failures(runs)
@@ -182,9 +199,8 @@ def table1(runs: pd.DataFrame) -> pd.DataFrame:
         pretrain = pretrain_runs_for(runs, selected[selected["strategy"] != "none"], source, n_pretrain)
         common = {"experiment": experiment, "task_type": task_type, "source": source, "target": target}
         for metric in ["test_mae", *subset_metrics(selected)]:
-            base_mean, base_std, _ = _stats(selected.loc[selected["strategy"] == "none", metric])
+            none = _cell_statistics(selected[selected["strategy"] == "none"], metric, errors)
             if metric in pretrain and pretrain[metric].notna().any():
-                mean, std, n = _stats(pretrain[metric])
                 rows.append(
                     {
                         **common,
@@ -193,10 +209,7 @@ def table1(runs: pd.DataFrame) -> pd.DataFrame:
                         "property": source,
                         "train_size": int(pretrain["train_size"].max()),
                         "pretrain_size": 0,
-                        "mae_mean": mean,
-                        "mae_std": std,
-                        **_interval(pretrain[metric]),
-                        "n_seeds": n,
+                        **_cell_statistics(pretrain, metric, None),
                         "improvement_pct": math.nan,
                         "improvement_std_pct": math.nan,
                         "n_failed": 0,
@@ -204,12 +217,13 @@ def table1(runs: pd.DataFrame) -> pd.DataFrame:
                 )
             for strategy in ordered_strategies(selected["strategy"]):
                 chosen = selected[selected["strategy"] == strategy]
-                mean, std, n = _stats(chosen[metric])
-                if n == 0:
+                cell = _cell_statistics(chosen, metric, errors)
+                if cell["n_seeds"] == 0:
                     continue
                 pct, pct_std = (math.nan, math.nan)
                 if strategy != "none":
-                    pct, pct_std = improvement(mean, std, base_mean, base_std)
+                    pct, pct_std = improvement(float(cell["mae_mean"]), float(cell["mae_std"]),
+                                               float(none["mae_mean"]), float(none["mae_std"]))
                 rows.append(
                     {
                         **common,
@@ -218,10 +232,7 @@ def table1(runs: pd.DataFrame) -> pd.DataFrame:
                         "property": target,
                         "train_size": n_train,
                         "pretrain_size": 0 if strategy == "none" else int(chosen["pretrain_size"].max()),
-                        "mae_mean": mean,
-                        "mae_std": std,
-                        **_interval(chosen[metric]),
-                        "n_seeds": n,
+                        **cell,
                         "improvement_pct": pct,
                         "improvement_std_pct": pct_std,
                         "n_failed": int(chosen.loc[chosen[metric].notna(), "run_id"].astype(str).isin(failed).sum()),

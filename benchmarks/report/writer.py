@@ -167,17 +167,22 @@ def _software_note(runs: pd.DataFrame, report: MarkdownReport) -> None:
         )
 
 
-def _table1_section(runs: pd.DataFrame, comparisons: pd.DataFrame, report: MarkdownReport, out_dir: Path) -> pd.DataFrame:
+def _table1_section(runs: pd.DataFrame, comparisons: pd.DataFrame, report: MarkdownReport, out_dir: Path,
+                    errors: Mapping[str, pd.Series] | None = None) -> pd.DataFrame:
     report.section("Table 1: test MAE per strategy (largest training and pre-training sizes)")
-    table = table1(runs)
+    table = table1(runs, errors)
     csv = write_csv(table, out_dir / "table1.csv")
     markdown = table1_markdown(table) if len(table) else "(no finished transfer runs)\n"
     (out_dir / "table1.md").write_text(markdown, encoding="utf-8")
     report.text(
         "Mean over seeds of the test MAE with its 95 % t-interval in brackets (none with one seed), at each "
-        "experiment's largest training size and, for transfers, largest pre-training size; in parentheses the "
+        "experiment's largest training size and, for transfers, largest pre-training size; a cell whose runs "
+        "span several splits or pre-trained models gives the mean of split means of model means of seed means "
+        "and a nested bootstrap over splits, the models of a split, the seeds of a model and (where every run "
+        "logged its predictions) each split's test materials, with each level's share of the variance in "
+        "table1.csv; in parentheses the "
         "reduction of the mean MAE relative to no transfer (its interval is in the paired comparisons below); "
-        "[n=] the number of seeds; bold the best strategy. The pre-training column is the "
+        "[n=] the number of runs (seeds × pre-trained models × splits); bold the best strategy. The pre-training column is the "
         "pre-trained model's own test MAE on the source property (the paper's PBE column). Rows with a "
         "`test_mae_<subset>` metric are evaluated on that subset of the test set only. The baselines "
         "(training median, pre-trained model as is, linear in element fractions, source value as is and "
@@ -204,7 +209,7 @@ def _published_section(table: pd.DataFrame, report: MarkdownReport, out_dir: Pat
         "that needs no source calculation of the material it predicts (and the best of all where that one needs "
         "it), beside published test MAEs on Materials Project data. The published numbers are not runs of this "
         "store: other data sizes, splits and test sets (the protocol column), so the comparison gives the scale "
-        "of the errors, not a verdict. Intervals: 95 % t-intervals over seeds."
+        "of the errors, not a verdict. Intervals: those of Table 1."
     )
     report.table(published_markdown(frame), write_csv(frame, out_dir / "published.csv"))
 
@@ -242,7 +247,7 @@ def _comparison_section(comparisons: pd.DataFrame, report: MarkdownReport, out_d
         "bootstrap over its test materials. Runs over several splits or pre-trained models (pre-training "
         "seeds) add those levels: a nested bootstrap over splits, the models of a split, the seeds of a model "
         "and each split's own test materials. Where the runs come from one split and one pre-trained model "
-        "per source, the intervals do not cover the variation between splits or pre-trainings. Negative: a is better. In percent of b: the mean of the seeds' own ratios 100 × (a / b − 1) with its t-interval (one common seed: the difference over b's MAE). "
+        "per source, the intervals do not cover the variation between splits or pre-trainings. Negative: a is better. In percent of b: the mean of the seeds' own ratios 100 × (a / b − 1) with its t-interval (one common seed: the difference over b's MAE; over several splits or pre-trained models: each replicate's own ratio, level by level, with the nested bootstrap over them). "
         "Runs that depend on the target alone (no transfer, the training median, the composition baseline) are shared by the experiments with the same target."
     )
     if comparisons.empty:
@@ -619,7 +624,7 @@ def write_report(
     _claims_section(claims, gate, report, out_dir)
     _provenance_section(runs, report, sources)
     _convergence_section(runs, histories, gate, report, out_dir)
-    table = _table1_section(runs, comparisons, report, out_dir)
+    table = _table1_section(runs, comparisons, report, out_dir, errors)
     _published_section(table, report, out_dir)
     strategy_cost_section(runs, report, out_dir)
     _comparison_section(comparisons, report, out_dir)
