@@ -78,6 +78,9 @@ bench-replicate: $(STAMP)
 	$(BENCH) run experiments.yaml --profile cpu --only $(REPLICATED) --pretrain-seed 1 --data $(SHARED_DATA) --no-report
 	$(BENCH) run experiments.yaml --profile cpu --only $(REPLICATED) --split-seed 1 --data $(SHARED_DATA) --no-report
 	$(BENCH) report experiments.yaml --profile cpu --data $(SHARED_DATA)
+	$(BENCH) report experiments.yaml --profile cpu --splits 0 --suite paper --data $(SHARED_DATA)
+	$(BENCH) report experiments.yaml --profile cpu --splits 1 --suite paper --data $(SHARED_DATA) \
+	  --compare-to mlflow/reports/cpu-paper-split-0
 
 # Every pre-trained model of the cpu profile trained anew (resumable: a killed run continues from its
 # last.pt), then written to pretrained_models/ with its card. A store that already holds them (from

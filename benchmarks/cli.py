@@ -1,7 +1,7 @@
 """``cgat-bench``: the benchmark's command line. Each subcommand is a parser plus a handler.
 
     cgat-bench run experiments.yaml --profile cpu [--dry-run] [--only A,B] [--suite S] [--workers N]
-    cgat-bench report [experiments.yaml] [--profile cpu] [--seeds 0-2] [--suite S] [--out DIR]
+    cgat-bench report [experiments.yaml] [--profile cpu] [--seeds 0-2] [--splits 1] [--suite S] [--out DIR]
     cgat-bench tune experiments.yaml --study NAME
     cgat-bench ui
 
@@ -159,7 +159,7 @@ def add_run_command(commands: argparse._SubParsersAction) -> None:
 
 
 # --- report ------------------------------------------------------------------------------------
-def parse_seeds(text: str | None) -> list[int] | None:
+def parse_seeds(text: str | None, option: str = "--seeds") -> list[int] | None:
     """"0,1,2" or "0-2" (or a mix, "0-2,5") as a sorted list of seeds."""
     if not text:
         return None
@@ -167,10 +167,10 @@ def parse_seeds(text: str | None) -> list[int] | None:
     for part in filter(None, (p.strip() for p in text.split(","))):
         low, _, high = part.partition("-")
         if not low.isdigit() or (high and not high.isdigit()) or (high and int(high) < int(low)):
-            raise ValueError(f"--seeds: {part!r} is not a seed or a range like 0-2")
+            raise ValueError(f"{option}: {part!r} is not a seed or a range like 0-2")
         seeds.update(range(int(low), int(high or low) + 1))
     if not seeds:
-        raise ValueError(f"--seeds: no seed in {text!r}")
+        raise ValueError(f"{option}: no seed in {text!r}")
     return sorted(seeds)
 
 
@@ -186,10 +186,11 @@ class ReportSources:
     suites: list[str] | None = None
     compare_to: Path | None = None  # an earlier report whose verdicts this one's are compared with
     data_path: Path | None = None  # with the manifest: only runs of its current plan are reported
+    splits: list[int] | None = None  # only runs (pre-trainings too) on these split seeds
 
     @property
     def name(self) -> str:
-        return report_name(self.profile, self.seeds, self.suites)
+        return report_name(self.profile, self.seeds, self.suites, self.splits)
 
     def markdown(self, written: datetime.datetime) -> str:
         manifest = f"`{Path(self.manifest).resolve()}`" if self.manifest is not None else "none given"
@@ -201,6 +202,7 @@ class ReportSources:
             f"- Profile: {self.profile or 'all'}",
             f"- Seeds (transfer runs): {', '.join(map(str, self.seeds)) if self.seeds is not None else 'all'}",
             f"- Suites: {', '.join(self.suites) if self.suites else 'all'}",
+            f"- Splits (every run, pre-trainings too): {', '.join(map(str, self.splits)) if self.splits is not None else 'all'}",
             *([f"- Verdicts compared with: `{self.compare_to}` ([verdict_changes.md](verdict_changes.md))"]
               if self.compare_to is not None else []),
             f"- Written: {written.isoformat(timespec='seconds')}",
@@ -238,6 +240,8 @@ def _write_report(sources: ReportSources, report_root: Path, work_dir: Path, loa
         studies = studies[studies["seed"].isin(seeds)]
     if suites:
         runs, studies = _in_suites(runs, studies, suites)
+    if sources.splits is not None:
+        runs, studies = in_splits(runs, studies, sources.splits)
     # per-material errors serve the comparisons of transfers and trials; pre-training runs need none
     transfers = runs.loc[runs["kind"] == "transfer", "run_id"]
     errors = collect_test_errors(tracking_uri, [*transfers, *studies["run_id"]])
@@ -276,7 +280,7 @@ def _write_report(sources: ReportSources, report_root: Path, work_dir: Path, loa
             tracker.log_artifacts(sorted(p for p in out_dir.iterdir() if p.is_file()), "report")
             tracker.log_metrics({f"claims_{verdict}": float(n) for verdict, n in verdict_counts(claims).items()})
         table1 = out_dir / "table1.csv"
-        if seeds is None and profile is not None and table1.is_file():  # a report over every seed
+        if seeds is None and sources.splits is None and profile is not None and table1.is_file():  # every seed and split
             from benchmarks.report.parents import annotate_parents
 
             annotated = annotate_parents(store.client, store.experiment_id, profile, pd.read_csv(table1), tracker.run_id)
@@ -286,6 +290,14 @@ def _write_report(sources: ReportSources, report_root: Path, work_dir: Path, loa
     print(f"claims: {out_dir / 'claims.md'}")
     print(f"sources: {sources_path}")
     return path
+
+
+def in_splits(runs, studies, splits: list[int]):
+    """The runs on these split seeds, pre-trainings included, and the studies if split 0 is one of them
+    (studies tune on split 0). Another split is another test set and other pre-trained models: a report
+    of disjoint splits is an independent replication of one over the others."""
+    kept = runs[runs["split_seed"].astype(int).isin(splits)].reset_index(drop=True)
+    return kept, studies if 0 in splits else studies.iloc[0:0]
 
 
 def current_runs(runs, sources: ReportSources):
@@ -347,6 +359,7 @@ def _symbol(z: int) -> str:
 def _report(args: argparse.Namespace) -> int:
     try:
         seeds = parse_seeds(args.seeds)
+        splits = parse_seeds(args.splits, "--splits")
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -367,7 +380,7 @@ def _report(args: argparse.Namespace) -> int:
         print(f"error: --compare-to {args.compare_to}: no such report folder or claims.csv", file=sys.stderr)
         return 2
     sources = ReportSources(paths.tracking_uri, args.experiments, args.profile, seeds, _split_names(args.suite),
-                            args.compare_to, data_path if args.experiments is not None else None)
+                            args.compare_to, data_path if args.experiments is not None else None, splits)
     _write_report(sources, paths.report_root, paths.work_dir, loaded)
     return 0
 
@@ -395,6 +408,9 @@ def add_report_command(commands: argparse._SubParsersAction) -> None:
     _add_report_dir_option(report)
     report.add_argument("--seeds", default=None,
                         help="only transfer runs of these seeds, e.g. 0-2 or 0,1,2 (written to <profile>-seeds-0-1-2/)")
+    report.add_argument("--splits", default=None,
+                        help="only runs on these split seeds, pre-trainings included, e.g. 1 (written to "
+                        "<profile>-split-1/): reports of disjoint splits share no test set or pre-trained model")
     report.add_argument("--suite", default=None,
                         help="only transfer runs of these suites, e.g. strategies (written to <profile>-strategies/)")
     report.add_argument("--compare-to", type=Path, default=None, metavar="REPORT",

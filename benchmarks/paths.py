@@ -66,13 +66,17 @@ def store_slug(tracking_uri: str) -> str:
     return slug
 
 
-def report_name(profile: str | None, seeds: list[int] | None = None, suites: list[str] | None = None) -> str:
-    """``cpu``, ``cpu-seeds-0-1-2``, ``cpu-strategies``: two selections of one store never share a folder."""
+def report_name(profile: str | None, seeds: list[int] | None = None, suites: list[str] | None = None,
+                splits: list[int] | None = None) -> str:
+    """``cpu``, ``cpu-seeds-0-1-2``, ``cpu-strategies``, ``cpu-split-1``: two selections of one store never
+    share a folder."""
     name = profile or "all"
     if seeds is not None:
         name += "-seeds-" + "-".join(map(str, seeds))
     if suites:
         name += "-" + "-".join(suites)
+    if splits is not None:
+        name += "-split-" + "-".join(map(str, splits))
     return name
 
 

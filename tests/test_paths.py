@@ -160,6 +160,24 @@ def test_an_explicit_out_is_honoured(tmp_path: Path, elsewhere: Path, capsys) ->
     assert old.report_dir == Path("benchmarks/results/reports")  # the old name still works
 
 
+def test_a_report_of_one_split_keeps_its_pretrainings_and_transfers_only(tmp_path: Path) -> None:
+    import pandas as pd
+
+    from benchmarks.cli import in_splits
+
+    runs = pd.DataFrame({"run_id": ["p0", "p1", "t0", "t1", "t1b"], "kind": ["pretrain", "pretrain", "transfer", "transfer", "transfer"],
+                         "split_seed": [0, 1, 0, 1, 1]})
+    studies = pd.DataFrame({"study": ["s"], "run_id": ["trial"]})
+    kept, kept_studies = in_splits(runs, studies, [1])
+    assert kept["run_id"].tolist() == ["p1", "t1", "t1b"] and kept_studies.empty  # studies tune on split 0
+    kept, kept_studies = in_splits(runs, studies, [0])
+    assert kept["run_id"].tolist() == ["p0", "t0"] and len(kept_studies) == 1
+    uri = empty_store(tmp_path / "store")
+    assert main(["report", "--profile", "smoke", "--splits", "1", "--tracking-uri", uri, "--out", str(tmp_path / "r")]) == 0
+    assert "- Splits (every run, pre-trainings too): 1" in (tmp_path / "r" / "smoke-split-1" / "sources.md").read_text()
+    assert main(["report", "--profile", "smoke", "--splits", "x", "--tracking-uri", uri]) == 2
+
+
 def test_a_password_never_reaches_a_folder_name_or_the_sources_file(tmp_path: Path) -> None:
     assert PASSWORD not in redact_uri(POSTGRES) and "bench:***@" in redact_uri(POSTGRES)
     root = report_root(POSTGRES, tmp_path)
