@@ -111,6 +111,16 @@ def ids_hash(ids: list[str]) -> str:
     return hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()[:16]
 
 
+def recreate_command(spec: PretrainRun) -> str:
+    """The command that trains the model anew, with the replication's seed and split where not 0."""
+    command = RECREATE.format(profile=spec.profile)
+    if spec.seed != 0:
+        command += f" --pretrain-seed {spec.seed}"
+    if spec.split_seed != 0:
+        command += f" --split-seed {spec.split_seed}"
+    return command
+
+
 def model_name(spec: PretrainRun) -> str:
     """``cpu-e_form_pbe`` for the whole pool, ``cpu-e_form_pbe-pool10`` for 10 % of it, and
     ``cpu-e_form_pbe-seed1`` / ``-split1`` for the replications (another initialisation, another split)."""
@@ -302,7 +312,7 @@ def export_model(
         model_settings=model_settings,
         train_settings=train_settings,
         history=history,
-        command=RECREATE.format(profile=spec.profile),
+        command=recreate_command(spec),
         created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     )
     (folder / CARD_FILE).write_text(card.model_dump_json(indent=2) + "\n", encoding="utf-8")

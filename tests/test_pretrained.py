@@ -162,6 +162,10 @@ def test_replication_models_get_their_own_folders() -> None:
              name(size=0.1, seed=0), name(size=0.1, seed=2, split_seed=1)]
     assert names == ["cpu-gap_pbe", "cpu-gap_pbe-seed1", "cpu-gap_pbe-split1", "cpu-gap_pbe-pool10",
                      "cpu-gap_pbe-pool10-seed2-split1"]
+    spec = PretrainRun(profile="cpu", prop="gap_pbe", model={}, stage={}, size=0.1, seed=2, split_seed=1)
+    assert pretrained.recreate_command(spec).endswith("--retrain-pretrained --pretrain-seed 2 --split-seed 1")
+    seed0 = PretrainRun(profile="cpu", prop="gap_pbe", model={}, stage={}, size=1.0, seed=0)
+    assert "seed" not in pretrained.recreate_command(seed0)
 
 
 def test_the_listing_plans_a_replication_with_its_own_key(
