@@ -390,9 +390,19 @@ def test_table1_cells_over_splits_and_models_take_the_nested_interval() -> None:
     assert full["mae_low"] < full["mae_mean"] < full["mae_high"]
     assert full["share_models"] + full["share_splits"] > 0.99 and math.isnan(full["share_materials"])  # no predictions
     assert math.isnan(none["share_models"]) and none["mae_mean"] == pytest.approx(1.001)
-    one_model = table1(runs[(runs["split_seed"] == 0) & (runs["pretrain_seed"] <= 0)]).set_index("strategy")
+    one = runs[(runs["split_seed"] == 0) & (runs["pretrain_seed"] <= 0)]
+    one_model = table1(one).set_index("strategy")
     assert math.isnan(one_model.loc["full", "share_seeds"])  # one split, one model: the t-interval over seeds
-    assert one_model.loc["full", "mae_mean"] == pytest.approx(0.601)
+    assert one_model.loc["full", "mae_mean"] == pytest.approx(0.601) and one_model.loc["full", "interval"] == "t over seeds"
+    # with every run's predictions the test materials are a level too, on one split as on several
+    ids = [f"mp-{i}" for i in range(80)]
+    hardness = np.random.default_rng(4).exponential(0.3, 80)  # some materials are hard for every model
+    errors = {str(r["run_id"]): pd.Series(r["test_mae"] + hardness, index=ids) for _, r in runs.iterrows()}
+    with_materials = table1(one, errors).set_index("strategy").loc["full"]
+    assert with_materials["interval"] == "bootstrap over seeds × test materials" and with_materials["share_materials"] > 0.9
+    assert with_materials["mae_high"] - with_materials["mae_low"] > 5 * (one_model.loc["full", "mae_high"] - one_model.loc["full", "mae_low"])
+    nested = table1(runs, errors).set_index("strategy").loc["full"]
+    assert nested["interval"].startswith("bootstrap over splits") and nested["interval"].endswith("test materials")
 
 
 def test_claims_name_each_levels_share_of_the_variance() -> None:

@@ -39,7 +39,8 @@ def spans_levels(*frames: pd.DataFrame) -> bool:
 def _groups(runs: pd.DataFrame) -> pd.core.groupby.DataFrameGroupBy:
     models = (runs["pretrain_seed"].map(lambda value: -1 if model_of(value) is None else model_of(value))
               if "pretrain_seed" in runs else pd.Series(-1, index=runs.index))
-    return runs.groupby([runs["split_seed"].astype(int), models.astype(int), runs["seed"].astype(int)])
+    splits = runs["split_seed"] if "split_seed" in runs else pd.Series(0, index=runs.index)  # untagged: split 0
+    return runs.groupby([splits.astype(int), models.astype(int), runs["seed"].astype(int)])
 
 
 def _key(split: int, model: int, seed: int) -> Replicate:

@@ -10,8 +10,8 @@ import pandas as pd
 
 from benchmarks.report.baselines import median_failures
 from benchmarks.report.collect import SUBSET_PREFIX
-from benchmarks.report.replicates import SHARE_LEVELS, nested_mae, spans_levels
-from benchmarks.report.statistics import t_interval
+from benchmarks.report.replicates import SHARE_LEVELS, nested_mae
+from benchmarks.report.statistics import UNKNOWN_SHARES, t_interval, unknown
 from cgat_dgl.strategies import REGISTRY, names, strategies
 
 # Footnote marks of Table 1, one per distinct registry note, in registry order (stable across tables).
@@ -67,8 +67,9 @@ TABLE1_COLUMNS = (
     "improvement_pct",
     "improvement_std_pct",
     "n_failed",  # runs of the cell whose test MAE is not below their training median's
-    # where a cell spans several splits or pre-trained models: each level's share of its interval's
-    # bootstrap variance (NaN: a level the cell does not vary, or a cell over one split and model)
+    "interval",  # how mae_low/mae_high were obtained
+    # each level's share of the interval's bootstrap variance (NaN: a level the cell does not vary, or
+    # an interval that is no bootstrap)
     "share_splits",
     "share_models",
     "share_seeds",
@@ -166,18 +167,20 @@ def _stats(values: pd.Series) -> tuple[float, float, int]:
     return float(values.mean()), std, int(len(values))
 
 
-def _cell_statistics(cell: pd.DataFrame, metric: str, errors: Mapping[str, pd.Series] | None) -> dict[str, float | int]:
-    """A cell's mean MAE, spread and 95 % interval: over seeds (Student's t) where its runs share one
-    split and one pre-trained model, else level by level over splits, models, seeds and, where every run
-    logged its predictions, test materials (``replicates.nested_mae``), with each level's share."""
+def _cell_statistics(cell: pd.DataFrame, metric: str, errors: Mapping[str, pd.Series] | None) -> dict[str, object]:
+    """A cell's mean MAE, spread and 95 % interval. Where every run logged its predictions: a bootstrap
+    over the seeds and the test materials (a new test set moves an MAE as much as a new seed does),
+    nested over splits and pre-trained models where the cell spans several; otherwise over the runs,
+    level by level where it spans several splits or models, else Student's t over the seeds. Each
+    level's share of the bootstrap variance comes with it (``replicates.nested_mae``)."""
+    cell = cell.dropna(subset=[metric])
     mean, std, n = _stats(cell[metric])
-    if n and spans_levels(cell):
-        found, shares = nested_mae(cell.dropna(subset=[metric]), metric, errors)
-        return {"mae_mean": found.mean, "mae_std": std, "mae_low": found.low, "mae_high": found.high, "n_seeds": n,
-                **{f"share_{level}": getattr(shares, level) for level in SHARE_LEVELS}}
-    found = t_interval(cell[metric].to_numpy(dtype=float))
-    return {"mae_mean": mean, "mae_std": std, "mae_low": found.low, "mae_high": found.high, "n_seeds": n,
-            **{f"share_{level}": math.nan for level in SHARE_LEVELS}}
+    found, shares = nested_mae(cell, metric, errors) if n else (unknown(), UNKNOWN_SHARES)
+    if not found.known:  # one split and one model without predictions, or a single seed
+        found, shares = t_interval(cell[metric].to_numpy(dtype=float)), UNKNOWN_SHARES
+    return {"mae_mean": found.mean if found.known else mean, "mae_std": std, "mae_low": found.low,
+            "mae_high": found.high, "n_seeds": n, "interval": found.method,
+            **{f"share_{level}": getattr(shares, level) for level in SHARE_LEVELS}}
 
 
 def table1(runs: pd.DataFrame, errors: Mapping[str, pd.Series] | None = None) -> pd.DataFrame:
