@@ -247,6 +247,27 @@ def test_the_tuning_claim_needs_every_trial_stopped_on_a_plateau() -> None:
     assert row["verdict"] == NOT_CONVERGED and "1 of 2 trials did not stop on a validation plateau" in row["detail"]
 
 
+def test_a_grid_whose_best_trial_is_the_default_is_judged_on_its_other_settings() -> None:
+    runs = pd.DataFrame([_run("inter", "full", 0, 1.0, source="volume_pbe", task_type="inter", stop_reason="plateau")])
+    ids = [f"mp-{i}" for i in range(60)]
+    spread = np.random.default_rng(5).exponential(0.3, 60)
+    trials = pd.DataFrame(
+        [
+            {"study": "grid", "run_id": f"t{i}", "experiment": "inter", "strategy": "full", "task_type": "inter",
+             "train_size": 100, "seed": 0, "lr": lr, "weight_decay": 0.0, "objective": objective,
+             "test_mae": mae, "stop_reason": "plateau"}
+            for i, (lr, objective, mae) in enumerate([(1e-4, 0.8, 1.0), (1e-5, 0.9, 1.3), (1e-6, 1.1, 1.5)])
+        ]
+    )  # fmt: skip
+    errors = {run_id: pd.Series(mae + spread - spread.mean(), index=ids)
+              for run_id, mae in [(str(runs["run_id"].iloc[0]), 1.0), ("t0", 1.0), ("t1", 1.3), ("t2", 1.5)]}
+    claims = claims_table(runs, comparison_table(runs), fit_table(size_points(runs), runs), studies=trials, errors=errors)
+    row = claims[claims["claim_id"] == "lr_wd_no_gain"].iloc[0]
+    # the best trial is the default model itself (+0 [+0, +0] would say nothing): the best other setting is measured
+    assert "the best of 3 trials is the default" in row["check"] and "lr 1e-05" in row["check"]
+    assert row["mean"] == pytest.approx(0.3) and row["verdict"] == REPRODUCED
+
+
 def test_parse_seeds() -> None:
     assert parse_seeds("0-2") == [0, 1, 2]
     assert parse_seeds("3,5,4") == [3, 4, 5]

@@ -45,5 +45,14 @@ def test_the_best_of_all_is_not_repeated_when_it_needs_no_source_value() -> None
     assert list(ours["test_mae"]) == [0.05]
 
 
+def test_of_two_experiments_sharing_a_cell_the_one_with_more_runs_is_shown() -> None:
+    """A pre-training-size study's largest pool repeats the intra-property task on fewer runs (one
+    pre-trained model): its lower mean is a subset's luck, not a better strategy."""
+    table = pd.DataFrame([{**_row("r2", "full", "e_form_r2scan", 0.043), "n_seeds": 6, "pretrain_size": 28000},
+                          {**_row("r2_size", "full", "e_form_r2scan", 0.040), "pretrain_size": 28000}])
+    ours = published_comparison(table).query("origin == 'this report'")
+    assert list(ours["test_mae"]) == [0.043] and list(ours["n"]) == [6]
+
+
 def test_an_empty_table_gives_no_comparison() -> None:
     assert published_comparison(pd.DataFrame(columns=["metric", "property", "strategy", "mae_mean"])).empty

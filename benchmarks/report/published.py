@@ -74,6 +74,10 @@ def _best_rows(table: pd.DataFrame, prop: str) -> list[dict[str, object]]:
     """This report's rows for one property: its pre-trained model, or the best strategy without the
     source value and, where another is better, the best of all."""
     overall = table[(table["metric"] == "test_mae") & (table["property"] == prop) & table["mae_mean"].notna()]
+    # one cell per strategy and sizes: two experiments that share runs (a pre-training-size study's largest
+    # pool) give the cell with more runs, not the luckier subset
+    cell = [column for column in ("strategy", "train_size", "pretrain_size") if column in overall]
+    overall = overall.sort_values("n_seeds", ascending=False, kind="stable").drop_duplicates(cell)
     pretrained = overall[overall["strategy"] == "pretrain"]
     if not pretrained.empty:
         best = pretrained.sort_values(["train_size", "mae_mean"], ascending=[False, True]).iloc[0]
