@@ -545,8 +545,8 @@ def _diff_runs(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     diff = diff_runs(a, b)
-    print(summary(diff, args.a, args.b, shown=args.show))
-    return 0 if diff.same else 1
+    print(summary(diff, args.a, args.b, shown=args.show, subset=args.subset))
+    return 0 if (diff.b_within_a if args.subset else diff.same) else 1
 
 
 def add_diff_runs_command(commands: argparse._SubParsersAction) -> None:
@@ -554,6 +554,9 @@ def add_diff_runs_command(commands: argparse._SubParsersAction) -> None:
     command.add_argument("a", type=Path, help="a report folder or its runs.csv")
     command.add_argument("b", type=Path, help="another report folder or runs.csv")
     command.add_argument("--show", type=int, default=20, help="differences listed (default 20)")
+    command.add_argument("--subset", action="store_true",
+                         help="succeed when every run of b is in a with the same values (a may hold more runs, "
+                         "e.g. a committed report over more suites than the rerun of one)")
     command.set_defaults(handler=_diff_runs)
 
 

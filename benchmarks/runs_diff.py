@@ -29,6 +29,11 @@ class RunsDiff:
     def same(self) -> bool:
         return not self.only_a and not self.only_b and self.differences.empty
 
+    @property
+    def b_within_a(self) -> bool:
+        """Every run of b is in a with the same values (a may hold more: other suites, replications)."""
+        return not self.only_b and self.differences.empty
+
 
 def read_runs(path: Path) -> pd.DataFrame:
     """A report's runs.csv (or the report folder holding it), every value as its text."""
@@ -67,7 +72,7 @@ def diff_runs(a: pd.DataFrame, b: pd.DataFrame) -> RunsDiff:
     )
 
 
-def summary(diff: RunsDiff, a: Path, b: Path, shown: int = 20) -> str:
+def summary(diff: RunsDiff, a: Path, b: Path, shown: int = 20, subset: bool = False) -> str:
     lines = [f"a: {a}", f"b: {b}"]
     runs_differing = diff.differences[["run_key", "experiment"]].drop_duplicates()
     lines.append(
@@ -81,5 +86,8 @@ def summary(diff: RunsDiff, a: Path, b: Path, shown: int = 20) -> str:
         lines.append(f"{row.run_key} ({row.experiment}) {row.column}: a {row.a!r}, b {row.b!r}")
     if len(diff.differences) > shown:
         lines.append(f"... {len(diff.differences) - shown} more differences")
-    lines.append("same results" if diff.same else "different results")
+    if subset:
+        lines.append("b's results are within a's" if diff.b_within_a else "b's results are not within a's")
+    else:
+        lines.append("same results" if diff.same else "different results")
     return "\n".join(lines)

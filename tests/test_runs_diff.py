@@ -65,3 +65,15 @@ def test_input_that_is_not_a_report_s_runs_gives_an_error_naming_the_file(tmp_pa
         read_runs(twice)
     with pytest.raises(FileNotFoundError, match="no runs.csv"):
         read_runs(tmp_path / "absent")
+
+
+def test_a_rerun_of_part_of_a_report_is_checked_with_subset(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A committed report over more suites than `make bench` makes: the rerun's runs must all be in it, unchanged."""
+    whole = _write(tmp_path / "whole.csv", _runs())
+    part = _write(tmp_path / "part.csv", _runs()[:2])
+    assert main(["diff-runs", str(whole), str(part)]) == 1  # not the same runs
+    assert main(["diff-runs", str(whole), str(part), "--subset"]) == 0
+    assert "b's results are within a's" in capsys.readouterr().out
+    changed = _write(tmp_path / "changed.csv", _runs(test_mae=0.5417)[:2])
+    assert main(["diff-runs", str(whole), str(changed), "--subset"]) == 1
+    assert main(["diff-runs", str(part), str(whole), "--subset"]) == 1  # b holds a run a lacks
